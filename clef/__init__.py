@@ -1,0 +1,1 @@
+"""The `clef` command: a thin dispatcher over clef_core, client, server, simulations and edge."""

@@ -1,0 +1,1 @@
+"""One module per `clef` subcommand (discovered automatically by clef.cli)."""
