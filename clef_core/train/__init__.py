@@ -1,0 +1,17 @@
+"""One training loop for CLEF pretraining, used centrally and by federated clients."""
+
+from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.loop import PretrainResult, pretrain
+from clef_core.train.trainer import EpochStats, NonFiniteLossError, StepInfo, Trainer, resolve_device
+
+__all__ = [
+    "EpochStats",
+    "LossConfig",
+    "NonFiniteLossError",
+    "PretrainResult",
+    "StepInfo",
+    "TrainConfig",
+    "Trainer",
+    "pretrain",
+    "resolve_device",
+]

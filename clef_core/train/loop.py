@@ -1,0 +1,258 @@
+"""Central CLEF pretraining: epochs over one prepared site, resumable, logged, checkpointed.
+
+A run folder holds
+  train_state.pt   the :class:`~clef_core.train.trainer.Trainer` state after the last whole epoch
+                   (written atomically every epoch; a new call resumes from it)
+  metrics.jsonl    one JSON object per epoch ({"kind": "epoch", "epoch", "step", "train_loss",
+                   "lr", "seconds", ...}) and, with ``train.log_every = k``, one per k steps
+                   ({"kind": "step", ...})
+  final_model.pt   the encoder in the clef model format (:mod:`clef_core.checkpoint`)
+
+Determinism: the encoder is initialised from ``train.seed``; epoch e shuffles with a generator
+seeded from (seed, e), and the python/numpy/torch RNG states travel in ``train_state.pt``, so
+"2 epochs" and "1 epoch, stop, resume, 1 more" give the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from clef_core.checkpoint import save_model, to_plain
+from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from clef_core.pipeline import PreparedSite
+
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+FINAL_MODEL = "final_model.pt"
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    run_dir: Path
+    final_model: Path
+    epochs: int  # epochs completed in total (including resumed ones)
+    steps: int
+    final_loss: float  # mean loss of the last epoch run (NaN when this call ran none)
+    seconds: float  # wall time of this call
+    resumed_from_epoch: int | None
+    history: list[EpochStats]  # the epochs run by this call
+
+
+def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
+    """The encoder of ``[model]`` (scale, norm, ...)."""
+    from clef_core.encoders import build_encoder
+
+    return build_encoder(**cfg["model"])
+
+
+def make_loader(dataset: torch.utils.data.Dataset, train_cfg: TrainConfig, epoch: int) -> DataLoader:
+    """A shuffled loader whose order depends only on (seed, epoch); the dataset is told the epoch
+    when it supports ``set_epoch``."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + epoch)
+    return DataLoader(
+        dataset,
+        batch_size=train_cfg.batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=train_cfg.num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def make_dataset(cfg: dict[str, Any], site: PreparedSite, seed: int) -> torch.utils.data.Dataset:
+    """``PretrainDataset`` over the site, with the noise bank of ``[views]`` at the store's rate."""
+    from clef_core.data.augment import ViewConfig
+    from clef_core.data.datasets import PretrainDataset
+    from clef_core.data.noise import NoiseBank
+
+    views = ViewConfig(**cfg["views"])
+    bank = NoiseBank(sample_rate=site.store.preprocess["sample_rate"], noise_dir=views.noise_dir)
+    return PretrainDataset(site.store, site.clinical, views, bank, seed=seed)
+
+
+def pretrain(
+    cfg: dict[str, Any],
+    *,
+    run_dir: str | Path,
+    site: PreparedSite,
+    resume: bool = True,
+    progress: bool = True,
+) -> PretrainResult:
+    """Train ``[model]`` on ``site`` for ``train.epochs`` epochs (or until ``train.max_steps``
+    steps), continuing from ``run_dir/train_state.pt`` when ``resume`` and it exists."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_cfg = TrainConfig(**cfg["train"])
+    loss_cfg = LossConfig(**cfg["loss"])
+    state_path = run_dir / STATE_FILE
+    metrics_path = run_dir / METRICS_FILE
+
+    seed_everything(train_cfg.seed)
+    trainer = Trainer(build_model(cfg), loss_cfg, train_cfg)
+    resumed_from = None
+    if resume and state_path.is_file():
+        check_resumable(state_path, train_cfg, loss_cfg)
+        trainer.load_state(state_path)
+        resumed_from = trainer.epoch
+        _truncate_metrics(metrics_path, trainer.epoch, trainer.step)
+    else:
+        metrics_path.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+    dataset = make_dataset(cfg, site, train_cfg.seed)
+    if len(dataset) == 0:
+        raise ValueError(f"{site.root}: no usable patients to pretrain on")
+
+    history: list[EpochStats] = []
+    with metrics_path.open("a", encoding="utf-8") as metrics:
+        for epoch in range(trainer.epoch, train_cfg.epochs):
+            remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
+            if remaining is not None and remaining <= 0:
+                break
+            loader = make_loader(dataset, train_cfg, epoch)
+            total = len(loader) if remaining is None else min(len(loader), remaining)
+            bar = _progress(progress, total, f"epoch {epoch + 1}/{train_cfg.epochs}")
+            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, train_cfg.log_every))
+            if bar is not None:
+                bar.close()
+            history.append(stats)
+            _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
+                             "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
+                             "steps": stats.steps, "grad_norm": stats.grad_norm,
+                             "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
+            trainer.save_state(state_path)
+
+    final_loss = history[-1].loss if history else _last_logged_loss(metrics_path)
+    final = save_model(
+        run_dir / FINAL_MODEL,
+        trainer.model,
+        preprocess=model_preprocess(site),
+        provenance=pretrain_provenance(cfg, site, trainer, final_loss, dataset),
+    )
+    return PretrainResult(
+        run_dir=run_dir,
+        final_model=final,
+        epochs=trainer.epoch,
+        steps=trainer.step,
+        final_loss=final_loss,
+        seconds=time.perf_counter() - started,
+        resumed_from_epoch=resumed_from,
+        history=history,
+    )
+
+
+# [train] keys that may change between a run and its resumption (how long, where, how logged)
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "num_workers", "device", "log_every"})
+
+
+def check_resumable(state_path: Path, train_cfg: TrainConfig, loss_cfg: LossConfig) -> None:
+    """Refuse to continue a run with other loss or optimisation settings than it started with."""
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved_train, saved_loss = state.get("train_config", {}), state.get("loss_config", {})
+    changed = [f"train.{k}: {saved_train.get(k)!r} -> {v!r}" for k, v in train_cfg.to_dict().items()
+               if k not in RESUMABLE_CHANGES and saved_train.get(k) != v]
+    changed += [f"loss.{k}: {saved_loss.get(k)!r} -> {v!r}" for k, v in loss_cfg.to_dict().items() if saved_loss.get(k) != v]
+    if changed:
+        raise ValueError(f"{state_path} was trained with other settings ({'; '.join(changed)}); "
+                         "start over (--no-resume) or use another run folder")
+
+
+def model_preprocess(site: PreparedSite) -> dict[str, Any]:
+    """The store's preprocessing, verbatim (``PreprocessConfig.from_dict`` reads it back); the
+    per-view input (one lead, z-scored per window) is the checkpoint's default ``input`` spec."""
+    return to_plain(dict(site.store.preprocess), "store.preprocess")
+
+
+def pretrain_provenance(
+    cfg: dict[str, Any],
+    site: PreparedSite,
+    trainer: Trainer,
+    final_loss: float,
+    dataset: torch.utils.data.Dataset,
+) -> dict[str, Any]:
+    noise = getattr(dataset, "noise_bank", None)
+    return {
+        "kind": "central-pretrain",
+        "data": {**site.summary(), "patients_used": len(dataset),
+                 "records_without_metadata": getattr(dataset, "n_without_metadata", None)},
+        "loss": trainer.loss_cfg.to_dict(),
+        "train": trainer.train_cfg.to_dict(),
+        "model": dict(cfg["model"]),
+        "views": dict(cfg["views"]),
+        "noise": noise.describe() if hasattr(noise, "describe") else None,
+        "score2": dict(cfg.get("score2", {})),
+        "privacy": None,
+        "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss},
+        "device": str(trainer.device),
+        "torch_version": torch.__version__,
+    }
+
+
+def _on_step(bar: Any, metrics: Any, log_every: int):
+    def callback(info: StepInfo) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{info.loss:.4f}", lr=f"{info.lr:.2e}")
+        if log_every and info.step % log_every == 0:
+            _write(metrics, {"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
+                             "lr": info.lr, "grad_norm": info.grad_norm})
+
+    return callback
+
+
+def _progress(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _write(fh: Any, record: dict[str, Any]) -> None:
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    fh.write(json.dumps(clean) + "\n")
+    fh.flush()
+
+
+def _truncate_metrics(path: Path, epoch: int, step: int) -> None:
+    """Drop lines written after the saved state (an epoch interrupted before its state was saved)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if record.get("epoch", 0) <= epoch and record.get("step", 0) <= step:
+            keep.append(line)
+    path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
+
+
+def _last_logged_loss(path: Path) -> float:
+    loss = math.nan
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record.get("kind") == "epoch" and record.get("train_loss") is not None:
+                loss = float(record["train_loss"])
+    return loss
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

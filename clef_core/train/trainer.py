@@ -1,0 +1,406 @@
+"""The one training step/epoch used centrally (``clef pretrain``) and by hospital clients.
+
+A :class:`Trainer` owns an encoder, its AdamW optimizer, an SGDR schedule
+(``CosineAnnealingWarmRestarts``, Loshchilov & Hutter 2017) and, on CUDA, a mixed-precision
+``GradScaler``. One call of :meth:`Trainer.train_epoch` runs over a loader of
+``PretrainDataset`` batches (``view1``, ``view2``: (N, 1, T); ``risk``, ``completeness``: (N,)),
+embeds the 2N views (rows i and i+N are patient i's two views) and minimises the CLEF loss
+(or NT-Xent, ``loss.kind = "ntxent"``).
+
+Learning rate: without ``lr`` the scheduler sets it before every batch to
+``eta(t)``, ``t = scheduled_epochs + i / len(loader)`` (PyTorch's documented fractional
+stepping; ``T_0``/``T_mult`` in epochs). With ``lr`` given -- the federated server sets the
+rate per round -- that rate is used unchanged for the whole call and the schedule is neither
+read nor advanced: ``scheduled_epochs`` counts only scheduler-driven calls, so a later call
+without ``lr`` continues the cosine schedule where it stopped.
+
+FedProx (Li et al. 2020): with ``proximal_mu > 0`` the minimised objective is
+``loss + (mu / 2) * ||w - w_global||^2`` over the trainable parameters; the reported loss is
+the task loss alone, the proximal term is reported separately. With a differentially private
+optimizer (Opacus) the proximal gradient is applied as a separate, data-independent step after
+the private one (see :meth:`Trainer._decoupled_proximal_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clef_core.checkpoint import atomic_torch_save, strip_prefix, unwrap
+from clef_core.train.config import LossConfig, TrainConfig
+
+STATE_FORMAT = "clef-train-state"
+STATE_VERSION = 1
+BATCH_KEYS = ("view1", "view2", "risk", "completeness")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or, without mixed precision, the gradient) became NaN/inf; no weights were updated."""
+
+
+@dataclasses.dataclass
+class EpochStats:
+    """What one :meth:`Trainer.train_epoch` call did. ``loss`` is the mean task loss over its
+    optimizer steps (NaN when it made none)."""
+
+    loss: float
+    steps: int
+    examples: int
+    seconds: float
+    skipped_empty_batches: int
+    lr: float = math.nan  # rate of the last step
+    grad_norm: float = math.nan  # mean global gradient norm before clipping
+    proximal: float = 0.0  # mean ||w - w_global||^2 (0 without FedProx)
+    epoch: int = 0  # trainer.epoch after the call
+    step: int = 0  # trainer.step after the call
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class StepInfo:
+    """Passed to ``on_step`` after every optimizer step."""
+
+    epoch: int  # 0-based epoch being run
+    step: int  # global step count after this step
+    batch: int  # index of the batch in the loader
+    loss: float
+    lr: float
+    grad_norm: float
+    examples: int
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> cuda when available, else cpu."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(z, risk, completeness) -> scalar`` for the configured loss kind."""
+    from clef_core.loss import clef_loss, nt_xent
+
+    if cfg.kind == "ntxent":
+        return lambda z, risk, completeness: nt_xent(z, tau=cfg.tau)
+    return lambda z, risk, completeness: clef_loss(
+        z,
+        risk,
+        completeness,
+        tau=cfg.tau,
+        alpha=cfg.alpha,
+        use_mask=cfg.use_mask,
+        weight_norm=cfg.weight_norm,
+        align_weight=cfg.align_weight,
+    )
+
+
+class Trainer:
+    """Optimisation state of one encoder; see the module docstring for the lr/FedProx rules."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        loss_cfg: LossConfig,
+        train_cfg: TrainConfig,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.loss_cfg = loss_cfg
+        self.train_cfg = train_cfg
+        self.device = resolve_device(device if device is not None else train_cfg.device)
+        self.model = encoder.to(self.device)
+        self.loss_fn = make_loss(loss_cfg)
+        self.use_amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=train_cfg.lr,
+            weight_decay=train_cfg.weight_decay,
+        )
+        self.scheduler = self._make_scheduler(self.optimizer)
+        self.step = 0  # optimizer steps taken
+        self.epoch = 0  # train_epoch calls completed
+        self.scheduled_epochs = 0  # calls whose lr came from the scheduler
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=self.train_cfg.warm_restart_t0, T_mult=self.train_cfg.warm_restart_tmult
+        )
+
+    def replace(self, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Swap in a wrapped model/optimizer (e.g. Opacus ``make_private``'s outputs); the schedule
+        is rebuilt on the new optimizer at the same position."""
+        if model is not None:
+            self.model = model.to(self.device)
+        if optimizer is not None:
+            sched_state = self.scheduler.state_dict()
+            self.optimizer = optimizer
+            self.scheduler = self._make_scheduler(optimizer)
+            self.scheduler.load_state_dict(sched_state)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ------------------------------------------------------------------ training
+
+    def train_epoch(
+        self,
+        loader: Iterable[Mapping[str, torch.Tensor]],
+        *,
+        lr: float | None = None,
+        max_steps: int | None = None,
+        proximal_mu: float = 0.0,
+        global_params: Mapping[str, torch.Tensor] | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> EpochStats:
+        """One pass over ``loader`` (at most ``max_steps`` optimizer steps; None or 0: no limit).
+
+        Batches with no patients are skipped and counted. A non-finite loss raises
+        :class:`NonFiniteLossError` naming the step, before any weight is touched.
+        """
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr = {lr!r}: expected > 0")
+        if proximal_mu < 0:
+            raise ValueError(f"proximal_mu = {proximal_mu!r}: expected >= 0")
+        anchors = self._proximal_anchors(global_params) if proximal_mu > 0 else None
+        limit = max_steps or None
+        n_batches = _length(loader)
+        if lr is not None:
+            self._set_lr(lr)
+        self.model.train()
+
+        start = time.perf_counter()
+        steps = examples = skipped = 0
+        loss_sum = norm_sum = prox_sum = 0.0
+        for i, batch in enumerate(loader):
+            view1, view2, risk, completeness = self._unpack(batch, i)
+            n = view1.shape[0]
+            if n == 0:
+                skipped += 1
+                continue
+            if lr is None:
+                self.scheduler.step(self.scheduled_epochs + (i / n_batches if n_batches else 0.0))
+            loss, grad_norm, prox = self._optimizer_step(view1, view2, risk, completeness, i, proximal_mu, anchors)
+            steps += 1
+            examples += n
+            loss_sum += loss
+            norm_sum += grad_norm
+            prox_sum += prox
+            if on_step is not None:
+                on_step(StepInfo(self.epoch, self.step, i, loss, self.lr, grad_norm, n))
+            if limit is not None and steps >= limit:
+                break
+
+        if lr is None:
+            self.scheduled_epochs += 1
+        self.epoch += 1
+        return EpochStats(
+            loss=loss_sum / steps if steps else math.nan,
+            steps=steps,
+            examples=examples,
+            seconds=time.perf_counter() - start,
+            skipped_empty_batches=skipped,
+            lr=self.lr,
+            grad_norm=norm_sum / steps if steps else math.nan,
+            proximal=prox_sum / steps if steps else 0.0,
+            epoch=self.epoch,
+            step=self.step,
+        )
+
+    def _optimizer_step(
+        self,
+        view1: torch.Tensor,
+        view2: torch.Tensor,
+        risk: torch.Tensor,
+        completeness: torch.Tensor,
+        batch_index: int,
+        mu: float,
+        anchors: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    ) -> tuple[float, float, float]:
+        dev = self.device
+        x = torch.cat([view1, view2]).to(dev, non_blocking=True)
+        risk = risk.to(dev, dtype=torch.float32)
+        completeness = completeness.to(dev, dtype=torch.float32)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
+            z = self.model(x)
+        loss = self.loss_fn(z.float(), risk, completeness)
+        loss_value = float(loss.detach())
+        where = f"step {self.step + 1} (epoch {self.epoch + 1}, batch {batch_index})"
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"non-finite loss ({loss_value}) at {where}; weights were not updated")
+        objective = loss
+        prox_value = 0.0
+        if anchors is not None:
+            prox = torch.stack([(p - g).pow(2).sum() for p, g in anchors]).sum()
+            prox_value = float(prox.detach())
+            if not self.private:
+                objective = loss + 0.5 * mu * prox
+        self.scaler.scale(objective).backward()
+        grad_norm = self._clip_gradients()
+        if not self.use_amp and not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"non-finite gradient norm ({grad_norm}) at {where}; weights were not updated")
+        self.scaler.step(self.optimizer)  # skips the step when AMP found inf/NaN gradients
+        self.scaler.update()
+        if anchors is not None and self.private:
+            self._decoupled_proximal_step(mu, anchors)
+        self.step += 1
+        return loss_value, grad_norm, prox_value
+
+    @property
+    def private(self) -> bool:
+        """True when the optimizer is a differentially private one (Opacus ``DPOptimizer``)."""
+        return hasattr(self.optimizer, "noise_multiplier")
+
+    @torch.no_grad()
+    def _decoupled_proximal_step(self, mu: float, anchors: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """FedProx under DP: the private optimizer rebuilds ``.grad`` from per-sample gradients, so
+        the proximal gradient ``mu (w - w_global)`` cannot ride along in the loss; it is applied as
+        its own gradient step ``w -= min(lr * mu, 1) * (w - w_global)`` after the private step. It depends on
+        no data, so it costs no privacy (post-processing)."""
+        pull = min(self.lr * mu, 1.0)  # beyond 1 the step would overshoot w_global
+        for p, g in anchors:
+            p.sub_(pull * (p - g))
+
+    def _clip_gradients(self) -> float:
+        """Global L2 clipping to ``grad_clip`` (0: measure only); returns the norm before clipping.
+        A differentially private optimizer (Opacus ``DPOptimizer``) clips per sample and rebuilds
+        ``.grad`` from the clipped per-sample gradients in its step: only measure then."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip > 0 and not self.private else math.inf
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _proximal_anchors(self, global_params: Mapping[str, torch.Tensor] | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if global_params is None:
+            raise ValueError("proximal_mu > 0 needs global_params (the round's global weights by parameter name)")
+        glob = strip_prefix(global_params)
+        pairs = []
+        for name, p in strip_prefix(dict(self.model.named_parameters())).items():
+            if not p.requires_grad:
+                continue
+            if name not in glob:
+                raise ValueError(f"global_params has no entry for parameter '{name}'")
+            g = glob[name]
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(f"global_params['{name}'] has shape {tuple(g.shape)}, the model {tuple(p.shape)}")
+            pairs.append((p, g.detach().to(self.device, dtype=p.dtype)))
+        return pairs
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @staticmethod
+    def _unpack(batch: Any, index: int) -> tuple[torch.Tensor, ...]:
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"batch {index}: expected a dict with keys {BATCH_KEYS}, got {type(batch).__name__}")
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"batch {index}: missing key(s) {missing} (expected {BATCH_KEYS})")
+        view1, view2, risk, completeness = (batch[k] for k in BATCH_KEYS)
+        risk = torch.as_tensor(risk)
+        completeness = torch.as_tensor(completeness)
+        if view1.shape != view2.shape or view1.ndim != 3:
+            raise ValueError(f"batch {index}: views must both be (N, 1, T); got {tuple(view1.shape)} and {tuple(view2.shape)}")
+        if risk.shape[0] != view1.shape[0] or completeness.shape[0] != view1.shape[0]:
+            raise ValueError(f"batch {index}: {view1.shape[0]} patients but risk {tuple(risk.shape)}, "
+                             f"completeness {tuple(completeness.shape)}")
+        return view1, view2, risk, completeness
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit: weights, optimizer, schedule, scaler,
+        counters and the python/numpy/torch RNG states. Plain values and tensors only."""
+        return {
+            "format": STATE_FORMAT,
+            "format_version": STATE_VERSION,
+            "model": {k: v.detach().cpu().clone() for k, v in strip_prefix(unwrap(self.model).state_dict()).items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "scheduled_epochs": self.scheduled_epochs,
+            "rng": capture_rng(),
+            "train_config": self.train_cfg.to_dict(),
+            "loss_config": self.loss_cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], where: str = "train state") -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{where}: not a clef training state (format {state.get('format')!r})")
+        if state.get("format_version") != STATE_VERSION:
+            raise ValueError(f"{where}: training-state version {state.get('format_version')} is not supported "
+                             f"(expected {STATE_VERSION})")
+        try:
+            unwrap(self.model).load_state_dict(strip_prefix(state["model"]))
+        except RuntimeError as exc:
+            raise ValueError(f"{where}: saved weights don't match this encoder (was the model config changed?): "
+                             f"{str(exc).splitlines()[0]}") from exc
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.scheduled_epochs = int(state["scheduled_epochs"])
+        restore_rng(state["rng"])
+
+    def save_state(self, path: str | Path) -> Path:
+        """Atomic (temporary file + ``os.replace``)."""
+        return atomic_torch_save(self.state_dict(), path)
+
+    def load_state(self, path: str | Path) -> None:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        self.load_state_dict(state, where=str(path))
+
+
+def capture_rng() -> dict[str, Any]:
+    """python, numpy (legacy global) and torch RNG states as plain values/tensors."""
+    np_name, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"name": np_name, "key": torch.from_numpy(np_key.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state((npst["name"], npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _length(loader: Iterable[Any]) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
