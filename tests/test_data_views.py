@@ -108,7 +108,7 @@ def test_fallback_generators_when_noise_folder_absent(tmp_path, monkeypatch, cap
 def test_noise_dir_search_order(tmp_path, monkeypatch, shared_data):
     monkeypatch.setenv(noise_mod.NOISE_DIR_ENV, str(tmp_path))
     dirs = noise_mod.default_noise_dirs()
-    assert dirs[-1] == tmp_path and dirs[0].parts[-3:] == ("shared", "data", "noise")
+    assert dirs[0] == tmp_path and dirs[-1].parts[-3:] == ("shared", "data", "noise")
     assert find_noise_dir("", candidates=[tmp_path, shared_data / "noise"]) == shared_data / "noise"
     assert find_noise_dir("", candidates=[tmp_path]) is None
     assert find_noise_dir(None) is None

@@ -45,13 +45,14 @@ _WARNED: set[str] = set()
 
 
 def default_noise_dirs() -> list[Path]:
-    """Automatic search order: ``<repo>/../shared/data/noise``, then ``$CLEF_NOISE_DIR``."""
+    """Automatic search order: ``$CLEF_NOISE_DIR`` when set, then ``<repo>/../shared/data/noise``."""
     import clef_core
 
-    candidates = [Path(clef_core.__file__).resolve().parents[1].parent / "shared" / "data" / "noise"]
+    candidates = []
     env = os.environ.get(NOISE_DIR_ENV, "")
     if env:
         candidates.append(Path(env).expanduser())
+    candidates.append(Path(clef_core.__file__).resolve().parents[1].parent / "shared" / "data" / "noise")
     return candidates
 
 
