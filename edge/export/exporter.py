@@ -1,0 +1,227 @@
+"""``clef export``: a clef model checkpoint -> float ONNX, int8 ONNX, int8 TFLite, preprocess.json
+and export_report.json, with the int8 models gated on held-out real windows.
+
+Flow (files in ``out_dir``):
+
+1. ``preprocess.json`` from the checkpoint's preprocess section (edge/export/preprocess_json.py);
+2. real windows from the calibration source, through the *device's* numpy preprocessing,
+   split by record into calibration and held-out sets (edge/export/calibration.py);
+3. ``model.onnx`` (legacy exporter) and ``model_int8.onnx`` (ORT static QDQ), in this process;
+4. ``model_int8.tflite`` in the export venv (litert-torch PT2E; edge/export/litert/convert.py),
+   run there by ai-edge-litert on the held-out windows, and, where the edge venv exists, by
+   tflite-runtime 2.14 too;
+5. the gate (edge/export/gate.py) against the float PyTorch encoder on the held-out windows.
+
+A model that fails its gate is not left under its normal name: it is renamed
+``model_int8.rejected.tflite`` (or ``.rejected.onnx``), the report says ``"gate": "fail"``
+and ``clef export`` exits non-zero. The report's top-level ``size_kb``,
+``centred_cosine_min``, ``rel_l2_error`` and ``gate`` describe ``model_int8.tflite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge.export.calibration import WindowSets, real_windows
+from edge.export.gate import MAX_REL_L2, MIN_CENTRED_COSINE, fidelity
+from edge.export.onnx_models import export_float_onnx, quantize_onnx_int8
+from edge.export.preprocess_json import build_preprocess_json
+from edge.runtime import EdgeModel, spec_from_dict
+
+REPO = Path(__file__).resolve().parents[2]
+REPORT_VERSION = 1
+EXPORT_VENV_CMD = 'python3 -m venv .venv-export && .venv-export/bin/pip install "torch==2.13.0+cpu" litert-torch==0.10.0'
+EDGE_VENV_CMD = 'python3 -m venv .venv-edge && .venv-edge/bin/pip install "numpy<2" tflite-runtime==2.14.0'
+
+
+class ExportError(RuntimeError):
+    """The export cannot proceed (missing environment, unreadable input); names the cause."""
+
+
+def default_venv(name: str, env_var: str) -> Path:
+    return Path(os.environ.get(env_var, REPO / name))
+
+
+def default_calibration() -> Path:
+    shared = Path(os.environ.get("CLEF_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return shared / "ecg"
+
+
+@dataclass
+class ExportOptions:
+    calibration: Path | None = None
+    leads: tuple[str, ...] = ("I", "II")
+    per_tensor: bool = True  # 505 vs 607 KiB measured for the small encoder, same fidelity
+    tflite: bool = True
+    export_venv: Path = field(default_factory=lambda: default_venv(".venv-export", "CLEF_EXPORT_VENV"))
+    edge_venv: Path = field(default_factory=lambda: default_venv(".venv-edge", "CLEF_EDGE_VENV"))
+    seed: int = 0
+    windows_per_record: int = 3
+    cuts: int = 2
+    float_tflite: bool = False  # also model_fp32.tflite (benchmarks)
+    timeout_s: float = 1800.0
+
+
+def heads_json(heads: dict) -> dict[str, dict[str, Any]]:
+    """Linear heads as plain numbers for the device (activation from the head's meta, default sigmoid)."""
+    out = {}
+    for name, h in heads.items():
+        lin = h.module
+        out[name] = {"labels": list(h.labels), "weight": lin.weight.detach().double().tolist(),
+                     "bias": lin.bias.detach().double().tolist(),
+                     "activation": str(h.meta.get("activation", "sigmoid"))}
+    return out
+
+
+def torch_embed(encoder: torch.nn.Module, windows: np.ndarray, batch: int = 16) -> np.ndarray:
+    encoder.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(windows), batch):
+            out.append(encoder(torch.from_numpy(windows[i : i + batch, None, :].astype(np.float32))).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def model_embed(path: Path, windows: np.ndarray) -> np.ndarray:
+    m = EdgeModel(path)
+    return np.stack([m.embed(w) for w in windows]).astype(np.float64)
+
+
+def kib(path: Path) -> float:
+    return round(path.stat().st_size / 1024, 1)
+
+
+def reject(path: Path) -> Path:
+    """Move a model that failed its gate out of the way: ``x.tflite`` -> ``x.rejected.tflite``."""
+    target = path.with_name(f"{path.stem}.rejected{path.suffix}")
+    os.replace(path, target)
+    return target
+
+
+def run_litert_convert(checkpoint: Path, sets: WindowSets, out: Path, opts: ExportOptions, work: Path) -> dict:
+    python = opts.export_venv / "bin" / "python"  # checked to exist by export_model
+    np.save(work / "calibration.npy", sets.calibration)
+    np.save(work / "heldout.npy", sets.heldout)
+    cmd = [str(python), "-m", "edge.export.litert.convert", "--checkpoint", str(checkpoint),
+           "--calibration", str(work / "calibration.npy"), "--heldout", str(work / "heldout.npy"),
+           "--out", str(out), "--embeddings", str(work / "tflite_heldout.npy"), "--report", str(work / "tflite.json")]
+    if opts.per_tensor:
+        cmd.append("--per-tensor")
+    if opts.float_tflite:
+        cmd += ["--float-out", str(out.with_name("model_fp32.tflite"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=opts.timeout_s)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise ExportError(f"litert conversion failed (exit {proc.returncode}):\n{tail}")
+    info = json.loads((work / "tflite.json").read_text())
+    info["heldout_embeddings"] = np.load(work / "tflite_heldout.npy")
+    return info
+
+
+def run_tflite_runtime(model: Path, windows: np.ndarray, opts: ExportOptions, work: Path) -> np.ndarray | None:
+    """Embeddings of ``windows`` by tflite-runtime 2.14 in the edge venv (None if that venv is absent)."""
+    python = opts.edge_venv / "bin" / "python"
+    if not python.exists():
+        return None
+    np.save(work / "rt_windows.npy", windows)
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from edge.runtime.model import EdgeModel; "
+            "m = EdgeModel(sys.argv[2], runtime='tflite-runtime'); w = np.load(sys.argv[3]); "
+            "np.save(sys.argv[4], np.stack([m.embed(x) for x in w]))")
+    proc = subprocess.run([str(python), "-c", code, str(REPO), str(model), str(work / "rt_windows.npy"),
+                           str(work / "rt_emb.npy")], capture_output=True, text=True, timeout=opts.timeout_s)
+    if proc.returncode != 0:
+        raise ExportError(f"tflite-runtime 2.14 cannot run {model.name}: {proc.stderr.strip().splitlines()[-1]}")
+    return np.load(work / "rt_emb.npy").astype(np.float64)
+
+
+def export_model(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions | None = None,
+                 log=lambda msg: print(msg, file=sys.stderr)) -> dict[str, Any]:
+    """Run the whole export; returns the report (also written as export_report.json)."""
+    from clef_core.checkpoint import load_model
+
+    opts = opts or ExportOptions()
+    if opts.tflite and not (opts.export_venv / "bin" / "python").exists():  # fail before any work
+        raise ExportError(f"no export venv at {opts.export_venv} (needed for model_int8.tflite); create it with: "
+                          f"{EXPORT_VENV_CMD}  (or pass --no-tflite)")
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    source = Path(opts.calibration or default_calibration())
+    if not source.is_dir():
+        raise ExportError(f"{source}: no such folder of WFDB records (--calibration)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    lm = load_model(checkpoint)
+    encoder = lm.encoder.eval()
+    heads = heads_json(lm.heads)
+    spec_dict = build_preprocess_json(lm.preprocess, leads=opts.leads, heads=heads)
+    (out_dir / "preprocess.json").write_text(json.dumps(spec_dict, indent=1))
+    spec = spec_from_dict(spec_dict)
+    log(f"clef export: windows from {source} (leads {', '.join(opts.leads)}) through the device preprocessing")
+    sets = real_windows(source, spec, leads=opts.leads, seed=opts.seed,
+                        windows_per_record=opts.windows_per_record, cuts=opts.cuts)
+    ref = torch_embed(encoder, sets.heldout)
+    report: dict[str, Any] = {
+        "format": "clef-edge-export-report", "format_version": REPORT_VERSION,
+        "checkpoint": str(checkpoint), "encoder": lm.encoder_config,
+        "gate_thresholds": {"centred_cosine_min": MIN_CENTRED_COSINE, "rel_l2_error": MAX_REL_L2},
+        "windows": sets.summary(), "models": {},
+    }
+
+    onnx_path = export_float_onnx(encoder, spec.window_samples, out_dir / "model.onnx")
+    f_onnx = model_embed(onnx_path, sets.heldout)
+    report["models"]["model.onnx"] = {"size_kb": kib(onnx_path), "max_abs_diff": float(np.abs(f_onnx - ref).max())}
+    log(f"clef export: model.onnx {kib(onnx_path)} KiB, max |diff| to PyTorch {np.abs(f_onnx - ref).max():.2e}")
+
+    q_onnx = quantize_onnx_int8(onnx_path, out_dir / "model_int8.onnx", sets.calibration)
+    fid = fidelity(ref, model_embed(q_onnx, sets.heldout), heads)
+    entry = {"size_kb": kib(q_onnx), **fid.to_dict(), "runtime": "onnxruntime"}
+    if fid.gate == "fail":
+        entry["file"] = reject(q_onnx).name
+    report["models"]["model_int8.onnx"] = entry
+    log(f"clef export: model_int8.onnx {entry['size_kb']} KiB, centred cos {fid.centred_cosine_min:.4f}, "
+        f"rel L2 {fid.rel_l2_error:.4f}: {fid.gate}")
+
+    gate = "fail"
+    if opts.tflite:
+        tfl = out_dir / "model_int8.tflite"
+        with tempfile.TemporaryDirectory() as tmp:
+            info = run_litert_convert(checkpoint, sets, tfl, opts, Path(tmp))
+            emb = info.pop("heldout_embeddings")
+            fid = fidelity(ref, emb, heads)
+            entry = {"size_kb": kib(tfl), **fid.to_dict(), "runtime": info.get("runtime", "ai-edge-litert"),
+                     "conversion": info}
+            rt = run_tflite_runtime(tfl, sets.heldout, opts, Path(tmp))
+            if rt is not None:  # the gate must hold in every runtime we can check: keep the worst
+                fid_rt = fidelity(ref, rt, heads)
+                entry["tflite_runtime_2_14"] = fid_rt.to_dict()
+                entry["centred_cosine_min"] = min(fid.centred_cosine_min, fid_rt.centred_cosine_min)
+                entry["rel_l2_error"] = max(fid.rel_l2_error, fid_rt.rel_l2_error)
+                if fid_rt.gate == "fail":
+                    fid = fid_rt
+            else:
+                entry["tflite_runtime_2_14"] = f"not checked: no edge venv at {opts.edge_venv} ({EDGE_VENV_CMD})"
+        entry["gate"] = gate = fid.gate
+        if gate == "fail":
+            entry["file"] = reject(tfl).name
+        report["models"]["model_int8.tflite"] = entry
+        report.update({"size_kb": entry["size_kb"], "centred_cosine_min": entry["centred_cosine_min"],
+                       "rel_l2_error": entry["rel_l2_error"], "gate": gate})
+        log(f"clef export: model_int8.tflite {entry['size_kb']} KiB, centred cos {entry['centred_cosine_min']:.4f}, "
+            f"rel L2 {entry['rel_l2_error']:.4f}: {gate}")
+    else:
+        report.update({"size_kb": None, "centred_cosine_min": None, "rel_l2_error": None, "gate": "fail",
+                       "note": "model_int8.tflite not built (--no-tflite)"})
+    report["seconds"] = round(time.time() - t0, 1)
+    (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
+    return report

@@ -1,0 +1,148 @@
+"""The exact 2-D form of a clef_core Net1D for litert-torch (edge-net1d-notes.md, section 2).
+
+litert-torch's PT2E quantizer handles 2-D convs and pools; 1-D layers are lowered as
+reshape -> 2-D op -> reshape, which costs RESHAPE/TRANSPOSE ops, accuracy and speed. Here every
+tensor is (N, C, 1, L) and every layer is rebuilt from the trained 1-D one:
+
+* ``SamePadConv1d`` -> the 'same' zero pad for the actual length (= TF SAME, folded into the
+  conv by the converter) + ``Conv2d`` with a 1 x k kernel (weights ``w[:, :, None, :]``), groups kept;
+* ``SamePadMaxPool1d(2)`` -> ``MaxPool2d((1, 2))``, with its one zero of right padding added only
+  when L is odd (for even L that padded column is never read, so the result is identical);
+* the channel-expansion pad -> one zero ``F.pad`` on dimension 1, no transposes;
+* squeeze-excitation -> keep-dim mean + two 1x1 ``Conv2d`` (``se_conv``), so the SE branch stays
+  4-D and the layout pass can keep the whole graph NHWC (one TRANSPOSE left);
+* Swish stays ``x * sigmoid(x)``; the embedding is the mean over (H, W);
+* eval-mode BatchNorm (``norm="batch"``) -> a depthwise 1x1 conv with the folded affine.
+  GroupNorm normalises by statistics of each input and has no int8 equivalent here.
+
+The module takes (N, 1, 1, T): the model input is already 4-D, so the input pad's observer is
+the input's quantisation. Equality with the 1-D encoder is a test (max |diff| ~ 1e-6).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clef_core.encoders.layers import SamePadConv1d, SamePadMaxPool1d, SqueezeExcitation, Swish, same_pad
+from clef_core.encoders.net1d import BasicBlock, Net1D
+
+
+class Conv1xK(nn.Module):
+    def __init__(self, m: SamePadConv1d) -> None:
+        super().__init__()
+        c = m.conv
+        self.kernel_size, self.stride = c.kernel_size[0], c.stride[0]
+        self.conv = nn.Conv2d(c.in_channels, c.out_channels, (1, self.kernel_size), stride=(1, self.stride),
+                              groups=c.groups, bias=c.bias is not None)
+        with torch.no_grad():
+            self.conv.weight.copy_(c.weight[:, :, None, :])
+            if c.bias is not None:
+                self.conv.bias.copy_(c.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the exact per-length 'same' pad (not the 1-D layer's static one, which adds a column
+        # no window reads when L is even): it equals TF SAME, so the converter folds it into the conv
+        pad = same_pad(x.shape[-1], self.kernel_size, self.stride)
+        if pad != (0, 0):
+            x = F.pad(x, pad)
+        return self.conv(x)
+
+
+class MaxPool1x2(nn.Module):
+    def __init__(self, m: SamePadMaxPool1d) -> None:
+        super().__init__()
+        k = getattr(m, "kernel_size", None) or m.pool.kernel_size
+        if tuple(m.pad) != (0, 1) or k != 2:
+            raise ValueError(f"only the size-2 shortcut pool is supported, got size {k}, pad {m.pad}")
+        self.pool = nn.MaxPool2d((1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 2:
+            x = F.pad(x, (0, 1))
+        return self.pool(x)
+
+
+class Swish2d(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+def conv1x1_from_linear(lin: nn.Linear) -> nn.Conv2d:
+    c = nn.Conv2d(lin.in_features, lin.out_features, 1)
+    with torch.no_grad():
+        c.weight.copy_(lin.weight[:, :, None, None])
+        c.bias.copy_(lin.bias)
+    return c
+
+
+class SE2d(nn.Module):
+    def __init__(self, m: SqueezeExcitation) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = conv1x1_from_linear(m.se_fc1), Swish2d(), conv1x1_from_linear(m.se_fc2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+        return x * gate
+
+
+def norm2d(m: nn.Module) -> nn.Module:
+    if isinstance(m, nn.Identity):
+        return nn.Identity()
+    if isinstance(m, nn.BatchNorm1d):
+        scale = m.weight / torch.sqrt(m.running_var + m.eps)
+        c = nn.Conv2d(m.num_features, m.num_features, 1, groups=m.num_features)
+        with torch.no_grad():
+            c.weight.copy_(scale[:, None, None, None])
+            c.bias.copy_(m.bias - m.running_mean * scale)
+        return c
+    raise ValueError(f"{type(m).__name__} cannot be exported to int8 (norm 'none' or 'batch' only)")
+
+
+def act2d(m: nn.Module) -> nn.Module:
+    if isinstance(m, Swish):
+        return Swish2d()
+    raise ValueError(f"unexpected activation {type(m).__name__}")
+
+
+class Block2d(nn.Module):
+    def __init__(self, b: BasicBlock) -> None:
+        super().__init__()
+        self.pre = nn.Identity() if isinstance(b.pre, nn.Identity) else nn.Sequential(*(
+            norm2d(m) if not isinstance(m, Swish) else Swish2d() for m in b.pre))
+        self.conv1 = Conv1xK(b.conv1)
+        self.post1 = nn.Sequential(norm2d(b.norm2), act2d(b.activation2))
+        self.conv2 = Conv1xK(b.conv2)
+        self.post2 = nn.Sequential(norm2d(b.norm3), act2d(b.activation3))
+        self.conv3 = Conv1xK(b.conv3)
+        self.se = SE2d(b.se)
+        self.pool = MaxPool1x2(b.shortcut_pool) if isinstance(b.shortcut_pool, SamePadMaxPool1d) else nn.Identity()
+        _, _, c0, c1 = b.channel_pad
+        self.channel_pad = (0, 0, 0, 0, c0, c1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv3(self.post2(self.conv2(self.post1(self.conv1(self.pre(x))))))
+        out = self.se(out)
+        identity = self.pool(x)
+        if any(self.channel_pad):
+            identity = F.pad(identity, self.channel_pad)
+        return out + identity
+
+
+class Net1D2d(nn.Module):
+    """(N, 1, 1, T) -> (N, emb_dim); numerically the given Net1D on (N, 1, T)."""
+
+    def __init__(self, net: Net1D) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(Conv1xK(net.first_conv), norm2d(net.first_norm), act2d(net.first_activation))
+        self.blocks = nn.Sequential(*(Block2d(b) for stage in net.stage_list for b in stage.block_list))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+
+def to_2d(net: nn.Module) -> Net1D2d:
+    if not isinstance(net, Net1D):
+        raise ValueError(f"to_2d: expected a clef_core Net1D, got {type(net).__name__}")
+    return Net1D2d(net.eval()).eval()

@@ -1,0 +1,48 @@
+"""Device command line: ``python -m <runtime package> MODEL RECORD [--fs HZ] [--lead NAME]``.
+
+RECORD is a WFDB record path without extension (numpy reader, formats 16/61/80/212) or a
+``.npy``/``.csv`` array, which needs ``--fs``.
+
+Prints one JSON object per 10 s window; an unreadable record gets a one-line error and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .arrays import RecordError, read_array
+from .model import ModelError
+from .pipeline import EdgePipeline
+from .spec import SpecError
+from .wfdb_lite import open_wfdb_lead
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="model_int8.tflite / model.onnx (preprocess.json beside it)")
+    p.add_argument("record", help="WFDB record (no extension), or .npy (leads x samples or 1-D) / .csv (a column per lead)")
+    p.add_argument("--fs", type=float, help="sample rate of a .npy/.csv record, Hz")
+    p.add_argument("--lead", help="lead name (CSV header) to use; default the first")
+    p.add_argument("--runtime", choices=["tflite-runtime", "ai-edge-litert"], help="TFLite interpreter to use")
+    args = p.parse_args(argv)
+    try:
+        pipe = EdgePipeline(args.model, runtime=args.runtime)
+        if args.record.lower().endswith((".npy", ".csv")):
+            if args.fs is None:
+                raise RecordError(f"{args.record}: --fs is required for an array file")
+            results = pipe.run(read_array(args.record, args.lead)[0], args.fs)
+        else:  # streamed from the file a minute at a time: constant memory for any record length
+            chunks, fs, _ = open_wfdb_lead(args.record, args.lead, pipe.spec.leads)
+            results = pipe.run_stream(chunks, fs)
+        for rec in results:
+            print(json.dumps(rec), flush=True)
+    except (RecordError, ModelError, SpecError, ValueError) as exc:
+        print(f"edge-runtime: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Model + ``preprocess.json`` -> one result per 10 s window of a single-lead signal or stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model import EdgeModel, ModelError
+from .spec import PreprocessSpec, load_spec
+from .stream import iter_windows, windows_of
+
+PREPROCESS_FILE = "preprocess.json"
+
+
+class EdgePipeline:
+    """``EdgePipeline("export/model_int8.tflite")`` reads ``export/preprocess.json`` beside it."""
+
+    def __init__(self, model_path: str | Path, *, spec: PreprocessSpec | str | Path | None = None,
+                 runtime: str | None = None, num_threads: int = 1) -> None:
+        model_path = Path(model_path)
+        if not isinstance(spec, PreprocessSpec):
+            spec = load_spec(spec or model_path.parent / PREPROCESS_FILE)
+        self.spec = spec
+        self.model = EdgeModel(model_path, runtime=runtime, num_threads=num_threads)
+        if self.model.input_samples != spec.window_samples:
+            raise ModelError(f"{model_path}: takes {self.model.input_samples} samples but preprocess.json "
+                             f"describes {spec.window_samples}")
+
+    def result(self, start_s: float, x: np.ndarray | None, skipped: str | None = None,
+               flat: bool = False) -> dict[str, Any]:
+        """The JSON-ready record of one window: embedding, or class probabilities when heads exist."""
+        out: dict[str, Any] = {"start_s": round(float(start_s), 6)}
+        if x is None:
+            out["skipped"] = skipped
+            return out
+        if flat:
+            out["flat"] = True
+        emb = self.model.embed(x)
+        if self.spec.heads:
+            out["probabilities"] = {
+                name: {label: round(float(p), 6) for label, p in zip(head.labels, head(emb.astype(np.float64)))}
+                for name, head in self.spec.heads.items()
+            }
+        else:
+            out["embedding"] = [round(float(v), 6) for v in emb]
+        return out
+
+    def run_stream(self, chunks: Iterable[np.ndarray], fs: float) -> Iterator[dict[str, Any]]:
+        for w in iter_windows(chunks, fs, self.spec):
+            yield self.result(w.start_s, w.x, w.skipped, w.flat)
+
+    def run(self, signal: np.ndarray, fs: float) -> Iterator[dict[str, Any]]:
+        for w in windows_of(signal, fs, self.spec):
+            yield self.result(w.start_s, w.x, w.skipped, w.flat)

@@ -1,0 +1,164 @@
+"""``preprocess.json``: what the device must do to a raw single-lead signal before the model.
+
+Written by ``clef export`` beside the model files (one versioned format, checked on read);
+everything here is plain numbers so the device needs neither scipy nor torch::
+
+    {
+      "format": "clef-edge-preprocess", "format_version": 1,
+      "sample_rate": 500,            # model rate, Hz
+      "window_s": 10.0,              # one model input = window_s * sample_rate samples
+      "units": "mV",
+      "steps": ["resample", "bandpass", "zscore"],   # order applied to the raw signal
+      "bandpass": {"low_hz": 0.67, "high_hz": 40.0, "order": 5, "design": "butter",
+                   "filters": {"500": {"sos": [[b0,b1,b2,1,a1,a2], ...], "zi": [[..,..], ...],
+                                       "padlen": 33}}},          # keyed by the rate it runs at
+      "resample": {"method": "polyphase-kaiser", "kaiser_beta": 5.0, "half_len_factor": 10},
+      "stream": {"context_s": 10.0}, # raw context filtered on each side of a window
+      "zscore": {"eps": 1e-6},       # (x - mean) / max(std, eps) per window, as in training
+      "max_nan_gap_s": 0.5,          # shorter NaN gaps are interpolated, longer ones skip the window
+      "flat_ptp_mv": 0.02,           # a band-passed window spanning less is reported "flat" (lead off)
+      "leads": ["I", "II"],          # leads the model was calibrated and gated on
+      "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid"}}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "clef-edge-preprocess"
+FORMAT_VERSION = 1
+STEP_NAMES = ("resample", "bandpass", "zscore")
+ACTIVATIONS = ("sigmoid", "softmax", "none")
+
+
+class SpecError(ValueError):
+    """``preprocess.json`` is missing, malformed or of an unsupported version."""
+
+
+@dataclass(frozen=True)
+class BandFilter:
+    """One stored band-pass realisation for one sample rate."""
+
+    sos: np.ndarray  # (n_sections, 6)
+    zi: np.ndarray  # (n_sections, 2), scipy.signal.sosfilt_zi(sos)
+    padlen: int
+
+
+@dataclass(frozen=True)
+class Head:
+    """A linear task head run in numpy on the dequantised embedding."""
+
+    labels: list[str]
+    weight: np.ndarray  # (n_labels, emb_dim)
+    bias: np.ndarray  # (n_labels,)
+    activation: str
+
+    def __call__(self, embedding: np.ndarray) -> np.ndarray:
+        z = self.weight @ embedding + self.bias
+        if self.activation == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-z))
+        if self.activation == "softmax":
+            e = np.exp(z - z.max())
+            return e / e.sum()
+        return z
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    sample_rate: float
+    window_s: float
+    steps: tuple[str, ...]
+    filters: dict[float, BandFilter]
+    bandpass: dict[str, Any]
+    context_s: float = 10.0
+    zscore_eps: float = 1e-6
+    max_nan_gap_s: float = 0.5
+    flat_ptp_mv: float = 0.02
+    leads: tuple[str, ...] = ("I", "II")
+    heads: dict[str, Head] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    def filter_at(self, rate: float) -> BandFilter:
+        for r, f in self.filters.items():
+            if abs(r - rate) < 1e-6:
+                return f
+        raise SpecError(f"preprocess.json has no band-pass for {rate:g} Hz (stored: "
+                        f"{', '.join(f'{r:g}' for r in self.filters)}); re-export with that rate")
+
+
+def _need(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise SpecError(f"{where}: missing key '{key}'")
+    return d[key]
+
+
+def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> PreprocessSpec:
+    """Validate and convert the JSON dict; errors name the file and the key."""
+    if d.get("format") != FORMAT:
+        raise SpecError(f"{where}: not a clef edge preprocess file (format {d.get('format')!r}, expected {FORMAT!r})")
+    if d.get("format_version") != FORMAT_VERSION:
+        raise SpecError(f"{where}: format_version {d.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    steps = tuple(_need(d, "steps", where))
+    unknown = [s for s in steps if s not in STEP_NAMES]
+    if unknown or "zscore" not in steps or steps[-1] != "zscore":
+        raise SpecError(f"{where}: steps {list(steps)} must be a subset of {list(STEP_NAMES)} ending in 'zscore'")
+    bandpass = dict(_need(d, "bandpass", where))
+    filters = {}
+    for rate, f in _need(bandpass, "filters", f"{where}: bandpass").items():
+        sos = np.asarray(_need(f, "sos", f"{where}: bandpass.filters.{rate}"), dtype=np.float64)
+        zi = np.asarray(_need(f, "zi", f"{where}: bandpass.filters.{rate}"), dtype=np.float64)
+        if sos.ndim != 2 or sos.shape[1] != 6 or zi.shape != (sos.shape[0], 2):
+            raise SpecError(f"{where}: bandpass.filters.{rate}: sos must be (n, 6) and zi (n, 2)")
+        filters[float(rate)] = BandFilter(sos, zi, int(_need(f, "padlen", f"{where}: bandpass.filters.{rate}")))
+    if "bandpass" in steps and not filters:
+        raise SpecError(f"{where}: bandpass step without stored filters")
+    heads = {}
+    for name, h in (d.get("heads") or {}).items():
+        act = h.get("activation", "sigmoid")
+        if act not in ACTIVATIONS:
+            raise SpecError(f"{where}: head '{name}' activation {act!r} not in {ACTIVATIONS}")
+        w = np.asarray(_need(h, "weight", f"{where}: heads.{name}"), dtype=np.float64)
+        b = np.asarray(_need(h, "bias", f"{where}: heads.{name}"), dtype=np.float64)
+        labels = [str(x) for x in _need(h, "labels", f"{where}: heads.{name}")]
+        if w.shape[0] != len(labels) or b.shape != (len(labels),):
+            raise SpecError(f"{where}: head '{name}' weight/bias shapes do not match its {len(labels)} labels")
+        heads[str(name)] = Head(labels, w, b, act)
+    sample_rate = float(_need(d, "sample_rate", where))
+    window_s = float(_need(d, "window_s", where))
+    if sample_rate <= 0 or window_s <= 0 or abs(sample_rate * window_s - round(sample_rate * window_s)) > 1e-6:
+        raise SpecError(f"{where}: sample_rate * window_s must be a positive whole number of samples")
+    return PreprocessSpec(
+        sample_rate=sample_rate,
+        window_s=window_s,
+        steps=steps,
+        filters=filters,
+        bandpass={k: v for k, v in bandpass.items() if k != "filters"},
+        context_s=float(d.get("stream", {}).get("context_s", 10.0)),
+        zscore_eps=float(d.get("zscore", {}).get("eps", 1e-6)),
+        max_nan_gap_s=float(d.get("max_nan_gap_s", 0.5)),
+        flat_ptp_mv=float(d.get("flat_ptp_mv", 0.02)),
+        leads=tuple(d.get("leads", ("I", "II"))),
+        heads=heads,
+        raw=d,
+    )
+
+
+def load_spec(path: str | Path) -> PreprocessSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file (clef export writes preprocess.json beside the model)")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid JSON: {exc}") from exc
+    return spec_from_dict(d, str(path))

@@ -1,0 +1,234 @@
+"""`clef export` / `clef infer` end to end on the shared tiny checkpoint and real records.
+
+The int8 TFLite part needs the export venv (litert-torch) and is skipped with the command to
+create it when that venv is absent; the tflite-runtime check needs the edge venv likewise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge.export.exporter import EDGE_VENV_CMD, EXPORT_VENV_CMD, ExportOptions, export_model, torch_embed
+from edge.export.gate import fidelity
+from edge.runtime import EdgePipeline, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+EXPORT_VENV = Path(os.environ.get("CLEF_EXPORT_VENV", REPO / ".venv-export"))
+EDGE_VENV = Path(os.environ.get("CLEF_EDGE_VENV", REPO / ".venv-edge"))
+FAST = dict(windows_per_record=1, cuts=0)  # 34 calibration / 16 held-out windows: enough to exercise the path
+
+
+def clef(*args: str, python: Path | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(python or sys.executable), "-m", "clef", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint, shared_data):
+    """One full export of the tiny checkpoint (int8 TFLite included when the export venv exists)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("export")
+    opts = ExportOptions(calibration=shared_data / "ecg", tflite=(EXPORT_VENV / "bin" / "python").exists(), **FAST)
+    report = export_model(tiny_checkpoint, out, opts, log=lambda _: None)
+    return out, report
+
+
+def test_to_2d_is_exact(tiny_checkpoint):
+    pytest.importorskip("clef_core.encoders")
+    from clef_core.checkpoint import load_model
+    from edge.export.litert.to2d import to_2d
+
+    enc = load_model(tiny_checkpoint).encoder
+    x = torch.randn(2, 1, 4999) * 3  # odd length: the shortcut pools' zero padding is read
+    with torch.no_grad():
+        assert (enc(x) - to_2d(enc)(x[:, :, None, :])).abs().max() < 1e-5
+
+
+def test_gate_thresholds_and_centring():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=(1, 64)) * 10  # a large shared component, as real embeddings have
+    ref = common + rng.normal(size=(20, 64))
+    good = ref + rng.normal(size=ref.shape) * 0.02
+    bad = common + rng.normal(size=(20, 64))  # unrelated windows: raw cosine is still high
+    assert fidelity(ref, good).gate == "pass"
+    f = fidelity(ref, bad)
+    assert f.gate == "fail" and f.cosine_min > 0.9 and f.centred_cosine_min < 0.5
+    head = {"labels": ["a"], "weight": [[1.0] * 64], "bias": [0.0], "activation": "sigmoid"}
+    assert fidelity(ref, ref, {"h": head}).head_agreement == {"h": 1.0}
+
+
+def test_export_writes_models_report_and_gate(tiny_export, tiny_checkpoint):
+    out, report = tiny_export
+    assert (out / "preprocess.json").is_file() and (out / "model.onnx").is_file()
+    spec = load_spec(out / "preprocess.json")
+    assert spec.sample_rate == 500 and spec.window_samples == 5000 and spec.leads == ("I", "II")
+    on_disk = json.loads((out / "export_report.json").read_text())
+    assert on_disk["gate"] == report["gate"] and set(on_disk) >= {"size_kb", "centred_cosine_min", "rel_l2_error", "gate"}
+    assert report["models"]["model.onnx"]["max_abs_diff"] < 1e-4
+    q = report["models"]["model_int8.onnx"]
+    assert q["n_windows"] == report["windows"]["heldout_windows"] > 0
+    # held-out windows come from records never used for calibration
+    w = report["windows"]
+    assert not set(w["calibration_records"]) & set(w["heldout_records"])
+    # a model is either under its own name with gate "pass", or renamed with gate "fail"
+    for name, entry in report["models"].items():
+        if "gate" in entry:
+            stem, suffix = name.rsplit(".", 1)
+            passed = entry["gate"] == "pass"
+            assert (out / name).is_file() == passed
+            assert (out / f"{stem}.rejected.{suffix}").is_file() == (not passed)
+            ok = entry["centred_cosine_min"] >= 0.97 and entry["rel_l2_error"] <= 0.05
+            assert passed == ok
+
+
+def test_int8_tflite_is_full_integer_and_small(tiny_export):
+    out, report = tiny_export
+    if "model_int8.tflite" not in report["models"]:
+        pytest.skip(f"no export venv at {EXPORT_VENV}: {EXPORT_VENV_CMD}")
+    entry = report["models"]["model_int8.tflite"]
+    conv = entry["conversion"]
+    assert conv["full_integer"] and conv["float_ops"] == [] and "DEQUANTIZE" not in conv["ops"]
+    assert conv["input"]["dtype"] == "int8" and conv["output"]["dtype"] == "int8"
+    assert entry["size_kb"] <= 600 and report["size_kb"] == entry["size_kb"]
+    if isinstance(entry["tflite_runtime_2_14"], str):
+        pytest.skip(entry["tflite_runtime_2_14"])
+    assert entry["tflite_runtime_2_14"]["n_windows"] == entry["n_windows"]
+
+
+def test_int8_tflite_runs_in_tflite_micro(tiny_export, tmp_path):
+    """The real TFLM interpreter (reference kernels) runs the file: op set and versions are
+    microcontroller-compatible; the smallest arena is reported (measured ~300 KiB for small)."""
+    out, _ = tiny_export
+    model = tflite_file(out)
+    probe = subprocess.run([str(EXPORT_VENV / "bin" / "python"), "-c", "import tflite_micro"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("tflite-micro is not installed in the export venv (.venv-export/bin/pip install tflite-micro)")
+    np.save(tmp_path / "w.npy", np.random.default_rng(0).standard_normal(5000).astype(np.float32))
+    proc = subprocess.run([str(EXPORT_VENV / "bin" / "python"), str(REPO / "benchmarks" / "tflm_arena.py"), str(model),
+                           str(tmp_path / "w.npy")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    arena = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 100 < arena["arena_kib"] < 400
+
+
+def tflite_file(out: Path) -> Path:
+    for name in ("model_int8.tflite", "model_int8.rejected.tflite"):
+        if (out / name).is_file():
+            return out / name
+    pytest.skip(f"no int8 tflite was built (export venv: {EXPORT_VENV_CMD})")
+
+
+def test_infer_onnx_prints_one_json_line_per_window(tiny_export, shared_data):
+    out, _ = tiny_export
+    model = out / "model.onnx"
+    proc = clef("infer", str(model), str(shared_data / "wfdb" / "s0010_re"), "--lead", "II")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["start_s"] for r in lines] == [0.0, 10.0, 20.0]  # 38.4 s at 1000 Hz
+    assert all(len(r["embedding"]) == 256 and r["lead"] == "II" for r in lines)
+    # the same numbers as the library pipeline on the same samples
+    from clef_core.data.records import read_record
+
+    rec = read_record(shared_data / "wfdb" / "s0010_re")
+    lib = list(EdgePipeline(model).run(rec.signal[rec.leads.index("II")].astype(np.float64), rec.fs))
+    assert np.allclose([r["embedding"] for r in lib], [r["embedding"] for r in lines], atol=1e-5)
+
+
+def test_infer_bad_record_is_one_line_naming_it(tiny_export, tmp_path):
+    out, _ = tiny_export
+    bad = tmp_path / "broken"
+    (tmp_path / "broken.hea").write_text("broken 1 500 5000\nbroken.dat 16 200 16 0 0 0 0 I\n")
+    (tmp_path / "broken.dat").write_bytes(b"\x00\x01\x02")  # far too short
+    proc = clef("infer", str(out / "model.onnx"), str(bad))
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "broken" in proc.stderr
+    proc = clef("infer", str(out / "model.onnx"), str(tmp_path / "missing"))
+    assert proc.returncode != 0 and "missing" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_tflite_runs_in_numpy1_edge_venv_via_clef_infer(tiny_export, shared_data, tmp_path):
+    """`clef infer` itself (not just the runtime) in the numpy<2 + tflite-runtime venv, on a .npy lead."""
+    out, _ = tiny_export
+    model = tflite_file(out)
+    if not (EDGE_VENV / "bin" / "python").exists():
+        pytest.skip(f"no edge venv at {EDGE_VENV}: {EDGE_VENV_CMD}")
+    import wfdb
+
+    x, f = wfdb.rdsamp(str(shared_data / "mitdb" / "101"), channels=[0], sampto=360 * 35)
+    np.save(tmp_path / "lead.npy", x[:, 0])
+    proc = clef("infer", str(model), str(tmp_path / "lead.npy"), "--fs", "360", "--runtime", "tflite-runtime",
+                python=EDGE_VENV / "bin" / "python")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["start_s"] for r in lines] == [0.0, 10.0, 20.0]
+    # and ai-edge-litert's / the float model's view of the same windows agree with the gate's numbers
+    spec = load_spec(out / "preprocess.json")
+    from edge.runtime import windows_of
+
+    wins = np.stack([w.x for w in windows_of(x[:, 0], 360, spec)])
+    from clef_core.checkpoint import load_model
+
+    ref = torch_embed(load_model(json.loads((out / "export_report.json").read_text())["checkpoint"]).encoder, wins)
+    got = np.array([r["embedding"] for r in lines])
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.2  # int8 vs float, loose: 3 windows of a tiny model
+    # a WFDB record without wfdb installed (the runtime's numpy reader), lead II by default
+    proc = clef("infer", str(model), str(shared_data / "ecg" / "JS20004"), python=EDGE_VENV / "bin" / "python")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert line["lead"] == "I" and line["start_s"] == 0.0 and len(line["embedding"]) == 256
+    # the runtime folder copied alone, as onto a device, with its own command line
+    device = tmp_path / "device"
+    shutil.copytree(REPO / "edge" / "runtime", device / "clef_edge", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(model, device / "model.tflite")
+    shutil.copy(out / "preprocess.json", device / "preprocess.json")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([str(EDGE_VENV / "bin" / "python"), "-m", "clef_edge", "model.tflite",
+                           str(shared_data / "mitdb" / "101"), "--lead", "MLII"],
+                          cwd=device, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 180  # 30 min 5 s -> 180 windows, streamed
+
+
+def test_heads_travel_to_the_device_as_probabilities(tiny_checkpoint, tmp_path, shared_data):
+    """A linear head in the checkpoint -> preprocess.json -> class probabilities from `clef infer`."""
+    from clef_core.checkpoint import add_head
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(256, 2)
+    ckpt = add_head(tiny_checkpoint, "rhythm", head, ["af", "normal"], meta={"activation": "softmax"},
+                    out=tmp_path / "with_head.pt")
+    opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, **FAST)
+    report = export_model(ckpt, tmp_path / "out", opts, log=lambda _: None)
+    assert set(report["models"]["model_int8.onnx"]["head_agreement"]) == {"rhythm"}
+    assert report["gate"] == "fail" and "--no-tflite" in report["note"]  # no tflite: never a pass
+    proc = clef("infer", str(tmp_path / "out" / "model.onnx"), str(shared_data / "ecg" / "HR06000"))
+    assert proc.returncode == 0, proc.stderr
+    (res,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    probs = res["probabilities"]["rhythm"]
+    assert set(probs) == {"af", "normal"} and abs(sum(probs.values()) - 1) < 1e-5
+    from clef_core.checkpoint import load_model
+    from clef_core.data.records import read_record
+    from edge.runtime import windows_of
+
+    rec = read_record(shared_data / "ecg" / "HR06000")
+    (w,) = list(windows_of(rec.signal[0].astype(np.float64), rec.fs, load_spec(tmp_path / "out" / "preprocess.json")))
+    with torch.no_grad():
+        expect = torch.softmax(head(load_model(ckpt).encoder(torch.from_numpy(w.x[None, None]))), -1)[0]
+    assert np.allclose([probs["af"], probs["normal"]], expect.numpy(), atol=1e-4)
+
+
+def test_export_without_tflite_venv_says_how_to_make_it(tiny_checkpoint, tmp_path, shared_data):
+    opts = ExportOptions(calibration=shared_data / "ecg", export_venv=tmp_path / "no-venv", **FAST)
+    with pytest.raises(Exception, match="venv-export"):
+        export_model(tiny_checkpoint, tmp_path / "out", opts, log=lambda _: None)
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
