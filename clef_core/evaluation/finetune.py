@@ -1,0 +1,131 @@
+"""Fine-tuning: the pretrained encoder plus a linear head trained end to end with AdamW.
+
+Loss: masked mean BCE for binary labels (NaN = unknown, left out), class-weighted
+cross-entropy for single-label classes, MSE on the standardised target for regression. The
+head learns 10x faster than the encoder (a fresh head on a pretrained body); gradients are
+clipped to norm 1. Windows are z-scored per window as in pretraining; no augmentation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from clef_core.data.preprocess import zscore
+from clef_core.evaluation.probe import ACTIVATION, KINDS, balanced_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 3
+    lr: float = 1e-4  # encoder; the head uses head_lr_factor * lr
+    head_lr_factor: float = 10.0
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class FineTuned:
+    """A fine-tuned ``encoder`` and ``head`` (raw embeddings -> outputs in target units)."""
+
+    kind: str
+    labels: list[str]
+    encoder: nn.Module
+    head: nn.Linear
+    history: list[float]  # mean training loss per epoch
+
+    @property
+    def activation(self) -> str:
+        return ACTIVATION[self.kind]
+
+    def decision(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Logits or regression predictions (N, C) for windows ``x`` (N, T)."""
+        self.encoder.eval()
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                xb = torch.from_numpy(zscore(np.asarray(x[i : i + batch_size], np.float32))[:, None, :])
+                outs.append(self.head(self.encoder(xb)).double().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.labels)))
+
+
+def finetune(
+    encoder: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    labels: Sequence[str],
+    cfg: FinetuneConfig = FinetuneConfig(),
+    class_weight: str | None = None,
+) -> FineTuned:
+    """Fine-tune a copy of ``encoder`` with a new linear head on windows ``x`` (N, T); ``y`` as in
+    :func:`clef_core.evaluation.probe.fit_probe`. The given encoder is left untouched."""
+    if kind not in KINDS:
+        raise ValueError(f"finetune: kind {kind!r} is not one of {KINDS}")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    enc = copy.deepcopy(encoder).train()
+    labels = [str(label) for label in labels]
+    head = nn.Linear(int(enc.emb_dim), len(labels))
+    if kind == "multiclass":
+        target = torch.as_tensor(np.asarray(y, np.int64).ravel())
+        weight = torch.as_tensor(balanced_weights(target.numpy(), len(labels)), dtype=torch.float32) if class_weight == "balanced" else None
+        loss_fn = lambda out, t: nn.functional.cross_entropy(out, t, weight=weight)  # noqa: E731
+        y_mean = y_std = None
+    else:
+        yy = np.asarray(y, np.float64)
+        yy = yy[:, None] if yy.ndim == 1 else yy
+        y_mean = np.zeros(yy.shape[1])
+        y_std = np.ones(yy.shape[1])
+        if kind == "regression":
+            y_mean, y_std = yy.mean(axis=0), np.where(yy.std(axis=0) > 0, yy.std(axis=0), 1.0)
+            yy = (yy - y_mean) / y_std
+        target = torch.as_tensor(yy, dtype=torch.float32)
+        loss_fn = _masked_bce if kind == "binary" else _masked_mse
+    opt = torch.optim.AdamW([
+        {"params": enc.parameters(), "lr": cfg.lr},
+        {"params": head.parameters(), "lr": cfg.lr * cfg.head_lr_factor},
+    ], weight_decay=cfg.weight_decay)
+    xz = zscore(np.asarray(x, np.float32))
+    history = []
+    for _ in range(cfg.epochs):
+        order = rng.permutation(len(xz))
+        total, count = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            out = head(enc(torch.from_numpy(xz[idx][:, None, :])))
+            loss = loss_fn(out, target[idx])
+            if not torch.isfinite(loss):
+                continue  # a batch whose labels are all unknown
+            opt.zero_grad()
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(list(enc.parameters()) + list(head.parameters()), cfg.grad_clip)
+            opt.step()
+            total, count = total + float(loss) * len(idx), count + len(idx)
+        history.append(total / max(count, 1))
+    enc.eval()
+    if kind == "regression":  # fold the target scaling into the head
+        with torch.no_grad():
+            head.weight.mul_(torch.as_tensor(y_std, dtype=torch.float32)[:, None])
+            head.bias.mul_(torch.as_tensor(y_std, dtype=torch.float32)).add_(torch.as_tensor(y_mean, dtype=torch.float32))
+    return FineTuned(kind, labels, enc, head.eval(), history)
+
+
+def _masked_bce(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    known = torch.isfinite(target)
+    if not known.any():
+        return torch.tensor(float("nan"))
+    return nn.functional.binary_cross_entropy_with_logits(out[known], target[known])
+
+
+def _masked_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    known = torch.isfinite(target)
+    return nn.functional.mse_loss(out[known], target[known])

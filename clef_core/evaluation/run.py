@@ -1,0 +1,207 @@
+"""Scoring one encoder on tasks: linear probe or fine-tuning, the trained head, and the
+representation evidence. The ``clef evaluate`` command and the benchmark both call these.
+
+Protocols: a probe is scored by patient-grouped K-fold cross-validation (pooled out-of-fold
+outputs) and then refitted on every row for the saved head; fine-tuning holds out
+``test_fraction`` of the patients (one grouped split) since K encoder copies would cost K
+trainings. A task with an explicit test set (MIT-BIH ``--test``) is fitted on the training
+records and scored on the test records in both modes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from clef_core.evaluation.embed import embed
+from clef_core.evaluation.evidence import distance_risk_spearman, leakage_probe, pca_2d, similarity_by_risk_bins
+from clef_core.evaluation.finetune import FinetuneConfig, finetune
+from clef_core.evaluation.probe import ACTIVATION, fit_probe
+from clef_core.evaluation.protocol import headline, oof_decisions, score
+from clef_core.evaluation.splits import group_split
+from clef_core.evaluation.tasks import EvidenceInputs, TaskData
+
+MODES = ("probe", "finetune")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """The ``[evaluate]`` config section (see configs/default.toml for each key)."""
+
+    lead: str = "I"
+    mode: str = "probe"
+    folds: int = 5
+    test_fraction: float = 0.3
+    seed: int = 0
+    batch_size: int = 64
+    probe_l2: float = 100.0
+    min_per_class: int = 5
+    finetune_epochs: int = 3
+    finetune_lr: float = 1e-4
+    finetune_weight_decay: float = 5e-4
+    finetune_batch_size: int = 32
+    synth_seed: int = 1
+    synth_patients: int = 0
+    mitdb_dir: str = ""
+    snomed_dir: str = ""
+    mitdb_beats_per_class: int = 40
+    evidence_max_patients: int = 600
+    evidence_permutations: int = 99
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"evaluate.mode must be one of {MODES}, got {self.mode!r}")
+        if self.folds < 2:
+            raise ValueError(f"evaluate.folds must be >= 2, got {self.folds}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"evaluate.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.probe_l2 < 0 or self.min_per_class < 1 or self.mitdb_beats_per_class < 0:
+            raise ValueError("evaluate.probe_l2 must be >= 0, min_per_class >= 1, mitdb_beats_per_class >= 0")
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, weight_decay=self.finetune_weight_decay,
+                              batch_size=self.finetune_batch_size, seed=self.seed)
+
+
+def shared_data_dir(name: str, configured: str = "") -> Path:
+    """``configured`` when given, else ``$CLEF_SHARED_DATA/name``, else ``<repo>/../shared/data/name``."""
+    if configured:
+        return Path(configured).expanduser()
+    import clef_core
+
+    base = os.environ.get("CLEF_SHARED_DATA") or Path(clef_core.__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(base) / name
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """Metrics of one task, and what to ship: the linear ``head`` over raw embeddings (labels,
+    meta) and, after fine-tuning, the fine-tuned ``encoder``."""
+
+    name: str
+    metrics: dict[str, Any]
+    head: nn.Linear | None
+    head_labels: list[str]
+    head_meta: dict[str, Any]
+    encoder: nn.Module | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "head_labels": self.head_labels, "meta": self.head_meta,
+                "seconds": round(self.seconds, 2)}
+
+
+def usable_labels(task: TaskData, min_per_class: int) -> tuple[list[int], dict[str, str]]:
+    """Columns of a binary task with at least ``min_per_class`` known positives and negatives
+    (in the training set), and why the others are left out."""
+    if task.kind != "binary":
+        return list(range(len(task.labels))), {}
+    keep, skipped = [], {}
+    for j, name in enumerate(task.labels):
+        yj = task.y[np.isfinite(task.y[:, j]), j]
+        n_pos, n_neg = int(yj.sum()), int((1 - yj).sum())
+        if min(n_pos, n_neg) < min_per_class:
+            skipped[name] = f"{n_pos} positives / {n_neg} negatives < {min_per_class}"
+        else:
+            keep.append(j)
+    return keep, skipped
+
+
+def _subset(task: TaskData, cols: list[int]) -> TaskData:
+    if task.kind == "multiclass":
+        return task
+    test = _subset(task.test, cols) if task.test is not None else None
+    return dataclasses.replace(task, labels=[task.labels[j] for j in cols], y=task.y[:, cols], test=test)
+
+
+def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mode: str | None = None) -> TaskResult:
+    """Score ``encoder`` on ``task`` by ``mode`` (default ``settings.mode``)."""
+    started = time.perf_counter()
+    mode = mode or settings.mode
+    cols, skipped = usable_labels(task, settings.min_per_class)
+    if not cols:
+        return TaskResult(task.name, {"skipped": skipped, "n": len(task)}, None, [], {}, seconds=time.perf_counter() - started)
+    task = _subset(task, cols)
+    class_weight = "balanced" if task.kind == "multiclass" else None
+    meta: dict[str, Any] = {"task": task.name, "kind": task.kind, "lead": task.lead, "mode": mode,
+                            "activation": ACTIVATION[task.kind], "input": "z-scored single-lead window"}
+    if task.name.startswith("mitdb"):
+        meta["input"] = "z-scored MLII window centred on the beat"
+    kwargs = {"min_per_class": settings.min_per_class}
+    encoder_out = None
+    if mode == "probe":
+        feats = embed(encoder, task.x, settings.batch_size)
+        if task.test is not None:
+            probe = fit_probe(feats, task.y, task.kind, task.labels, settings.probe_l2, class_weight)
+            decision = probe.decision(embed(encoder, task.test.x, settings.batch_size))
+            metrics = score(task.kind, task.labels, task.test.y, decision, **kwargs)
+            protocol = f"fit on {len(task)} training rows, scored on {len(task.test)} test rows"
+        else:
+            decision = oof_decisions(feats, task.y, task.kind, task.labels, task.groups, folds=settings.folds,
+                                     seed=settings.seed, l2=settings.probe_l2, class_weight=class_weight)
+            metrics = score(task.kind, task.labels, task.y, decision, **kwargs)
+            probe = fit_probe(feats, task.y, task.kind, task.labels, settings.probe_l2, class_weight)
+            protocol = f"patient-grouped {settings.folds}-fold CV (pooled out-of-fold), head refitted on all {len(task)} rows"
+        head = probe.to_linear()
+        meta.update(l2=settings.probe_l2, class_weight=class_weight)
+    else:
+        if task.test is not None:
+            x_tr, y_tr, x_te, y_te = task.x, task.y, task.test.x, task.test.y
+            protocol = f"fine-tuned on {len(task)} training rows, scored on {len(task.test)} test rows"
+        else:
+            strata = task.y if task.kind == "binary" else (np.eye(len(task.labels))[task.y] if task.kind == "multiclass" else None)
+            tr, te = group_split(task.groups, settings.test_fraction, settings.seed, strata)
+            x_tr, y_tr, x_te, y_te = task.x[tr], task.y[tr], task.x[te], task.y[te]
+            protocol = f"patient-grouped hold-out: {len(tr)} rows fine-tuned, {len(te)} rows scored"
+        tuned = finetune(encoder, x_tr, y_tr, task.kind, task.labels, settings.finetune_config(), class_weight)
+        metrics = score(task.kind, task.labels, y_te, tuned.decision(x_te), **kwargs)
+        head, encoder_out = tuned.head, tuned.encoder
+        meta.update(finetune=dataclasses.asdict(settings.finetune_config()), train_loss=tuned.history)
+    metrics["protocol"] = protocol
+    if skipped:
+        metrics["labels_left_out"] = skipped
+    name, value = headline(task.kind, metrics)
+    meta.update(protocol=protocol, metric=name, value=None if math.isnan(value) else value)
+    return TaskResult(task.name, metrics, head, list(task.labels), meta, encoder_out, time.perf_counter() - started)
+
+
+def evaluate_evidence(encoder: nn.Module, inputs: EvidenceInputs, settings: EvalSettings, out_dir: str | Path | None = None,
+                      *, title: str = "") -> dict[str, Any]:
+    """Distance-risk Spearman (clinical-table risk and, when known, the true risk), the leakage
+    probe, the PCA map and the binned similarity; PNGs into ``out_dir`` when given."""
+    emb = embed(encoder, inputs.x, settings.batch_size)
+    kw = {"max_patients": settings.evidence_max_patients, "seed": settings.seed}
+    risks = {"clinical": inputs.risk_clinical}
+    if inputs.risk_truth is not None:
+        risks["truth"] = inputs.risk_truth
+    out: dict[str, Any] = {"lead": inputs.lead, "patients": int(len(emb)),
+                           "risk_known": {k: int(np.isfinite(v).sum()) for k, v in risks.items()}}
+    out["spearman"] = {k: distance_risk_spearman(emb, v, permutations=settings.evidence_permutations, **kw)
+                       for k, v in risks.items()}
+    bins = {k: similarity_by_risk_bins(emb, v, **kw) for k, v in risks.items()}
+    out["similarity_by_risk_bin"] = bins
+    out["leakage"] = leakage_probe(emb, inputs.age, inputs.male, inputs.subjects, folds=settings.folds,
+                                   seed=settings.seed, l2=settings.probe_l2, min_per_class=settings.min_per_class)
+    coords, explained = pca_2d(emb)
+    out["pca_explained"] = explained
+    if out_dir is not None:
+        from clef_core.evaluation.plots import embedding_map, similarity_vs_risk
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        colour = inputs.risk_truth if inputs.risk_truth is not None else inputs.risk_clinical
+        out["figures"] = [
+            str(embedding_map(coords, colour, out_dir / f"embedding_map_{inputs.lead}.png", explained=explained,
+                              title=f"{title} embeddings (lead {inputs.lead}), PCA, coloured by "
+                                    f"{'true' if inputs.risk_truth is not None else 'clinical-table'} SCORE2 risk")),
+            str(similarity_vs_risk(bins, out_dir / f"similarity_vs_risk_{inputs.lead}.png",
+                                   title=f"{title} cosine similarity vs risk difference (lead {inputs.lead})")),
+        ]
+    return out

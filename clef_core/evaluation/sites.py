@@ -1,0 +1,44 @@
+"""The labelled data an evaluation reads, prepared exactly as the model's training data was
+(the checkpoint's own [preprocess] settings), cached under a work folder."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from clef_core.evaluation.run import EvalSettings, shared_data_dir
+
+
+def with_model_preprocess(cfg: dict[str, Any], preprocess: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` whose [preprocess] keys take the checkpoint's values (rate, window, band)."""
+    out = copy.deepcopy(cfg)
+    out["preprocess"] = {k: preprocess.get(k, v) for k, v in cfg["preprocess"].items()}
+    return out
+
+
+def synthetic_site(cfg: dict[str, Any], settings: EvalSettings, work: str | Path, cohort: str | Path | None = None,
+                   *, progress: bool = False) -> Any:
+    """``cohort`` prepared under ``work/synthetic``; without one, the built-in evaluation cohort:
+    [synth] with ``evaluate.synth_seed`` (and ``evaluate.synth_patients`` when > 0), so the
+    patients differ from those of a default pretraining run (seed ``synth.seed``)."""
+    from clef_core.pipeline import default_cohort, prepare_site
+
+    work = Path(work) / "synthetic"
+    if cohort is None:
+        gen = copy.deepcopy(cfg)
+        gen["synth"]["seed"] = settings.synth_seed
+        if settings.synth_patients > 0:
+            gen["synth"]["patients"] = settings.synth_patients
+        cohort = default_cohort(work, gen)
+    return prepare_site(cohort, work, cfg, progress=progress)
+
+
+def snomed_site(cfg: dict[str, Any], settings: EvalSettings, work: str | Path, *, progress: bool = False) -> Any:
+    """The folder of CinC-2021 twelve-lead records (``evaluate.snomed_dir``) prepared under ``work/snomed``."""
+    from clef_core.pipeline import prepare_site
+
+    folder = shared_data_dir("ecg", settings.snomed_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"SNOMED task: record folder not found: {folder} (set evaluate.snomed_dir)")
+    return prepare_site(folder, Path(work) / "snomed", cfg, progress=progress)
