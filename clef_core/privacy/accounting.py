@@ -1,0 +1,43 @@
+"""Epsilon of a history of sampled Gaussian mechanisms (DP-SGD steps), by RDP accounting.
+
+A DP-SGD step with Poisson sampling rate q and noise multiplier sigma is the sampled Gaussian
+mechanism; its Renyi DP at order alpha is computed exactly for integer and fractional orders
+(Mironov, Talwar, Zhang 2019, "Renyi Differential Privacy of the Sampled Gaussian Mechanism"),
+composed additively over steps and converted to (eps, delta) with the improved conversion of
+Balle et al. 2020 (as Opacus' ``RDPAccountant``, whose analysis this module calls).
+Adjacency: add or remove one patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opacus.accountants import RDPAccountant
+
+Step = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
+
+
+def epsilon(history: Iterable[Step], delta: float) -> float:
+    """Cumulative epsilon at ``delta`` of every (sigma, q, steps) entry in ``history``
+    (0.0 for an empty history)."""
+    acct = RDPAccountant()
+    for sigma, q, steps in history:
+        if steps < 0 or not 0 < q <= 1 or sigma <= 0:
+            raise ValueError(f"accounting: invalid step entry (noise {sigma}, sample rate {q}, steps {steps})")
+        if steps:
+            acct.history.append((float(sigma), float(q), int(steps)))
+    if not acct.history:
+        return 0.0
+    return float(acct.get_epsilon(delta))
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    """Poisson batches that make one expected pass: round(1 / q) (as Opacus' DPDataLoader)."""
+    return max(1, round(1.0 / sample_rate))
+
+
+def sample_rate(patients: int, expected_batch: int) -> float:
+    """q = min(1, expected batch / patients)."""
+    if patients < 1:
+        raise ValueError("sample_rate: a site needs at least one patient")
+    return min(1.0, expected_batch / patients)

@@ -1,0 +1,73 @@
+"""Typed view of the ``[privacy]`` config section.
+
+``mode``:
+
+* ``"off"``     -- no differential privacy;
+* ``"patient"`` -- example-level DP-SGD at each site with the patient as the privacy unit
+  (:mod:`clef_core.privacy.dpsgd`); each site accounts for its own releases in its ledger;
+* ``"client"``  -- client-level DP (DP-FedAvg, McMahan et al. 2018): the server clips each site's
+  update to ``clip_norm`` and adds Gaussian noise to the average (Flower's fixed-clipping wrapper).
+
+``noise_multiplier`` and ``clip_norm`` mean the per-patient gradient clip and noise in patient
+mode, the per-site update clip and noise in client mode. See docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from clef_core.config import ConfigError
+
+MODES = ("off", "patient", "client")
+BUDGET_SCOPES = ("experiment", "site")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacyConfig:
+    mode: str = "off"
+    noise_multiplier: float = 1.0
+    clip_norm: float = 1.0
+    delta: float = 1e-5
+    budget_epsilon: float = 0.0  # 0: no budget
+    budget_scope: str = "experiment"  # experiment | site (every entry of the site's ledger)
+    bank_size: int = 64  # public synthetic negatives per step (patient mode)
+    bank_seed: int = 0
+    bank_refresh: int = 4  # re-embed the bank every k steps with the current weights
+    vmap_chunk: int = 16  # patients per vectorised gradient chunk (0: the whole batch)
+    experiment_id: str = ""  # ledger key; "" = derived from the run folder
+    ledger_dir: str = ""  # "" = <site work dir>/privacy
+    clients_per_round: int = 0  # client mode: sites in every round (0: federation.sites)
+
+    def __post_init__(self) -> None:
+        _check(self.mode in MODES, "mode", self.mode, " | ".join(MODES))
+        _check(math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0, "noise_multiplier",
+               self.noise_multiplier, ">= 0")
+        _check(self.mode == "off" or self.noise_multiplier > 0, "noise_multiplier", self.noise_multiplier,
+               f"> 0 when mode = {self.mode!r} (0 would release unnoised gradients)")
+        _check(math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", self.clip_norm, "> 0")
+        _check(0 < self.delta < 1, "delta", self.delta, "in (0, 1)")
+        _check(math.isfinite(self.budget_epsilon) and self.budget_epsilon >= 0, "budget_epsilon",
+               self.budget_epsilon, ">= 0 (0: no budget)")
+        _check(self.budget_scope in BUDGET_SCOPES, "budget_scope", self.budget_scope, " | ".join(BUDGET_SCOPES))
+        _check(self.bank_size >= 1, "bank_size", self.bank_size, ">= 1")
+        _check(self.bank_refresh >= 1, "bank_refresh", self.bank_refresh, ">= 1")
+        _check(self.vmap_chunk >= 0, "vmap_chunk", self.vmap_chunk, ">= 0 (0: whole batch)")
+        _check(self.clients_per_round >= 0, "clients_per_round", self.clients_per_round, ">= 0 (0: all sites)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> PrivacyConfig:
+        return cls(**cfg.get("privacy", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"privacy.{key} = {value!r}: expected {expected}")

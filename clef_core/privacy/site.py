@@ -1,0 +1,122 @@
+"""One site's private training round: plan, check the budget, train, record, report.
+
+:func:`private_round` is what a federated client (or any driver) calls with patient-level DP on:
+
+1. plan: q = min(1, batch_size / patients), steps = local_epochs * round(1 / q), capped by
+   ``local_steps``;
+2. budget: epsilon after the planned steps, composed with every ledger entry of the experiment
+   (or of the whole site, ``budget_scope = "site"``); if it would exceed ``budget_epsilon`` the
+   round is refused before any private data is touched and nothing is released;
+3. DP-SGD (:class:`~clef_core.privacy.dpsgd.PatientDPSGD`);
+4. the ledger entry, durably, before the caller sends anything;
+5. a :class:`RoundPrivacy` with the numbers a site may report (cumulative epsilon, delta, the
+   public bank loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clef_core.privacy.accounting import sample_rate as rate_for
+from clef_core.privacy.accounting import steps_per_epoch
+from clef_core.privacy.config import PrivacyConfig
+from clef_core.privacy.dpsgd import DPStats, PatientDPSGD
+from clef_core.privacy.ledger import Entry, PrivacyLedger
+
+LEDGER_DIR = "privacy"
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlan:
+    sample_rate: float
+    steps: int
+    epsilon_before: float  # the experiment's cumulative epsilon before this round
+    epsilon_after: float  # ... and after it, if it runs
+    checked: float  # what the budget is compared with: epsilon_after, or the whole site's (budget_scope "site")
+    budget: float  # 0: none
+
+    @property
+    def allowed(self) -> bool:
+        return self.budget <= 0 or self.checked <= self.budget
+
+
+@dataclasses.dataclass
+class RoundPrivacy:
+    """What one private round did; everything except ``stats`` may leave the site."""
+
+    plan: RoundPlan
+    epsilon: float  # cumulative, after this round (= before it when refused)
+    delta: float
+    trained: bool
+    public_loss: float  # loss on the public bank under the released weights
+    stats: DPStats | None = None  # site log only (holds private aggregates)
+
+
+def experiment_key(priv: PrivacyConfig, run_dir: str | Path | None = None) -> str:
+    """The ledger key: ``privacy.experiment_id``, else one derived from the server's run folder
+    (stable across restarts and resumes of the same run)."""
+    if priv.experiment_id:
+        return priv.experiment_id
+    if not run_dir:
+        raise ValueError("privacy: set privacy.experiment_id (or give the run folder) to key the site's ledger")
+    return "run-" + hashlib.sha256(str(run_dir).encode("utf-8")).hexdigest()[:12]
+
+
+def ledger_for(priv: PrivacyConfig, site_work_dir: str | Path) -> PrivacyLedger:
+    return PrivacyLedger(Path(priv.ledger_dir).expanduser() if priv.ledger_dir else Path(site_work_dir) / LEDGER_DIR)
+
+
+def plan_round(priv: PrivacyConfig, ledger: PrivacyLedger, experiment: str, patients: int, batch_size: int,
+               local_epochs: int, local_steps: int = 0) -> RoundPlan:
+    q = rate_for(patients, batch_size)
+    steps = local_epochs * steps_per_epoch(q)
+    if local_steps:
+        steps = min(steps, local_steps)
+    planned = (priv.noise_multiplier, q, steps)
+    before = ledger.epsilon(priv.delta, experiment)
+    after = ledger.epsilon(priv.delta, experiment, planned=planned)
+    checked = after if priv.budget_scope == "experiment" else ledger.epsilon(priv.delta, None, planned=planned)
+    return RoundPlan(q, steps, before, after, checked, priv.budget_epsilon)
+
+
+def private_round(
+    trainer: Any,
+    dataset: torch.utils.data.Dataset,
+    bank: Any,
+    priv: PrivacyConfig,
+    ledger: PrivacyLedger,
+    *,
+    experiment: str,
+    server_round: int,
+    batch_size: int,
+    local_epochs: int,
+    local_steps: int = 0,
+    lr: float | None = None,
+    proximal_mu: float = 0.0,
+    global_params: Mapping[str, torch.Tensor] | None = None,
+    num_workers: int = 0,
+    seed: int | None = None,
+) -> RoundPrivacy:
+    """Steps 1-5 of the module docstring. A refused round leaves the weights untouched."""
+    plan = plan_round(priv, ledger, experiment, len(dataset), batch_size, local_epochs, local_steps)
+    dp = PatientDPSGD(trainer, bank, noise_multiplier=priv.noise_multiplier, clip_norm=priv.clip_norm,
+                      bank_refresh=priv.bank_refresh, vmap_chunk=priv.vmap_chunk, seed=seed)
+    if not plan.allowed:
+        return RoundPrivacy(plan, plan.epsilon_before, priv.delta, False, dp.bank_loss())
+    stats = dp.run(dataset, steps=plan.steps, sample_rate=plan.sample_rate, lr=lr, proximal_mu=proximal_mu,
+                   global_params=global_params, num_workers=num_workers)
+    spent = ledger.epsilon(priv.delta, experiment, planned=(priv.noise_multiplier, plan.sample_rate, plan.steps))
+    ledger.append(Entry(experiment=experiment, round=int(server_round), mode="patient",
+                        noise_multiplier=priv.noise_multiplier, sample_rate=plan.sample_rate, steps=plan.steps,
+                        delta=priv.delta, clip_norm=priv.clip_norm, epsilon=spent))
+    public = dp.bank_loss()
+    if not math.isfinite(public):
+        raise FloatingPointError("the released weights give a non-finite loss on the public bank")
+    return RoundPrivacy(plan, spent, priv.delta, True, public, stats)
