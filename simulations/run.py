@@ -1,0 +1,129 @@
+"""``clef simulate``: synthesise (when no cohort is given), split, simulate, evaluate, summarise.
+
+1. sites: ``--sites`` folders, or a cohort (``federation.cohort``, else the built-in synthetic
+   cohort) split into ``federation.sites`` sites plus a held-out probe set
+   (:mod:`simulations.sites`);
+2. the resolved experiment is written to ``OUT/experiment.toml``: it is what the ServerApp and
+   every ClientApp read through run_config ``experiment`` (:mod:`server.settings`);
+3. the Flower app runs in the simulation engine (:mod:`simulations.engine`): one ClientApp per
+   site, ``federation.client_cpus`` CPUs each; the ServerApp checkpoints every round to OUT and
+   resumes from it, so running the same command again continues an interrupted run, and a
+   larger ``federation.rounds`` continues a finished one;
+4. the server probes the held-out set each ``eval_every`` rounds; the summary table and
+   ``OUT/summary.png`` come from ``OUT/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from clef_core.config import ConfigError
+from server.checkpoint import RunFolder
+from simulations.engine import (
+    app_dir,
+    federation_config,
+    flwr_run,
+    local_superlink,
+    stage_app,
+    tail,
+)
+from simulations.sites import PreparedFederation, prepare_federation
+from simulations.summary import read_rounds, summarise
+
+EXPERIMENT = "experiment.toml"
+ENGINE_LOG = "simulation.log"
+
+
+class SimulationError(RuntimeError):
+    """The simulation did not complete; the message ends with the engine log's last lines."""
+
+
+@dataclasses.dataclass
+class SimulationResult:
+    out: Path
+    status: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    final_model: Path
+    summary: str
+    plot: Path | None
+    seconds: float  # wall time of this call
+    startup_seconds: float  # from launch to the start of the first round this call ran (nan if none)
+    federation: PreparedFederation
+
+
+def write_experiment(cfg: Mapping[str, Any], out: Path) -> Path:
+    path = out / EXPERIMENT
+    path.write_text("# the resolved experiment of this run (written by clef simulate)\n" + tomli_w.dumps(dict(cfg)),
+                    encoding="utf-8")
+    return path
+
+
+def check_node_counts(cfg: Mapping[str, Any], n_sites: int) -> None:
+    fed = cfg["federation"]
+    for key in ("min_train_nodes", "min_available_nodes"):
+        if int(fed[key]) > n_sites:
+            raise ConfigError(f"federation.{key} = {fed[key]} but the federation has {n_sites} sites "
+                              f"(Flower would wait for nodes that never come)")
+
+
+def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | bool]:
+    return {"experiment": str(experiment), "run-dir": str(out), "sites-manifest": str(manifest),
+            "prepare-sites": False}
+
+
+def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str | Path] | None = None,
+             echo: Callable[[str], None] | None = None) -> SimulationResult:
+    """Prepare and run one federated simulation in ``out`` (resuming what is there)."""
+    started = time.time()
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    federation = prepare_federation(cfg, out, site_dirs=site_dirs)
+    check_node_counts(cfg, len(federation.sites))
+    if str(cfg.get("privacy", {}).get("mode", "off")) != "off":
+        from clef_core.privacy.compat import check_privacy
+
+        check_privacy(cfg, len(federation.sites))  # refuse a DP setting before anything starts
+    experiment = write_experiment(cfg, out)
+    fed = cfg["federation"]
+    folder = RunFolder(out)
+    before = {r["round"] for r in read_rounds(out)}
+    folder.write_status("starting", round=max(before, default=0), rounds=int(fed["rounds"]))
+    run_config = run_config_for(out, experiment, federation.manifest)
+    engine = federation_config(len(federation.sites), fed["client_cpus"], fed["client_gpus"], os.cpu_count() or 1)
+    with open(out / ENGINE_LOG, "a", encoding="utf-8") as log:
+        log.write(f"\n=== clef simulate {time.strftime('%Y-%m-%d %H:%M:%S')}: {len(federation.sites)} sites, "
+                  f"{fed['rounds']} rounds\n")
+        with local_superlink(out / ".flwr", log, str(fed.get("ray_address", ""))) as env:
+            app = stage_app(app_dir(), out / ".flwr" / "app")
+            flwr_run(app, run_config, engine, env, log, on_line=_progress(echo))
+    status = folder.read_status()
+    rows = read_rounds(out)
+    if status.get("state") != "complete":
+        detail = status.get("error") or "the ServerApp did not finish (see the log)"
+        lines = "\n".join(tail(out / ENGINE_LOG, 25))
+        raise SimulationError(f"simulation in {out} stopped: {detail}\n--- last lines of {out / ENGINE_LOG}:\n{lines}")
+    text, plot = summarise(out)
+    new = [r for r in rows if r["round"] not in before]
+    startup = (new[0]["time"] - new[0]["seconds"] - started) if new else float("nan")
+    return SimulationResult(out, status, rows, folder.final_model, text, plot, time.time() - started, startup,
+                            federation)
+
+
+def _progress(echo: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """Pass on the lines a person wants to watch: rounds, failures, the clef server's lines."""
+    if echo is None:
+        return None
+    keys = ("clef:", "[ROUND", "ERROR", "Traceback", "Exit Code")
+
+    def on_line(line: str) -> None:
+        if any(k in line for k in keys):
+            echo(line)
+
+    return on_line

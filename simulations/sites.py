@@ -1,0 +1,123 @@
+"""The simulated federation's sites: which folder each partition-id trains on.
+
+Either one folder per site (``--sites`` / ``federation.site_dirs``: MIMIC-IV-ECG-layout roots or
+WFDB folders with header metadata), or one cohort (``federation.cohort``, default the built-in
+synthetic cohort) split into sites by :mod:`simulations.partition`, with a held-out patient set
+for the server's probe. The result is ``<run>/sites.json`` (:func:`client.site.write_manifest`);
+each site works in ``<run>/sites/<site-id>/`` (its store, caches and ``site.log``), as a hospital
+would on its own disk.
+
+Preparing is idempotent: a run folder keeps its sites, and asking for different ones there is an
+error (a resumed run must train on the same federation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from client.site import SiteSpec, read_manifest, write_manifest
+from simulations.partition import SplitSpec, is_mimic_layout, split_cohort
+
+log = logging.getLogger("clef.simulate")
+
+
+class FederationSetupError(ValueError):
+    """The run folder cannot hold this federation."""
+
+
+@dataclasses.dataclass
+class PreparedFederation:
+    manifest: Path
+    sites: list[SiteSpec]
+    eval_dir: Path | None
+    cohort: Path | None  # the split cohort, None with --sites
+
+
+def unique_site_ids(dirs: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for d in dirs:
+        base = Path(d).name or "site"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def risk_clinical(cohort: Path, cfg: Mapping[str, Any]) -> Any:
+    """The clinical table (a DataFrame), needed only for a Dirichlet split over SCORE2 risk strata."""
+    from clef_core.metadata import extract_clinical_table
+
+    extracted = extract_clinical_table(cohort, dict(cfg))
+    return getattr(extracted, "table", extracted)
+
+
+def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest: Path | None = None,
+                       site_dirs: Sequence[str | Path] | None = None) -> PreparedFederation:
+    run_root = Path(run_root).resolve()
+    manifest = Path(manifest) if manifest else run_root / "sites.json"
+    fed = cfg["federation"]
+    dirs = [Path(d).expanduser().resolve() for d in (site_dirs or fed.get("site_dirs") or [])]
+    cohort: Path | None = None
+    if dirs:
+        specs = [SiteSpec(name, d, run_root / "sites" / name, i) for i, (name, d) in enumerate(
+            zip(unique_site_ids(dirs), dirs, strict=True))]
+        for spec in specs:
+            if not spec.data_dir.is_dir():
+                log.warning("site %s: data folder %s does not exist (the site will fail its rounds)",
+                            spec.site_id, spec.data_dir)
+        eval_dir = Path(fed["eval_dir"]).expanduser().resolve() if fed.get("eval_dir") else None
+    else:
+        if fed.get("cohort"):
+            cohort = Path(fed["cohort"]).expanduser().resolve()
+        else:
+            from clef_core.pipeline import default_cohort
+
+            cohort = default_cohort(run_root, dict(cfg)).resolve()
+        spec = SplitSpec.from_federation(fed)
+        clinical = risk_clinical(cohort, cfg) if spec.kind == "dirichlet" and spec.by == "risk" else None
+        split = split_cohort(cohort, run_root / "split", spec, clinical)
+        specs = [SiteSpec(s.site_id, s.dir.resolve(), run_root / "sites" / s.site_id, i)
+                 for i, s in enumerate(split.sites)]
+        eval_dir = split.holdout.dir.resolve() if split.holdout is not None else None
+        if fed.get("eval_dir"):
+            eval_dir = Path(fed["eval_dir"]).expanduser().resolve()
+    if manifest.is_file():
+        existing, existing_eval = read_manifest(manifest)
+        if [(s.site_id, s.data_dir) for s in existing] != [(s.site_id, s.data_dir) for s in specs]:
+            raise FederationSetupError(
+                f"{run_root} was prepared for sites {[s.site_id for s in existing]} "
+                f"({', '.join(str(s.data_dir) for s in existing)}); this run asks for "
+                f"{[s.site_id for s in specs]}: use another output folder")
+        return PreparedFederation(manifest, existing, existing_eval, cohort)
+    write_manifest(manifest, specs, eval_dir)
+    _describe(run_root, specs, eval_dir, cohort)
+    return PreparedFederation(manifest, specs, eval_dir, cohort)
+
+
+def _describe(run_root: Path, specs: list[SiteSpec], eval_dir: Path | None, cohort: Path | None) -> None:
+    lines = [f"{s.site_id}: {s.data_dir}" + ("" if s.data_dir.is_dir() else " (missing)") for s in specs]
+    log.info("federation in %s: %d sites%s\n  %s", run_root, len(specs),
+             f" split from {cohort}" if cohort else "", "\n  ".join(lines))
+    if eval_dir is not None:
+        log.info("held-out probe set: %s (%s layout)", eval_dir, "MIMIC" if is_mimic_layout(eval_dir) else "WFDB")
+
+
+def describe_sites(manifest: Path) -> list[dict[str, Any]]:
+    """Site id, data folder and patient/record counts (from split manifests when present)."""
+    specs, _ = read_manifest(manifest)
+    out = []
+    for s in specs:
+        entry: dict[str, Any] = {"site": s.site_id, "data_dir": str(s.data_dir)}
+        split_manifest = s.data_dir / "manifest.csv"
+        if split_manifest.is_file():
+            import pandas as pd
+
+            table = pd.read_csv(split_manifest, dtype=str)
+            entry.update(patients=int(table["subject_id"].nunique()), records=len(table))
+        out.append(entry)
+    return out
