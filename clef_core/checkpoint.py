@@ -27,7 +27,6 @@ import dataclasses
 import datetime as dt
 import os
 import pickle
-import uuid
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from clef_core.atomic import atomic_torch_save
 
 FORMAT = "clef-model"
 FORMAT_VERSION = 1
@@ -180,24 +181,6 @@ def _build_head(name: str, entry: Mapping[str, Any], where: str) -> LoadedHead:
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``: a reader never
-    sees a half-written file, and a crash leaves the previous version intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # opened with the umask's mode
-    try:
-        with open(tmp, "xb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_model(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from clef_core.atomic import write_json_atomic
 
 CLINICAL_CACHE = "clinical.csv"
 CLINICAL_KEY = "clinical.key.json"
@@ -186,7 +187,5 @@ def default_cohort(work_dir: str | Path, cfg: dict[str, Any], *, progress: bool 
         shutil.rmtree(target)  # not a finished synthetic cohort: our own half-written leftovers
     work.mkdir(parents=True, exist_ok=True)
     generate_cohort(target, **SynthConfig(**cfg["synth"]).as_kwargs(), **windows, overwrite=True, progress=progress)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-    os.replace(tmp, marker)
+    write_json_atomic(marker, settings)
     return target

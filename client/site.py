@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from server.checkpoint import write_text_atomic
+from clef_core.atomic import write_text_atomic
 from server.settings import sites_manifest_path
 
 MANIFEST_FORMAT = "clef-sites"

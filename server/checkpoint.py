@@ -8,7 +8,7 @@ Layout of a run folder::
     status.json                  {"state": "running" | "complete" | "failed", "round": ..., ...}
 
 A round is complete once its checkpoint file exists: it is written to a temporary file and
-renamed (``clef_core.checkpoint.atomic_torch_save``), so a crash leaves either the old or the
+renamed (``clef_core.atomic.atomic_torch_save``), so a crash leaves either the old or the
 new file, never half of one. The metrics line is appended after the checkpoint; on resume,
 :meth:`RunFolder.reconcile_metrics` rewrites metrics.jsonl to exactly the completed rounds (a
 line lost in a crash is restored from the checkpoint, a line of an uncheckpointed round is
@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clef_core.checkpoint import atomic_torch_save
+from clef_core.atomic import atomic_torch_save, write_text_atomic
 
 FORMAT = "clef-fl-server-state"
 FORMAT_VERSION = 1
@@ -151,20 +150,6 @@ class RunFolder:
         if not self.status_file.is_file():
             return {}
         return json.loads(self.status_file.read_text(encoding="utf-8"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_resumable(state: ServerState, fingerprint: Mapping[str, Any], arrays: Mapping[str, np.ndarray],

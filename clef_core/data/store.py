@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from clef_core.atomic import write_json_atomic
 from clef_core.data.errors import BadRecordError, StoreError
 from clef_core.data.leads import LEADS
 from clef_core.data.preprocess import PreprocessConfig, Windows, preprocess_record
@@ -90,15 +91,6 @@ def _sha256(path: Path, block: int = 1 << 20) -> str:
         while chunk := fh.read(block):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -170,7 +162,7 @@ class _Partial:
                 if header:
                     csv.writer(fh).writerow(header)
         base = {"sizes": self._sizes(), "n_windows": 0, "n_records": 0, "skipped": {}}
-        _write_json_atomic(self.dir / PROGRESS, {"key": self.key, "base": base, "chunks": []})
+        write_json_atomic(self.dir / PROGRESS, {"key": self.key, "base": base, "chunks": []})
 
     def _sizes(self) -> dict[str, int]:
         return {name: (self.dir / name).stat().st_size for name in DATA_FILES}
@@ -189,7 +181,7 @@ class _Partial:
         for name, size in self.state["sizes"].items():
             with open(self.dir / name, "r+b") as fh:
                 fh.truncate(size)
-        _write_json_atomic(self.dir / PROGRESS, self.progress)
+        write_json_atomic(self.dir / PROGRESS, self.progress)
 
     def append_chunk(self, results: Iterable[_Result], fingerprint: str, on_result: Callable[[], None]) -> None:
         """Append a chunk's results to the files, fsync them, then commit the chunk."""
@@ -214,7 +206,7 @@ class _Partial:
                 fh.close()
         self.chunks.append({"fingerprint": fingerprint, "sizes": self._sizes(), "n_windows": n_windows,
                             "n_records": n_records, "skipped": dict(skipped)})
-        _write_json_atomic(self.dir / PROGRESS, self.progress)
+        write_json_atomic(self.dir / PROGRESS, self.progress)
 
 
 def _append_csv(fh: Any, row: list[Any]) -> None:
@@ -374,7 +366,7 @@ def _stage_manifest(partial_dir: Path, cfg: PreprocessConfig, source: dict[str, 
         "files": {name: {"bytes": (partial_dir / name).stat().st_size, "sha256": _sha256(partial_dir / name)}
                   for name in DATA_FILES},
     }
-    _write_json_atomic(partial_dir / MANIFEST, manifest)
+    write_json_atomic(partial_dir / MANIFEST, manifest)
 
 
 def _publish(partial_dir: Path, out: Path) -> dict[str, Any]:

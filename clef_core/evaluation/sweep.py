@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from clef_core.atomic import write_json_atomic
 from clef_core.config import ConfigError, merge, parse_value, unflatten
 
 RESULT_FILE = "result.json"
@@ -83,9 +83,7 @@ def run_sweep(
         if not done:
             folder.mkdir(parents=True, exist_ok=True)
             metrics = evaluate_point(point_config(cfg, point), folder)
-            tmp = result_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"point": point, "metrics": _clean(metrics)}, indent=2), encoding="utf-8")
-            os.replace(tmp, result_path)
+            write_json_atomic(result_path, {"point": point, "metrics": _clean(metrics)})
         saved = json.loads(result_path.read_text(encoding="utf-8"))
         if saved.get("point") != point:
             raise ValueError(f"{result_path} belongs to point {saved.get('point')}, expected {point}")

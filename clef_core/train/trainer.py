@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clef_core.checkpoint import atomic_torch_save, strip_prefix, unwrap
+from clef_core.atomic import atomic_torch_save
+from clef_core.checkpoint import strip_prefix, unwrap
 from clef_core.train.config import LossConfig, TrainConfig
 
 STATE_FORMAT = "clef-train-state"
