@@ -1,4 +1,4 @@
-"""ECG encoders: Net1D at the CLEF paper's three scales.
+"""ECG encoders: Net1D at the CLEF paper's three scales, and a `tiny` wearable student scale.
 
 >>> enc = build_encoder("small")               # (B, 1, T) -> (B, 256)
 >>> enc.config.emb_dim, enc.emb_dim
@@ -22,7 +22,7 @@ from clef_core.encoders.net1d import Net1D
 
 
 def build_encoder(scale: str = "small", norm: str = "none", **overrides: Any) -> Net1D:
-    """A randomly initialised Net1D of ``scale`` (small | medium | large) with ``norm`` (none | batch |
+    """A randomly initialised Net1D of ``scale`` (small | medium | large | tiny) with ``norm`` (none | batch |
     group); ``overrides`` replace any :class:`EncoderConfig` field (e.g. ``norm_groups=4``). The result
     maps (B, in_channels=1, T) to (B, emb_dim) and exposes ``.config`` and ``.emb_dim``."""
     return Net1D(make_config(scale, norm, **overrides))

@@ -33,7 +33,8 @@ class BasicBlock(nn.Module):
     """Pre-activation bottleneck block with grouped conv and squeeze-excitation (see module doc)."""
 
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int, *, kernel_size: int,
-                 stride: int, groups: int, is_first_block: bool, norm: str, norm_groups: int):
+                 stride: int, groups: int, is_first_block: bool, norm: str, norm_groups: int,
+                 se_reduction: int = 2):
         super().__init__()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.is_first_block = is_first_block
@@ -48,7 +49,7 @@ class BasicBlock(nn.Module):
         self.norm3 = make_norm(norm, mid_channels, norm_groups)
         self.activation3 = Swish()
         self.conv3 = SamePadConv1d(mid_channels, out_channels, 1)
-        self.se = SqueezeExcitation(out_channels)
+        self.se = SqueezeExcitation(out_channels, se_reduction)
         self.shortcut_pool = SamePadMaxPool1d(stride) if stride > 1 else nn.Identity()
         extra = out_channels - in_channels
         if extra < 0:
@@ -83,6 +84,7 @@ class BasicStage(nn.Module):
                 is_first_block=stage == 0 and b == 0,
                 norm=cfg.norm,
                 norm_groups=cfg.norm_groups,
+                se_reduction=cfg.se_reduction,
             )
             for b in range(cfg.blocks[stage])
         )
