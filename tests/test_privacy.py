@@ -301,10 +301,10 @@ def _reply(arrays: dict[str, np.ndarray], metrics: dict[str, float], node: int):
 
     content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
                           "metrics": MetricRecord(metrics)})
-    return Message(content, reply_to=_instruction(RecordDict_empty(), node))
+    return Message(content, reply_to=_instruction(_empty(), node))
 
 
-def RecordDict_empty():  # noqa: N802
+def _empty():
     from flwr.app import RecordDict
 
     return RecordDict()
@@ -322,7 +322,7 @@ def test_client_level_dp_clips_weighs_uniformly_accounts_and_resumes() -> None:
     settings = FederationSettings(strategy="fedavg", min_train_nodes=2, min_available_nodes=2)
     strategy = client_dp_strategy(settings, priv, sites=2)
     strategy.sent_arrays, strategy.sampled_nodes, strategy.current_arrays = reference, [1, 2], reference
-    strategy._prepare_accounting(1, [_instruction(RecordDict_empty(), n) for n in (1, 2)])  # what configure_train does
+    strategy._prepare_accounting(1, [_instruction(_empty(), n) for n in (1, 2)])  # what configure_train does
     a = {"w": ref["w"] + 1.0, "b": ref["b"]}  # update norm sqrt(12): clipped to 0.1
     b = {"w": ref["w"] - 0.01, "b": ref["b"]}  # update norm 0.035: kept
     arrays, _ = strategy.aggregate_train(1, [_reply(a, {"num-examples": 10.0, "train_loss": 1.0}, 1),
@@ -337,7 +337,7 @@ def test_client_level_dp_clips_weighs_uniformly_accounts_and_resumes() -> None:
     assert resumed.privacy_spent().epsilon == spent and resumed.privacy_spent().num_releases == 1
     # a missing site: no release, no spending
     strategy.sent_arrays, strategy.sampled_nodes = reference, [1, 2]
-    strategy._prepare_accounting(2, [_instruction(RecordDict_empty(), n) for n in (1, 2)])
+    strategy._prepare_accounting(2, [_instruction(_empty(), n) for n in (1, 2)])
     assert strategy.aggregate_train(2, [_reply(a, {"num-examples": 10.0, "train_loss": 1.0}, 1)]) == (None, None)
     assert strategy.privacy_spent().epsilon == spent
 
@@ -381,7 +381,7 @@ def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_a_private_site_round_replies_within_the_contract(dp_site: dict) -> None:
-    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+    from flwr.app import ConfigRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
     from client.client_app import TRAIN_METRICS
@@ -415,4 +415,3 @@ def test_a_private_site_round_replies_within_the_contract(dp_site: dict) -> None
     back = stopped.content.array_records["arrays"]
     assert all(np.array_equal(back[k].numpy(), arrays[k].numpy()) for k in arrays)
     validate_message_reply_consistency([first.content, stopped.content], "num-examples", check_arrayrecord=True)
-    assert isinstance(first.content.array_records["arrays"], ArrayRecord)

@@ -38,7 +38,7 @@ class PrivacyConfig:
     vmap_chunk: int = 16  # patients per vectorised gradient chunk (0: the whole batch)
     experiment_id: str = ""  # ledger key; "" = derived from the run folder
     ledger_dir: str = ""  # "" = <site work dir>/privacy
-    clients_per_round: int = 0  # client mode: sites in every round (0: federation.sites)
+    clients_per_round: int = 0  # client mode: sites in every round (0: federation.min_available_nodes)
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, "mode", self.mode, " | ".join(MODES))
