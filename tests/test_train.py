@@ -243,6 +243,14 @@ def test_cli_reports_a_bad_cohort(tmp_path, capsys):
     assert "neither a MIMIC-IV-ECG layout" in capsys.readouterr().err
 
 
+def test_central_pretrain_refuses_a_privacy_config_instead_of_ignoring_it(tmp_path, tiny_site, capsys):
+    argv = ["pretrain", "--set", "privacy.mode=\"patient\"", "--set", "model.norm=\"group\"",
+            "--out", str(tmp_path / "run"), "--work", str(tiny_site.work_dir), "--quiet"]
+    assert clef_main(argv) == 1
+    assert "privacy.mode = 'patient' is not applied by central pretraining" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "final_model.pt").exists()
+
+
 def _private_trainer(data: dict[str, torch.Tensor]):
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader

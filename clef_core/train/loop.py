@@ -94,7 +94,11 @@ def pretrain(
     progress: bool = True,
 ) -> PretrainResult:
     """Train ``[model]`` on ``site`` for ``train.epochs`` epochs (or until ``train.max_steps``
-    steps), continuing from ``run_dir/train_state.pt`` when ``resume`` and it exists."""
+    steps), continuing from ``run_dir/train_state.pt`` when ``resume`` and it exists.
+
+    Central pretraining applies no differential privacy: a config asking for it is refused
+    rather than silently trained without it (DP runs at each site: clef simulate, deployment)."""
+    refuse_privacy(cfg)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +180,14 @@ def model_preprocess(site: PreparedSite) -> dict[str, Any]:
     """The store's preprocessing, verbatim (``PreprocessConfig.from_dict`` reads it back); the
     per-view input (one lead, z-scored per window) is the checkpoint's default ``input`` spec."""
     return to_plain(dict(site.store.preprocess), "store.preprocess")
+
+
+def refuse_privacy(cfg: dict[str, Any]) -> None:
+    mode = cfg.get("privacy", {}).get("mode", "off")
+    if mode != "off":
+        raise ValueError(
+            f"privacy.mode = {mode!r} is not applied by central pretraining: differential privacy runs at each "
+            f"site (clef simulate, or a deployed site); set privacy.mode = \"off\" to pretrain centrally")
 
 
 def pretrain_provenance(
