@@ -47,7 +47,7 @@ from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import _on_step, _progress, _truncate_metrics, _write, make_dataset, make_loader
+from clef_core.train.loop import _truncate_metrics, make_dataset, run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
@@ -288,22 +288,8 @@ def distill(
         state_path.unlink(missing_ok=True)
         model.fit_target(_views(dataset, dcfg.stat_views, epoch=0))
 
-    history: list[EpochStats] = []
-    with metrics_path.open("a", encoding="utf-8") as metrics:
-        for epoch in range(trainer.epoch, train_cfg.epochs):
-            remaining = dcfg.steps - trainer.step
-            if remaining <= 0:
-                break
-            loader = make_loader(dataset, train_cfg, epoch)
-            bar = _progress(progress, min(len(loader), remaining), f"distil {trainer.step}/{dcfg.steps} steps")
-            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, dcfg.log_every))
-            if bar is not None:
-                bar.close()
-            history.append(stats)
-            _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
-                             "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
-                             "steps": stats.steps, "grad_norm": stats.grad_norm})
-            trainer.save_state(state_path)
+    history = run_epochs(trainer, dataset, train_cfg, metrics_path=metrics_path, state_path=state_path,
+                         progress=progress, label=lambda epoch, step: f"distil {step}/{dcfg.steps} steps")
 
     # agreement on augmentations never trained on (a dataset epoch past the run's)
     model.eval()

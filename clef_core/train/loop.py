@@ -21,6 +21,7 @@ import json
 import math
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -122,24 +123,8 @@ def pretrain(
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to pretrain on")
 
-    history: list[EpochStats] = []
-    with metrics_path.open("a", encoding="utf-8") as metrics:
-        for epoch in range(trainer.epoch, train_cfg.epochs):
-            remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
-            if remaining is not None and remaining <= 0:
-                break
-            loader = make_loader(dataset, train_cfg, epoch)
-            total = len(loader) if remaining is None else min(len(loader), remaining)
-            bar = _progress(progress, total, f"epoch {epoch + 1}/{train_cfg.epochs}")
-            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, train_cfg.log_every))
-            if bar is not None:
-                bar.close()
-            history.append(stats)
-            _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
-                             "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
-                             "steps": stats.steps, "grad_norm": stats.grad_norm,
-                             "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
-            trainer.save_state(state_path)
+    history = run_epochs(trainer, dataset, train_cfg, metrics_path=metrics_path, state_path=state_path,
+                         progress=progress, label=lambda epoch, step: f"epoch {epoch + 1}/{train_cfg.epochs}")
 
     final_loss = history[-1].loss if history else _last_logged_loss(metrics_path)
     final = save_model(
@@ -180,6 +165,40 @@ def model_preprocess(site: PreparedSite) -> dict[str, Any]:
     """The store's preprocessing, verbatim (``PreprocessConfig.from_dict`` reads it back); the
     per-view input (one lead, z-scored per window) is the checkpoint's default ``input`` spec."""
     return to_plain(dict(site.store.preprocess), "store.preprocess")
+
+
+def run_epochs(
+    trainer: Trainer,
+    dataset: torch.utils.data.Dataset,
+    train_cfg: TrainConfig,
+    *,
+    metrics_path: Path,
+    state_path: Path,
+    progress: bool,
+    label: Callable[[int, int], str],
+) -> list[EpochStats]:
+    """The epoch loop shared by pretraining and distillation: from the trainer's epoch to
+    ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line per
+    epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
+    history: list[EpochStats] = []
+    with metrics_path.open("a", encoding="utf-8") as metrics:
+        for epoch in range(trainer.epoch, train_cfg.epochs):
+            remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
+            if remaining is not None and remaining <= 0:
+                break
+            loader = make_loader(dataset, train_cfg, epoch)
+            total = len(loader) if remaining is None else min(len(loader), remaining)
+            bar = _progress(progress, total, label(epoch, trainer.step))
+            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, train_cfg.log_every))
+            if bar is not None:
+                bar.close()
+            history.append(stats)
+            _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
+                             "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
+                             "steps": stats.steps, "grad_norm": stats.grad_norm,
+                             "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
+            trainer.save_state(state_path)
+    return history
 
 
 def refuse_privacy(cfg: dict[str, Any]) -> None:
