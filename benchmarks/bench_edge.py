@@ -1,7 +1,7 @@
 """Edge benchmark: size, latency per 10 s window (one thread), peak RAM of the device process,
 TFLM arena and fidelity of every exported form of one encoder, side by side.
 
-    python benchmarks/bench_edge.py [--checkpoint final_model.pt] [--out benchmarks/results/edge.md]
+    python benchmarks/bench_edge.py [--checkpoint final_model.pt] [--out benchmarks/results/edge.md] [--auroc]
 
 Without ``--checkpoint`` a small encoder with random weights (seed 0) is used: sizes, latencies
 and the arena do not depend on training, but fidelity does, so pass a trained checkpoint for
@@ -9,6 +9,9 @@ the fidelity columns. Runtimes live in three environments (docs/edge.md): PyTorc
 onnxruntime here, tflite-runtime 2.14 in .venv-edge, ai-edge-litert and TFLite Micro in
 .venv-export; a missing environment leaves its rows out with a note.
 Windows: held-out real lead I/II windows of ../shared/data/ecg through the device preprocessing.
+``--auroc`` adds the downstream AUROC change of model_int8.tflite against the float encoder
+(benchmarks/edge_auroc.py: MIT-BIH AAMI beats, the ``clef evaluate`` probe on both embedding
+sets; ``--auroc-synthetic`` also the synthetic-labels task), in every TFLite runtime present.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def main() -> int:
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "edge.md"))
+    p.add_argument("--auroc", action="store_true", help="also the downstream AUROC change int8 vs float (edge_auroc.py)")
+    p.add_argument("--auroc-synthetic", action="store_true", help="with --auroc: also the synthetic-labels task")
     a = p.parse_args()
     torch.set_num_threads(1)
     data = Path(a.data)
@@ -138,6 +143,18 @@ def main() -> int:
                                   capture_output=True, text=True)
             arena = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
         rss = device_peak_rss(tfl, data / "mitdb" / "101") if tfl and EDGE_PY.exists() else None
+        auroc_lines = []
+        if a.auroc:
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from edge_auroc import RUNTIME_PY, markdown, measure
+
+            present = [rt for rt, py in RUNTIME_PY.items() if py.exists()]
+            if tfl and present:
+                res = measure(ckpt, out, data=data, runtimes=present, synthetic=a.auroc_synthetic, work=work,
+                              log=lambda m: None)
+                auroc_lines = ["", *markdown(res)]
+            else:
+                notes.append("downstream AUROC: no int8 TFLite model or no TFLite runtime environment")
 
     lines = [
         "# Edge benchmark (benchmarks/bench_edge.py)", "",
@@ -159,6 +176,7 @@ def main() -> int:
         lines.append(f"Device process (runtime copied alone, tflite-runtime 2.14, numpy<2) streaming MIT-BIH 101 "
                      f"(30 min, 360 Hz, {rss[2]} windows): peak RSS {rss[0]:.1f} MiB, {rss[1]:.1f} s wall.")
     lines += [f"- {n}" for n in notes]
+    lines += auroc_lines
     text = "\n".join(lines) + "\n"
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -232,3 +232,27 @@ def test_export_without_tflite_venv_says_how_to_make_it(tiny_checkpoint, tmp_pat
     with pytest.raises(Exception, match="venv-export"):
         export_model(tiny_checkpoint, tmp_path / "out", opts, log=lambda _: None)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_edge_auroc_scores_features_exactly_as_clef_evaluate():
+    """benchmarks/edge_auroc.py scores int8 embeddings with the probe branch of evaluate_task:
+    on the float encoder's own embeddings it must reproduce evaluate_task's metrics exactly."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from edge_auroc import per_label, probe_metrics
+
+    from clef_core.encoders import build_encoder
+    from clef_core.evaluation.embed import embed
+    from clef_core.evaluation.run import EvalSettings, evaluate_task
+    from clef_core.evaluation.tasks import TaskData
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    enc = build_encoder("tiny").eval()
+    rng = np.random.default_rng(0)
+    y = np.tile(np.arange(4), 12)
+    x = (rng.normal(size=(48, 2500)) + y[:, None] * np.sin(np.arange(2500) / 40)[None]).astype(np.float32)
+    task = TaskData("mitdb", "multiclass", ["N", "S", "V", "F"], x, y, np.repeat(np.arange(8), 6).astype(str), "II")
+    settings = EvalSettings(folds=4)
+    ref = evaluate_task(enc, task, settings).metrics
+    mine = probe_metrics(embed(enc, x), task, settings)
+    assert per_label("multiclass", mine) == (ref["macro_auroc"], ref["auroc"])
