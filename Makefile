@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-edge demo test bench clean-venv
+.PHONY: setup setup-edge demo test bench wheelhouse clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: setup setup-edge
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# An offline install for a hospital: every pinned dependency of requirements-lock.txt + clef-fl
+# as wheels (docs/deployment.md); install inside with pip install --no-index --find-links wheelhouse clef-fl
+wheelhouse: setup
+	$(BIN)/clef wheelhouse --out wheelhouse
 
 clean-venv:
 	rm -rf $(VENV) .venv-edge .venv-export

@@ -125,6 +125,10 @@ def prepared_site(spec: SiteSpec, cfg: Mapping[str, Any]) -> Any:
         if not spec.data_dir.is_dir():
             raise FileNotFoundError(f"site {spec.site_id}: data folder {spec.data_dir} does not exist")
         _PREPARED[key] = prepare_site(spec.data_dir, spec.work_dir, dict(cfg))
+        report = _PREPARED[key].build_report
+        if report is not None:  # the site's own account of its data (record names: store/skipped.csv)
+            site_log(spec).info("records: %d used, %d skipped %s; %d windows", report.n_ok, report.n_skipped,
+                                dict(report.skipped), report.n_windows)
     return _PREPARED[key]
 
 

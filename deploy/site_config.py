@@ -1,0 +1,98 @@
+"""A hospital's site configuration file: everything its SuperNode needs, in one TOML file.
+
+::
+
+    # site.toml
+    superlink = "coordinator.example.org:9093"      # the SuperLink's host:port
+    root-certificates = "/etc/clef/ca.crt"           # the CA that signed the SuperLink's certificate
+    auth-supernode-private-key = "/etc/clef/supernode_key"   # this site's node key (OpenSSH EC)
+    port = 9094                                      # the SuperNode's local Runtime API port
+
+    [node-config]                                    # -> flower-supernode --node-config (client/site.py)
+    data-dir = "/data/ecg"
+    site-id = "hospital-a"
+    work-dir = "/var/lib/clef"
+    device = "cuda"                                  # cpu | cuda | cuda:1 (default: cuda when available)
+    site-index = 0
+    privacy-budget = 8.0                             # this site's own epsilon limit (DP, client/privacy.py)
+
+``clef preflight --site-config site.toml`` checks it; ``--print-command`` prints the
+``flower-supernode`` command line it describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deploy.commands import node_config as node_config_string
+from deploy.commands import supernode_command
+
+TOP_KEYS = ("superlink", "root-certificates", "auth-supernode-private-key", "port", "node-config")
+NODE_KEYS = ("data-dir", "site-id", "work-dir", "device", "site-index", "privacy-budget", "privacy-ledger-dir",
+             "privacy-budget-scope")
+
+
+class SiteConfigFileError(ValueError):
+    """The site configuration file is missing, unreadable or has unknown keys."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteConfig:
+    node_config: dict[str, Any]
+    superlink: str = ""
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    port: int = 9094
+    source: Path | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: Path | None = None) -> SiteConfig:
+        where = str(source or "site config")
+        unknown = sorted(set(data) - set(TOP_KEYS))
+        if unknown:
+            raise SiteConfigFileError(f"{where}: unknown keys {unknown} (expected {list(TOP_KEYS)})")
+        node = dict(data.get("node-config", {}))
+        unknown = sorted(set(node) - set(NODE_KEYS))
+        if unknown:
+            raise SiteConfigFileError(f"{where}: [node-config] has unknown keys {unknown} (expected {list(NODE_KEYS)})")
+        if not str(node.get("data-dir", "")):
+            raise SiteConfigFileError(f"{where}: [node-config] data-dir is required")
+        base = source.parent if source else Path.cwd()
+
+        def path(key: str) -> Path | None:
+            value = str(data.get(key, ""))
+            return (base / Path(value).expanduser()) if value else None
+
+        return cls(node, str(data.get("superlink", "")), path("root-certificates"),
+                   path("auth-supernode-private-key"), int(data.get("port", 9094)), source)
+
+    @classmethod
+    def read(cls, path: Path) -> SiteConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SiteConfigFileError(f"{path}: no such site config file") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SiteConfigFileError(f"{path}: unreadable site config ({exc})") from None
+        return cls.from_mapping(data, path)
+
+    def node_config_string(self) -> str:
+        node = self.node_config
+        extra = {k: v for k, v in node.items() if k not in ("data-dir", "site-id", "work-dir", "device", "site-index")}
+        return node_config_string(Path(str(node["data-dir"])), str(node.get("site-id", "")),
+                                  Path(str(node["work-dir"])) if node.get("work-dir") else None,
+                                  str(node.get("device", "")),
+                                  int(node["site-index"]) if "site-index" in node else None, extra)
+
+    def supernode_command(self) -> list[str]:
+        if not self.superlink:
+            raise SiteConfigFileError(f"{self.source or 'site config'}: superlink (host:port) is required")
+        if self.root_certificates is None:
+            raise SiteConfigFileError(f"{self.source or 'site config'}: root-certificates is required (TLS only)")
+        return supernode_command(superlink=self.superlink, ca=self.root_certificates, private_key=self.private_key,
+                                 node_config=self.node_config_string(), port=self.port)

@@ -1,0 +1,348 @@
+"""Real deployment on loopback: a TLS SuperLink with SuperNode authentication, three hospitals'
+SuperNodes, `flwr run` -- plus the refusals (unregistered key, plaintext) and the recoveries (a
+SuperNode killed mid-run, the SuperLink restarted mid-run and the run resumed). Also the trial
+credentials, the site preflight and the offline-install lock file.
+
+Only 127.0.0.1, ports chosen at runtime, FLWR_HOME in tmp; every process started here is
+stopped here (process groups, also when a test fails)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from clef_core.checkpoint import load_model
+from deploy.certs import create_credentials
+from deploy.commands import node_config, register_command, superlink_command, supernode_command, write_connection
+from server.checkpoint import RunFolder
+from simulations.engine import bin_dir, descendant_groups, engine_env, free_port, stage_app, wait_ready
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = """\
+[federation]
+rounds = 2
+local_steps = 1
+min_train_nodes = 2
+min_available_nodes = 2
+round_timeout = 240.0
+eval_every = 0
+keep_checkpoints = 0
+[train]
+batch_size = 4
+[model]
+scale = "small"
+"""
+
+
+# ----------------------------------------------------------------------------- process handling
+
+
+class Processes:
+    """Every process a test starts, each in its own session; all stopped at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, cmd: list[str], cwd: Path) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(cmd, env=self.env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        proc.log_path = self.logs / f"{name}.log"  # type: ignore[attr-defined]
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Signal ``proc`` and every process group below it (SuperExec, ServerApp, ClientApps)."""
+        for group in descendant_groups(proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.kill(proc, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            self.kill(proc, signal.SIGKILL)
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Pids whose working directory is inside ``folder``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(Path(os.readlink(proc / "cwd"))).startswith(str(folder)):
+                    pids.append(int(proc.name))
+    return pids
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, alive: list[subprocess.Popen] = ()) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        for proc in alive:
+            assert proc.poll() is None, f"{proc.args[0]} exited ({proc.returncode}) while waiting for {what}: " \
+                                        f"{Path(proc.log_path).read_text()[-3000:]}"
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def log_has(path: Path, pattern: str) -> bool:
+    return path.is_file() and re.search(pattern, path.read_text(encoding="utf-8", errors="replace")) is not None
+
+
+# ----------------------------------------------------------------------------- the trial federation
+
+
+@pytest.fixture()
+def trial(tmp_path: Path, shared_data: Path) -> Iterator[dict]:
+    """Credentials (3 registered keys + 1 stranger), three site folders (the real HR* records of
+    shared/data/ecg, two small synthetic cohorts), the experiment, a clean app copy, FLWR_HOME."""
+    from clef_core.synth import generate_cohort
+
+    creds = create_credentials(tmp_path / "certs", supernodes=4)
+    hr = tmp_path / "sites" / "hospital-hr"
+    hr.mkdir(parents=True)
+    for file in sorted((shared_data / "ecg").glob("HR*")):
+        (hr / file.name).symlink_to(file)
+    sites = {"hospital-hr": hr}
+    for seed, name in ((1, "hospital-a"), (2, "hospital-b")):
+        generate_cohort(tmp_path / "sites" / name, patients=8, sites=1, seed=seed)
+        sites[name] = tmp_path / "sites" / name
+    (tmp_path / "experiment.toml").write_text(EXPERIMENT)
+    port = free_port()
+    flwr_home = tmp_path / "flwr-home"
+    write_connection(flwr_home, f"127.0.0.1:{port}", creds.ca_cert)
+    env = engine_env(flwr_home)
+    env.pop("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION")  # the command-line flags alone must do it
+    procs = Processes(env, tmp_path / "logs")
+    try:
+        yield {"root": tmp_path, "creds": creds, "sites": sites, "port": port, "procs": procs,
+               "app": stage_app(REPO, tmp_path / "app"), "run_dir": tmp_path / "run", "flwr_home": flwr_home}
+    finally:
+        procs.stop_all()
+
+
+def start_superlink(t: dict) -> subprocess.Popen:
+    c = t["creds"]
+    cmd = superlink_command(ca=c.ca_cert, cert=c.server_cert, key=c.server_key, host="127.0.0.1", port=t["port"],
+                            database=t["root"] / "superlink" / "state.db")
+    (t["root"] / "superlink").mkdir(exist_ok=True)
+    proc = t["procs"].start("superlink", cmd, t["root"] / "superlink")
+    wait_ready(t["port"], proc)
+    return proc
+
+
+def start_supernode(t: dict, i: int, site: str | None, *, key: int | None, tls: bool = True,
+                    retries: int | None = None) -> subprocess.Popen:
+    c = t["creds"]
+    data = t["sites"][site] if site else t["root"] / "nowhere"
+    config = node_config(data, site_id=site or "", work_dir=t["root"] / "work" / (site or f"node-{i}"),
+                         device="cpu", site_index=i)
+    cmd = supernode_command(superlink=f"127.0.0.1:{t['port']}", ca=c.ca_cert if tls else None,
+                            private_key=c.node_keys[key] if key is not None else None, node_config=config,
+                            port=free_port(), max_retries=retries, max_wait_time=20 if retries else None)
+    (t["root"] / "nodes").mkdir(exist_ok=True)
+    return t["procs"].start(f"supernode-{i}", cmd, t["root"] / "nodes")
+
+
+def flwr(t: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(bin_dir() / "flwr"), *args], env=t["procs"].env, cwd=t["flwr_home"], text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def online_nodes(t: dict) -> set[str]:
+    out = flwr(t, "supernode", "list", "--format", "json")
+    if out.returncode:
+        return set()
+    return {n["node-id"] for n in json.loads(out.stdout).get("nodes", []) if n["status"] == "online"}
+
+
+def start_run(t: dict, name: str) -> subprocess.Popen:
+    config = f"prepare-sites=false run-dir='{t['run_dir']}' experiment='{t['root'] / 'experiment.toml'}'"
+    cmd = [str(bin_dir() / "flwr"), "run", str(t["app"]), "--stream", "-c", config]
+    return t["procs"].start(name, cmd, t["flwr_home"])
+
+
+def site_log(t: dict, site: str) -> Path:
+    return t["root"] / "work" / site / "site.log"
+
+
+@pytest.mark.slow
+def test_tls_federation_refuses_strangers_and_survives_a_lost_node_and_a_superlink_restart(trial: dict) -> None:
+    t = trial
+    started = time.monotonic()
+    superlink = start_superlink(t)
+
+    # plaintext is refused: an HTTP request to the TLS port, and an --insecure SuperNode
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{t['port']}/v1/fleet/activate-node", data=b"{}", timeout=5)
+    plaintext = start_supernode(t, 9, "hospital-a", key=0, tls=False, retries=2)
+
+    # the coordinator registers the three hospitals' public keys; the fourth key is a stranger's
+    for i in range(3):
+        out = subprocess.run(register_command(t["creds"].node_public(i)), env=t["procs"].env, cwd=t["flwr_home"],
+                             text=True, capture_output=True, timeout=60)
+        assert out.returncode == 0 and "registered successfully" in out.stdout, out.stdout + out.stderr
+    stranger = start_supernode(t, 8, "hospital-b", key=3)
+    nodes = [start_supernode(t, i, site, key=i) for i, site in enumerate(t["sites"])]
+    wait_for("3 SuperNodes online", lambda: len(online_nodes(t)) == 3, 90, [superlink, *nodes])
+
+    assert stranger.wait(timeout=60) != 0  # Flower exit code 305: the SuperLink refused to activate it
+    assert log_has(Path(superlink.log_path), "No SuperNode found with the given public key")
+    assert plaintext.wait(timeout=60) != 0
+    assert len(online_nodes(t)) == 3
+    refusals = time.monotonic() - started
+
+    # the run: hospital-b's SuperNode is killed (SIGKILL, a crash) while it trains round 1
+    run1 = start_run(t, "flwr-run-1")
+    wait_for("hospital-b training round 1", lambda: log_has(site_log(t, "hospital-b"), r"train round 1: start"),
+             180, [superlink, run1])
+    Processes.kill(nodes[2])
+    folder = RunFolder(t["run_dir"])
+    wait_for("round 1 checkpoint", lambda: folder.rounds() == [1], 240, [superlink, run1])
+    line1 = folder.read_metrics()[0]
+    lost = int(re.search(r"SuperNode ID: (\d+)", Path(nodes[2].log_path).read_text()).group(1))
+    assert line1["sampled"] == 3 and line1["accepted"] == 2 and line1["failed"] >= 1, line1
+    assert [s["status"] for s in line1["sites"] if s["node_id"] == lost] in (["failed"], ["missing"])
+    round1 = time.monotonic() - started
+
+    # the SuperLink dies (SIGKILL, its ServerApp with it) during round 2, then comes back
+    wait_for("round 2 under way", lambda: all(log_has(site_log(t, s), r"train round 2: start")
+                                              for s in ("hospital-hr", "hospital-a")), 180, [superlink, run1])
+    Processes.kill(superlink)
+    run1.wait(timeout=60)
+    assert folder.rounds() == [1] and folder.read_status()["state"] == "running"
+    superlink = start_superlink(t)  # same database: registered keys and nodes survive
+    wait_for("2 SuperNodes back online", lambda: len(online_nodes(t)) == 2, 120, [superlink, *nodes[:2]])
+
+    # the same run folder resumes at round 2 and finishes
+    run2 = start_run(t, "flwr-run-2")
+    assert run2.wait(timeout=300) == 0, Path(run2.log_path).read_text()[-3000:]
+    wait_for("run complete", lambda: folder.read_status().get("state") == "complete", 60)
+    lines = folder.read_metrics()
+    assert [x["round"] for x in lines] == [1, 2] and lines[0] == line1
+    assert lines[1]["accepted"] == 2 and lines[1]["failed"] == 0
+    assert log_has(Path(run2.log_path), r"federated rounds 2\.\.2")
+    assert not (t["flwr_home"] / "runtime-envs").exists()  # no process installed dependencies at run time
+    model = load_model(t["run_dir"] / "final_model.pt")
+    assert model.provenance["kind"] == "federated-pretrain" and model.provenance["rounds"] == 2
+
+    # observability: the coordinator's metrics name every site's reply; each site logged its rounds
+    indices = {int(s["site-index"]) for s in line1["sites"] if s["status"] == "accepted"}
+    assert indices == {0, 1}
+    for site in ("hospital-hr", "hospital-a"):
+        text = site_log(t, site).read_text()
+        assert "train round 1: start" in text and re.search(r"round 2: 1 steps over \d+ patients", text)
+        assert re.search(r"records: \d+ used, \d+ skipped", text)
+    print(f"\ntimings: refusals {refusals:.0f} s, round 1 with a lost node {round1:.0f} s, "
+          f"total {time.monotonic() - started:.0f} s")
+
+    t["procs"].stop_all()
+    assert not processes_in(t["root"]), "processes of the deployment outlived the test"
+
+
+# ----------------------------------------------------------------------------- credentials, preflight, lock
+
+
+def test_trial_credentials_load_the_way_flower_loads_them(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+    from flwr.cli.supernode.register import try_load_public_key
+
+    creds = create_credentials(tmp_path, supernodes=2, hosts=["coordinator.example.org", "10.0.0.5"])
+    ca = x509.load_pem_x509_certificate(creds.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(creds.server_cert.read_bytes())
+    assert server.issuer == ca.subject and ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    ca.public_key().verify(server.signature, server.tbs_certificate_bytes, padding.PKCS1v15(),
+                           server.signature_hash_algorithm)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.0.0.5"}
+    assert set(san.get_values_for_type(x509.DNSName)) == {"coordinator.example.org", "localhost"}
+    for i, key in enumerate(creds.node_keys):
+        private = load_ssh_private_key(key.read_bytes(), None)  # what flower-supernode does
+        assert isinstance(private.curve, ec.SECP384R1) and key.stat().st_mode & 0o077 == 0
+        assert try_load_public_key(creds.node_public(i))  # what flwr supernode register does
+    assert creds.node_public(0).read_text() != creds.node_public(1).read_text()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clef", *args], cwd=REPO, text=True, capture_output=True, timeout=120)
+
+
+def test_preflight_reports_a_healthy_site_and_a_broken_one(tmp_path: Path, shared_data: Path) -> None:
+    creds = create_credentials(tmp_path / "certs", supernodes=1)
+    data = tmp_path / "ecg"
+    data.mkdir()
+    for file in sorted((shared_data / "ecg").glob("E*")):
+        (data / file.name).symlink_to(file)
+    (data / "PATIENTX1.hea").write_text((shared_data / "ecg" / "E07500.hea").read_text().replace("E07500", "PATIENTX1"))
+    site = tmp_path / "site.toml"
+    site.write_text(f'superlink = "127.0.0.1:9093"\nroot-certificates = "certs/ca.crt"\n'
+                    f'auth-supernode-private-key = "certs/supernode_1"\n[node-config]\ndata-dir = "{data}"\n'
+                    f'site-id = "georgia"\nwork-dir = "{tmp_path / "work"}"\ndevice = "cpu"\nprivacy-budget = 4.0\n')
+    out = _cli("preflight", "--site-config", str(site), "--json", "--set", "privacy.mode=patient")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    n = len(list((shared_data / "ecg").glob("E*.hea")))
+    assert checks["data"]["status"] == "warn"
+    assert checks["data"]["data"] | {"by_reason": None} == {"records": n + 1, "used": n, "skipped": 1, "windows": n,
+                                                           "patients": n, "sampled": False, "by_reason": None}
+    assert checks["data"]["data"]["by_reason"] == {"missing_file": 1}
+    assert report["bad_records"][0]["record_id"] == "PATIENTX1"
+    assert checks["metadata"]["data"]["records"] == n + 1 and 0 < checks["metadata"]["data"]["mean_completeness"] < 1
+    assert checks["privacy"]["data"]["budget_epsilon"] == 4.0  # the site's own, tighter budget
+    assert all(checks[k]["status"] == "ok" for k in ("device", "tls", "node-key", "work-dir"))
+    assert not (tmp_path / "work").exists()  # nothing written
+    cmd = _cli("preflight", "--site-config", str(site), "--print-command").stdout.splitlines()[-1]
+    assert "--root-certificates" in cmd and "--insecure" not in cmd and "--allow-runtime" not in cmd
+
+    (tmp_path / "certs" / "ca.crt").write_text("not a certificate")
+    broken = _cli("preflight", "--data-dir", str(tmp_path / "absent"), "--device", "cuda:7",
+                  "--ca", str(tmp_path / "certs" / "ca.crt"), "--key", str(creds.node_public(0)))
+    assert broken.returncode == 1
+    lines = {line.split()[1]: line for line in broken.stdout.splitlines() if line[:4] in ("OK  ", "WARN", "FAIL")}
+    assert lines["data"].startswith("FAIL") and "is not a folder" in lines["data"]
+    assert lines["device"].startswith("FAIL") and lines["tls"].startswith("FAIL") and lines["node-key"].startswith("FAIL")
+    assert "site not ready (data, device, tls, node-key)" in broken.stderr
+    assert _cli("preflight").returncode == 2
+
+
+def test_lock_file_pins_every_dependency_at_the_tested_version() -> None:
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    from deploy.wheelhouse import LOCK, check_lock, download_commands, project_requirements, read_lock
+
+    assert check_lock() == [], "requirements-lock.txt is stale: clef wheelhouse --write-lock"
+    pinned = read_lock()
+    for req in project_requirements():  # the lock is what this environment runs (and tests)
+        assert pinned[canonicalize_name(req.name)] == metadata.version(req.name), req.name
+    assert "clef-fl" not in pinned and {"ray", "dp-accounting"} <= set(pinned)  # flwr's extras are locked too
+    download, wheel = download_commands(Path("/wh"))
+    assert download[-5:] == ["download", "-r", str(LOCK), "-d", "/wh"] and wheel[-5:] == ["wheel", str(REPO), "-w", "/wh", "--no-deps"]
+    dry = _cli("wheelhouse", "--out", "/tmp/never-created", "--dry-run")
+    assert dry.returncode == 0 and "pip install --no-index --find-links /tmp/never-created clef-fl" in dry.stdout
+    assert not Path("/tmp/never-created").exists()
