@@ -63,8 +63,9 @@ class BudgetAwareValidator(ReplyValidator):
     """Patient mode: a valid reply flagged ``privacy.budget_exhausted`` is set aside as
     ``stopped`` (listed in the round's sites, not averaged)."""
 
-    def screen(self, replies: Iterable[Message], reference: ArrayRecord, sampled: Iterable[int] = ()) -> Screened:
-        screened = super().screen(replies, reference, sampled)
+    def screen(self, replies: Iterable[Message], reference: ArrayRecord, sampled: Iterable[int] = (),
+               destinations: Mapping[str, int] | None = None) -> Screened:
+        screened = super().screen(replies, reference, sampled, destinations)
         keep = []
         for msg in screened.accepted:
             metrics = next(iter(msg.content.metric_records.values()))

@@ -79,19 +79,22 @@ class ScreenedAggregation:
         self.last_screen = None
         self.sent_arrays = None
         self.sampled_nodes = []
+        self.sent_messages: list[Message] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         self.sent_arrays = arrays
         self.sampled_nodes = [m.metadata.dst_node_id for m in messages]
+        self.sent_messages = messages  # the grid sets their message ids when it pushes them
         return messages
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self.sent_arrays is None:
             raise RuntimeError("aggregate_train before configure_train: no global arrays to check replies against")
-        self.last_screen = self.validator.screen(replies, self.sent_arrays, self.sampled_nodes)
+        destinations = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in self.sent_messages}
+        self.last_screen = self.validator.screen(replies, self.sent_arrays, self.sampled_nodes, destinations)
         if len(self.last_screen.accepted) < self.min_train_nodes:  # type: ignore[attr-defined]
             return None, None
         arrays, metrics = super().aggregate_train(server_round, self.last_screen.accepted)  # type: ignore[misc]

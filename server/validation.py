@@ -73,6 +73,11 @@ def float_norm(arrays: Mapping[str, np.ndarray]) -> float:
                          if np.issubdtype(a.dtype, np.floating)))
 
 
+def reply_node(msg: Message, destinations: Mapping[str, int]) -> int:
+    """The node a reply answers for: the destination of the instruction it replies to."""
+    return int(destinations.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id))
+
+
 def _site_index(verdict: Verdict) -> float:
     index = verdict.metrics.get("site-index", -1.0)
     return index if index >= 0 else math.inf
@@ -86,16 +91,19 @@ class ReplyValidator:
         self.weight_key = weight_key
 
     def screen(self, replies: Iterable[Message], reference: ArrayRecord,
-               sampled: Iterable[int] = ()) -> Screened:
+               sampled: Iterable[int] = (), destinations: Mapping[str, int] | None = None) -> Screened:
+        """``destinations`` maps each sent message id to its node: an error reply that the
+        SuperLink writes for a node that died carries the SuperLink's id as its source, so a
+        reply is attributed to the node its instruction went to."""
         ref = {k: v.numpy() for k, v in reference.items()}
         ref_norm = float_norm(ref)
         accepted: list[tuple[Message, Verdict]] = []
         verdicts: list[Verdict] = []
         answered = set()
         for msg in replies:
-            node = int(msg.metadata.src_node_id)
+            node = reply_node(msg, destinations or {})
             answered.add(node)
-            verdict = self.check(msg, ref, ref_norm)
+            verdict = self.check(msg, ref, ref_norm, node)
             verdicts.append(verdict)
             if verdict.status == "accepted":
                 accepted.append((msg, verdict))
@@ -108,8 +116,9 @@ class ReplyValidator:
         keep.sort(key=lambda mv: (_site_index(mv[1]), mv[1].node_id))
         return Screened([m for m, _ in keep], verdicts)
 
-    def check(self, msg: Message, ref: Mapping[str, np.ndarray], ref_norm: float) -> Verdict:
-        node = int(msg.metadata.src_node_id)
+    def check(self, msg: Message, ref: Mapping[str, np.ndarray], ref_norm: float,
+              node: int | None = None) -> Verdict:
+        node = int(msg.metadata.src_node_id) if node is None else node
         if msg.has_error():
             return Verdict(node, "failed", f"client error (code {msg.error.code})")
         verdict = Verdict(node, "rejected", bytes_received=reply_bytes(msg))

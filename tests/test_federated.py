@@ -251,6 +251,23 @@ def test_validator_rejects_bad_replies_and_reports_them() -> None:
     assert status[11][0] == "missing"
 
 
+def test_an_error_reply_written_by_the_superlink_is_attributed_to_the_dead_node() -> None:
+    # when a SuperNode dies, the SuperLink answers for it with an error whose source is the
+    # SuperLink itself (node 1): the verdict must name the node the instruction went to
+    ref = small_model()
+    reference = ArrayRecord({k: Array(v) for k, v in ref.items()})
+    sent = [instruction(RecordDict(), node) for node in (4, 9)]
+    from_superlink = Message(Error(code=5, reason="node 9 unavailable"), reply_to=sent[1])
+    from_superlink.metadata.__dict__["_src_node_id"] = 1
+    replies = [Message(RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in ref.items()}),
+                                   "metrics": MetricRecord(good_metrics())}), reply_to=sent[0]), from_superlink]
+    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+    screened = ReplyValidator().screen(replies, reference, sampled=[4, 9], destinations=destinations)
+    assert sorted((v.node_id, v.status) for v in screened.verdicts) == [(4, "accepted"), (9, "failed")]
+    unattributed = ReplyValidator().screen(replies, reference, sampled=[4, 9])
+    assert sorted((v.node_id, v.status) for v in unattributed.verdicts) == [(1, "failed"), (4, "accepted"), (9, "missing")]
+
+
 @pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi"])
 def test_strategies_average_only_accepted_replies(name: str) -> None:
     ref = small_model()
