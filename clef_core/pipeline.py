@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from clef_core.atomic import write_json_atomic
+from clef_core.data.records import detect_layout
 
 CLINICAL_CACHE = "clinical.csv"
 CLINICAL_KEY = "clinical.key.json"
@@ -66,20 +67,6 @@ class PreparedSite:
         if cohort_json.is_file():
             out["cohort"] = json.loads(cohort_json.read_text(encoding="utf-8"))
         return out
-
-
-def detect_layout(cohort_dir: str | Path) -> str:
-    """"mimic" when the folder has record_list.csv(.gz), "wfdb" when it holds any .hea file."""
-    from clef_core.data.records import source_kind
-
-    root = Path(cohort_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"cohort folder not found: {root}")
-    if source_kind(root) == "mimic":
-        return "mimic"
-    if next(root.rglob("*.hea"), None) is not None:
-        return "wfdb"
-    raise ValueError(f"{root}: neither a MIMIC-IV-ECG layout (no record_list.csv) nor a folder of WFDB records (no .hea)")
 
 
 def prepare_site(

@@ -246,6 +246,19 @@ def source_kind(root: str | Path) -> SourceKind:
     return "mimic" if _table(root, "record_list") else "wfdb_folder"
 
 
+def detect_layout(root: str | Path) -> str:
+    """"mimic" when ``root`` has record_list.csv(.gz), "wfdb" when it holds any .hea file; an
+    error naming the folder otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"cohort folder not found: {root}")
+    if _table(root, "record_list"):
+        return "mimic"
+    if next(root.rglob("*.hea"), None) is not None:
+        return "wfdb"
+    raise ValueError(f"{root}: neither a MIMIC-IV-ECG layout (no record_list.csv) nor a folder of WFDB records (no .hea)")
+
+
 def describe_source(root: str | Path) -> dict[str, str]:
     return {"kind": source_kind(root), "root": str(Path(root).resolve())}
 

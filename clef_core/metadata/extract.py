@@ -7,20 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from clef_core.data.records import detect_layout as detect_kind
 from clef_core.metadata.table import ClinicalTable, MetadataConfig
 
 KINDS = ("auto", "mimic", "wfdb")
-
-
-def detect_kind(source: Path) -> str:
-    """"mimic" when ``source`` has record_list.csv(.gz), "wfdb" when it holds any .hea file."""
-    if not source.is_dir():
-        raise FileNotFoundError(f"cohort folder not found: {source}")
-    if (source / "record_list.csv").is_file() or (source / "record_list.csv.gz").is_file():
-        return "mimic"
-    if next(source.rglob("*.hea"), None) is not None:
-        return "wfdb"
-    raise ValueError(f"{source}: neither a MIMIC-IV-ECG layout (no record_list.csv) nor a folder of WFDB records (no .hea)")
 
 
 def extract_clinical_table(
