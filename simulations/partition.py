@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from clef_core.config import ConfigError
+from clef_core.data.records import find_table
 
 SPLIT_KINDS = ("iid", "cart", "dirichlet", "skew")
 SPLIT_FORMAT = "clef-split"
@@ -119,14 +120,6 @@ class Split:
 
 def is_mimic_layout(cohort: Path) -> bool:
     return find_table(cohort, "record_list") is not None
-
-
-def find_table(cohort: Path, name: str) -> Path | None:
-    for suffix in (".csv", ".csv.gz"):
-        path = cohort / f"{name}{suffix}"
-        if path.is_file():
-            return path
-    return None
 
 
 def read_table(cohort: Path, name: str) -> pd.DataFrame | None:

@@ -231,10 +231,11 @@ def read_annotations(path: str | Path, extension: str = "atr") -> Annotations:
 SourceKind = Literal["mimic", "wfdb_folder"]
 
 
-def _table(root: Path, stem: str) -> Path | None:
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (root / name).is_file():
-            return root / name
+def find_table(folder: Path, name: str) -> Path | None:
+    """``folder/name.csv`` or ``folder/name.csv.gz`` (None when neither exists)."""
+    for candidate in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
+        if candidate.is_file():
+            return candidate
     return None
 
 
@@ -243,7 +244,7 @@ def source_kind(root: str | Path) -> SourceKind:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"cohort source {root} is not a directory")
-    return "mimic" if _table(root, "record_list") else "wfdb_folder"
+    return "mimic" if find_table(root, "record_list") else "wfdb_folder"
 
 
 def detect_layout(root: str | Path) -> str:
@@ -252,7 +253,7 @@ def detect_layout(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"cohort folder not found: {root}")
-    if _table(root, "record_list"):
+    if find_table(root, "record_list"):
         return "mimic"
     if next(root.rglob("*.hea"), None) is not None:
         return "wfdb"
@@ -273,7 +274,7 @@ def _parse_time(text: str, where: str) -> datetime | None:
 
 
 def _cart_ids(root: Path) -> pd.Series | None:
-    table = _table(root, "machine_measurements")
+    table = find_table(root, "machine_measurements")
     if table is None:
         return None
     cols = pd.read_csv(table, nrows=0).columns
@@ -289,7 +290,7 @@ def iter_mimic_records(cohort_root: str | Path, *, chunksize: int = 50_000) -> I
     record_id = str(study_id). record_list is read in chunks, so memory does not grow with it.
     """
     root = Path(cohort_root)
-    table = _table(root, "record_list")
+    table = find_table(root, "record_list")
     if table is None:
         raise FileNotFoundError(f"{root}: no record_list.csv(.gz)")
     carts = _cart_ids(root)
@@ -337,7 +338,7 @@ def count_source(root: str | Path) -> int:
     root = Path(root)
     if source_kind(root) == "wfdb_folder":
         return sum(1 for _ in iter_wfdb_folder(root))
-    table = _table(root, "record_list")
+    table = find_table(root, "record_list")
     opener = gzip.open if table.suffix == ".gz" else open
     with opener(table, "rt", newline="") as fh:
         return max(sum(1 for _ in csv.reader(fh)) - 1, 0)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clef_core.data.records import find_table
 from clef_core.metadata.table import ClinicalTable, MetadataConfig, finalize
 from clef_core.score2 import MG_DL_PER_MMOL_L, PLAUSIBLE
 
@@ -35,14 +36,6 @@ DIABETES_CODES = {10: ("E08", "E09", "E10", "E11", "E12", "E13"), 9: ("250",)}
 SMOKING_CODES = {10: ("F172", "Z720"), 9: ("3051",)}
 LAB_CHUNK_ROWS = 2_000_000
 _BP = r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$"
-
-
-def find_table(folder: Path, name: str) -> Path | None:
-    """``folder/name.csv`` or ``folder/name.csv.gz`` (None when neither exists)."""
-    for candidate in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _problem(frame: pd.DataFrame, field: str, raw: pd.Series, source: str, message: str) -> pd.DataFrame:
