@@ -61,7 +61,8 @@ def conv_macs(encoder: torch.nn.Module, samples: int) -> int:
 def quality(model, cfg, settings, work: Path, eval_cohort: Path) -> dict:
     from clef_core.data.preprocess import PreprocessConfig
     from clef_core.evaluation.mitdb import DS1, resolve_records
-    from clef_core.evaluation.run import evaluate_task, shared_data_dir
+    from clef_core.evaluation.run import evaluate_task
+    from clef_core.paths import shared_data_dir
     from clef_core.evaluation.sites import synthetic_site, with_model_preprocess
     from clef_core.evaluation.tasks import mitdb_task, synthetic_task
 

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.checkpoint import CheckpointError, add_head, head_entry, load_model, save_model
     from clef_core.data.preprocess import PreprocessConfig
     from clef_core.evaluation.mitdb import DS1, resolve_records
-    from clef_core.evaluation.run import EvalSettings, evaluate_evidence, evaluate_task, shared_data_dir
+    from clef_core.evaluation.run import EvalSettings, evaluate_evidence, evaluate_task
+    from clef_core.paths import shared_data_dir
     from clef_core.evaluation.sites import snomed_site, synthetic_site, with_model_preprocess
     from clef_core.evaluation.tasks import evidence_inputs, mitdb_task, snomed_tasks, synthetic_task
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -68,16 +67,6 @@ class EvalSettings:
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, weight_decay=self.finetune_weight_decay,
                               batch_size=self.finetune_batch_size, seed=self.seed)
-
-
-def shared_data_dir(name: str, configured: str = "") -> Path:
-    """``configured`` when given, else ``$CLEF_SHARED_DATA/name``, else ``<repo>/../shared/data/name``."""
-    if configured:
-        return Path(configured).expanduser()
-    import clef_core
-
-    base = os.environ.get("CLEF_SHARED_DATA") or Path(clef_core.__file__).resolve().parents[1].parent / "shared" / "data"
-    return Path(base) / name
 
 
 @dataclasses.dataclass

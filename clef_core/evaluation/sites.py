@@ -7,7 +7,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from clef_core.evaluation.run import EvalSettings, shared_data_dir
+from clef_core.evaluation.run import EvalSettings
+from clef_core.paths import shared_data_dir
 
 
 def with_model_preprocess(cfg: dict[str, Any], preprocess: dict[str, Any]) -> dict[str, Any]:

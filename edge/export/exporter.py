@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clef_core.paths import shared_data_dir
 from edge.export.calibration import WindowSets, real_windows
 from edge.export.gate import MAX_REL_L2, MIN_CENTRED_COSINE, fidelity
 from edge.export.onnx_models import export_float_onnx, quantize_onnx_int8
@@ -54,8 +55,7 @@ def default_venv(name: str, env_var: str) -> Path:
 
 
 def default_calibration() -> Path:
-    shared = Path(os.environ.get("CLEF_SHARED_DATA", REPO.parent / "shared" / "data"))
-    return shared / "ecg"
+    return shared_data_dir("ecg")
 
 
 @dataclass
