@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, config_from_args
+from clef.commands._site import prepare_cohort_site
 
 NAME = "distill"
 HELP = ("distil a checkpoint into the tiny wearable student (student.pt) and export student_int8.tflite "
@@ -38,20 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.checkpoint import CheckpointError, load_model
     from clef_core.distill import DistillConfig, distill
     from clef_core.evaluation.sites import with_model_preprocess
-    from clef_core.pipeline import default_cohort, prepare_site
 
     work = args.work or args.out / "data"
     try:
         dcfg = DistillConfig(**cfg["distill"])
         teacher = load_model(args.checkpoint)
         cfg = with_model_preprocess(cfg, teacher.preprocess)  # the store at the teacher's rate
-        if args.cohort is None:
-            print(f"clef distill: synthesising the built-in cohort ({cfg['synth']['patients']} patients) in {work / 'cohort'}",
-                  file=sys.stderr)
-            cohort = default_cohort(work, cfg)
-        else:
-            cohort = args.cohort
-        site = prepare_site(cohort, work, cfg, progress=not args.quiet)
+        site = prepare_cohort_site(NAME, args.cohort, work, cfg, progress=not args.quiet)
         result = distill(cfg, teacher_path=args.checkpoint, run_dir=args.out, site=site,
                          resume=not args.no_resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, config_from_args
+from clef.commands._site import prepare_cohort_site
 
 NAME = "pretrain"
 HELP = "pretrain an encoder centrally with the CLEF loss; resumes when RUN_DIR holds a training state"
@@ -28,18 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from clef_core.checkpoint import CheckpointError
-    from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.train import pretrain
 
     work = args.work or args.out / "data"
     try:
-        if args.cohort is None:
-            print(f"clef pretrain: synthesising the built-in cohort ({cfg['synth']['patients']} patients) in {work / 'cohort'}",
-                  file=sys.stderr)
-            cohort = default_cohort(work, cfg)
-        else:
-            cohort = args.cohort
-        site = prepare_site(cohort, work, cfg)
+        site = prepare_cohort_site(NAME, args.cohort, work, cfg, progress=True)
         result = pretrain(cfg, run_dir=args.out, site=site, resume=not args.no_resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f"clef pretrain: {exc}", file=sys.stderr)
