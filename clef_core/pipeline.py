@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from clef_core.atomic import write_json_atomic
-from clef_core.data.records import detect_layout
+from clef_core.data.records import PATIENTS_FILE, detect_layout, privacy_unit
 
 CLINICAL_CACHE = "clinical.csv"
 CLINICAL_KEY = "clinical.key.json"
@@ -40,6 +40,11 @@ class PreparedSite:
     layout: str = "mimic"  # "mimic" | "wfdb"
     work_dir: Path | None = None
     build_report: Any = None
+
+    @property
+    def privacy_unit(self) -> str:
+        """"patient", or "record" when a WFDB folder names no patients (records.privacy_unit)."""
+        return privacy_unit(self.store.index, self.layout)
 
     @property
     def skip_report(self) -> Path:
@@ -119,7 +124,7 @@ def cohort_fingerprint(root: Path) -> str:
         hosp = root / "hosp"
         files += sorted(hosp.glob("*.csv*")) if hosp.is_dir() else []
     else:
-        files = sorted(root.rglob("*.hea"))
+        files = sorted(root.rglob("*.hea")) + [p for p in [root / PATIENTS_FILE] if p.is_file()]
     digest = hashlib.sha256()
     for f in files:
         st = f.stat()

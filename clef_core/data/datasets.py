@@ -2,10 +2,11 @@
 
 :class:`PretrainDataset` yields one item per patient per epoch (the method uses one record per
 patient in pretraining): for each patient a record is drawn uniformly among the patient's
-records, then a window uniformly among that record's windows, from a generator seeded with
-``(seed, epoch, item index)``; the same generator then draws the views. Items therefore depend only
-on (store, clinical table, config, seed, epoch, index), never on the DataLoader worker that makes
-them, so runs are reproducible with any ``num_workers``.
+records, then a window uniformly among that record's windows, from a generator seeded with a keyed
+hash of ``(seed, patient id)`` and the epoch (:func:`patient_rng`); the same generator then draws
+the views. An item therefore depends only on (that patient's data, config, seed, epoch): not on
+the other patients, nor on the DataLoader worker that makes it, so runs are reproducible with any
+``num_workers``.
 
 :class:`LabelledWindows` yields ``(x (1, T), y (C,))`` for linear probes and fine-tuning, from a
 store (one lead, every window or each record's first) or from in-memory arrays (e.g. beat-centred
@@ -17,6 +18,7 @@ signals lazily per process and drops the map when pickled, so each worker maps t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +36,14 @@ from clef_core.data.views import make_views
 _SEED_TAG = 0xC1EF  # separates these streams from any other use of the same seed
 
 
-def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([_SEED_TAG, int(seed), int(epoch), int(index)]))
+def patient_rng(seed: int, epoch: int, subject_id: str) -> np.random.Generator:
+    """The generator of one patient's draws in one epoch: seeded by a keyed hash (BLAKE2b, the
+    run's seed as key) of the patient id, so a patient's record, window and views depend on
+    nothing about the other patients -- removing one patient changes only that patient's term
+    (the sensitivity argument of patient-level DP, docs/privacy.md)."""
+    key = int(seed).to_bytes(8, "little", signed=True)
+    digest = hashlib.blake2b(str(subject_id).encode("utf-8"), key=key, digest_size=16).digest()
+    return np.random.default_rng(np.random.SeedSequence([_SEED_TAG, int(epoch), int.from_bytes(digest, "little")]))
 
 
 def _store_index(store: Any) -> pd.DataFrame:
@@ -151,7 +159,7 @@ class PretrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"PretrainDataset: index {index} out of range for {len(self)} patients")
-        rng = _item_rng(self.seed, self.epoch, index)
+        rng = patient_rng(self.seed, self.epoch, self.subject_ids[index])
         record, row = self._pick(index, rng)
         window = np.asarray(self.store.window(row), dtype=np.float32)
         view1, view2, lead1, lead2 = make_views(window, self._lead_mask[row], rng, self.cfg, self.noise_bank)

@@ -311,19 +311,73 @@ def iter_mimic_records(cohort_root: str | Path, *, chunksize: int = 50_000) -> I
             )
 
 
+PATIENTS_FILE = "patients.csv"  # record_id,subject_id: which patient each record of a WFDB folder is
+PATIENT_COMMENT_KEYS = ("patient", "patient_id", "subject", "subject_id")  # "# Patient: 1234" in a header
+
+
 def iter_wfdb_folder(root: str | Path) -> Iterator[RecordRef]:
     """Every WFDB record under ``root`` (recursive, sorted, hidden folders skipped).
 
-    record_id = path relative to ``root`` without extension, posix; subject_id = record_id.
+    record_id = path relative to ``root`` without extension, posix. subject_id = the record's
+    patient from ``root/patients.csv`` (columns record_id, subject_id), else from a header comment
+    ``# Patient: <id>`` (or Subject / subject_id), else the record_id itself: then every record
+    counts as its own patient (:func:`privacy_unit` says so).
     """
     root = Path(root)
+    patients = read_patients_file(root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.endswith(".hea"):
                 path = Path(dirpath) / name[:-4]
                 rid = path.relative_to(root).as_posix()
-                yield RecordRef(record_id=rid, subject_id=rid, path=path)
+                subject = patients.get(rid) or header_patient(path.with_suffix(".hea")) or rid
+                yield RecordRef(record_id=rid, subject_id=subject, path=path)
+
+
+def read_patients_file(root: Path) -> dict[str, str]:
+    """record_id -> subject_id from ``root/patients.csv`` ({} when there is none)."""
+    path = root / PATIENTS_FILE
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"record_id", "subject_id"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)} (expected record_id,subject_id)")
+    blank = table[(table["record_id"].str.strip() == "") | (table["subject_id"].str.strip() == "")]
+    if len(blank):
+        raise ValueError(f"{path}: line {int(blank.index[0]) + 2} has an empty record_id or subject_id")
+    dup = table["record_id"][table["record_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"{path}: record {dup.iloc[0]!r} is listed more than once")
+    return dict(zip(table["record_id"].str.strip(), table["subject_id"].str.strip(), strict=True))
+
+
+def header_patient(header: Path) -> str:
+    """The patient id in a header's comments (``# Patient: 1234``), "" when it has none. Reads
+    the text directly: wfdb's full header parser is the slow part of listing a folder."""
+    try:
+        lines = header.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""  # the store reports the unreadable header when it reads the record
+    for line in lines:
+        text = line.strip()
+        if text.startswith("#") and ":" in text:
+            key, value = text[1:].split(":", 1)
+            if key.strip().lower().replace(" ", "_") in PATIENT_COMMENT_KEYS and value.strip():
+                return value.strip()
+    return ""
+
+
+def privacy_unit(store_index: pd.DataFrame, layout: str) -> Literal["patient", "record"]:
+    """What one "patient" of a prepared site really is: ``"record"`` for a WFDB folder whose
+    records carry no patient id (each record is then its own patient, so a person with several
+    records is several privacy units), else ``"patient"``."""
+    if layout == "mimic":
+        return "patient"
+    index = store_index
+    return "record" if len(index) and bool((index["subject_id"].astype(str) == index["record_id"].astype(str)).all()) \
+        else "patient"
 
 
 def iter_source(root: str | Path) -> Iterator[RecordRef]:
