@@ -28,7 +28,8 @@ def epsilon(history: Iterable[Step], delta: float) -> float:
             acct.history.append((float(sigma), float(q), int(steps)))
     if not acct.history:
         return 0.0
-    return float(acct.get_epsilon(delta))
+    # the conversion can go below 0 for a large delta; any epsilon >= the bound holds, 0 included
+    return max(0.0, float(acct.get_epsilon(delta)))
 
 
 def steps_per_epoch(sample_rate: float) -> int:

@@ -128,6 +128,21 @@ def per_patient_gradients(
     return grads, losses
 
 
+def zero_nonfinite(grads: Mapping[str, torch.Tensor],
+                   losses: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-patient gradients with every patient whose loss or gradient is not finite set to zero,
+    and the (N,) mask of the finite ones. A zero term is within the clipping bound, so the step
+    stays the same Gaussian mechanism; aborting instead would release a data-dependent signal
+    (which patient's data overflows) outside the accounting."""
+    finite = torch.isfinite(losses)
+    for g in grads.values():
+        finite = finite & torch.isfinite(g.flatten(1)).all(1)
+    if bool(finite.all()):
+        return dict(grads), finite
+    keep = {k: torch.where(finite.view(-1, *([1] * (g.dim() - 1))), g, torch.zeros_like(g)) for k, g in grads.items()}
+    return keep, finite
+
+
 def clip_and_sum(grads: Mapping[str, torch.Tensor], clip_norm: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(sum_i g_i min(1, C / ||g_i||), (N,) norms before clipping); the norm spans all parameters."""
     norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
@@ -148,6 +163,7 @@ class DPStats:
     seconds: float
     private_loss: float
     clipped_fraction: float  # share of per-patient gradients that were clipped (site log only)
+    nonfinite: int = 0  # patient-steps whose loss or gradient was not finite and counted as zero (site log only)
 
 
 class PatientDPSGD:
@@ -168,6 +184,7 @@ class PatientDPSGD:
         self.generator = secret_generator(seed)
         self._bank_z: torch.Tensor | None = None
         self._bank_age = 0
+        self.nonfinite = 0
         device = trainer.device
         self._bank_risk = bank.risk.to(device, torch.float32)
         self._bank_rho = bank.completeness.to(device, torch.float32)
@@ -195,10 +212,10 @@ class PatientDPSGD:
             rho = torch.as_tensor(batch["completeness"], dtype=torch.float32, device=device)
             w, defined = self._weights(risk, rho)
             grads, losses = per_patient_gradients(model, x, w, defined, bank_z, tr.loss_cfg, self.chunk)
-            if not bool(torch.isfinite(losses).all()):
-                raise FloatingPointError(f"non-finite per-patient loss at step {tr.step + 1}; weights were not updated")
+            grads, finite = zero_nonfinite(grads, losses)
             summed, norms = clip_and_sum(grads, self.clip)
-            loss_sum, clipped = float(losses.sum()), float((norms > self.clip).sum())
+            loss_sum, clipped = float(losses[finite].sum()), float((norms > self.clip).sum())
+            self.nonfinite += int((~finite).sum())
             names = [k for k, p in model.named_parameters() if p.requires_grad]
             total = [summed[k] for k in names]
         else:
@@ -233,6 +250,7 @@ class PatientDPSGD:
         patients = empty = 0
         loss_sum = clipped = 0.0
         self._bank_z = None  # the weights changed since the last call
+        self.nonfinite = 0
         for batch in poisson_loader(dataset, sample_rate, steps, self.generator, num_workers):
             n, loss, clip = self.step(batch, expected)
             if anchors is not None:
@@ -246,7 +264,7 @@ class PatientDPSGD:
         return DPStats(steps=steps, patients=patients, empty_batches=empty, sample_rate=sample_rate,
                        noise_multiplier=self.sigma, seconds=time.perf_counter() - started,
                        private_loss=loss_sum / patients if patients else math.nan,
-                       clipped_fraction=clipped / patients if patients else math.nan)
+                       clipped_fraction=clipped / patients if patients else math.nan, nonfinite=self.nonfinite)
 
     @torch.no_grad()
     def bank_loss(self) -> float:

@@ -7,8 +7,9 @@
 2. budget: epsilon after the planned steps, composed with every ledger entry of the experiment
    (or of the whole site, ``budget_scope = "site"``); if it would exceed ``budget_epsilon`` the
    round is refused before any private data is touched and nothing is released;
-3. DP-SGD (:class:`~clef_core.privacy.dpsgd.PatientDPSGD`);
-4. the ledger entry, durably, before the caller sends anything;
+3. the ledger entry, durably, before any private step runs (a round that fails half-way has
+   still spent its budget: over-counting is safe, under-counting is not);
+4. DP-SGD (:class:`~clef_core.privacy.dpsgd.PatientDPSGD`);
 5. a :class:`RoundPrivacy` with the numbers a site may report (cumulative epsilon, delta, the
    public bank loss).
 """
@@ -110,12 +111,14 @@ def private_round(
                       bank_refresh=priv.bank_refresh, vmap_chunk=priv.vmap_chunk, seed=seed)
     if not plan.allowed:
         return RoundPrivacy(plan, plan.epsilon_before, priv.delta, False, dp.bank_loss())
-    stats = dp.run(dataset, steps=plan.steps, sample_rate=plan.sample_rate, lr=lr, proximal_mu=proximal_mu,
-                   global_params=global_params, num_workers=num_workers)
-    spent = ledger.epsilon(priv.delta, experiment, planned=(priv.noise_multiplier, plan.sample_rate, plan.steps))
+    # spend first: whatever happens inside the private steps (a crash, a failure that shows in the
+    # reply), the release is already on the site's books
     ledger.append(Entry(experiment=experiment, round=int(server_round), mode="patient",
                         noise_multiplier=priv.noise_multiplier, sample_rate=plan.sample_rate, steps=plan.steps,
-                        delta=priv.delta, clip_norm=priv.clip_norm, epsilon=spent))
+                        delta=priv.delta, clip_norm=priv.clip_norm, epsilon=plan.epsilon_after))
+    stats = dp.run(dataset, steps=plan.steps, sample_rate=plan.sample_rate, lr=lr, proximal_mu=proximal_mu,
+                   global_params=global_params, num_workers=num_workers)
+    spent = plan.epsilon_after
     public = dp.bank_loss()
     if not math.isfinite(public):
         raise FloatingPointError("the released weights give a non-finite loss on the public bank")
