@@ -197,7 +197,7 @@ def probe_site(encoder: torch.nn.Module, site_dir: Path, work: Path, cfg: dict) 
 def quality(args: argparse.Namespace) -> None:
     from clef_core.checkpoint import load_model
     from clef_core.pipeline import default_cohort
-    from client.site import SiteSpec
+    from clef_core.federation.sites import SiteSpec
     from simulations.partition import Split, SplitSpec, split_cohort
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-federation-quality-"))

@@ -35,6 +35,7 @@ from clef_core.data.preprocess import PreprocessConfig
 from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
+from clef_core.federation.sites import site_names
 from server.checkpoint import RunFolder, ServerState, check_resumable
 from server.probe import ProbeSet, linear_probe
 from server.settings import FederationSettings
@@ -67,14 +68,6 @@ def server_privacy(cfg: Mapping[str, Any], previous_lines: list[dict[str, Any]])
     from server.privacy import ServerPrivacy
 
     return ServerPrivacy(cfg, previous_lines)
-
-
-def site_names(manifest: Path) -> dict[int, str]:
-    """partition-id -> site id from a simulation's sites.json (empty in deployment)."""
-    if not manifest.is_file():
-        return {}
-    sites = json.loads(manifest.read_text(encoding="utf-8")).get("sites", [])
-    return {i: str(s.get("site_id", f"site-{i}")) for i, s in enumerate(sites)}
 
 
 def _finite(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """The aggregating Flower ServerApp (``serverapp`` component in pyproject.toml).
 
-Thin: it resolves the experiment from ``context.run_config`` (:mod:`server.settings`), prepares
+Thin: it resolves the experiment from ``context.run_config`` (:mod:`clef_core.federation.run_config`), prepares
 the held-out probe set when one is configured, and hands the rounds to
 :class:`server.loop.Federation`, which checkpoints each round and resumes a run folder.
 
@@ -26,7 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.checkpoint import RunFolder
 from server.loop import Federation
 from server.probe import ProbeSet
-from server.settings import experiment_config, run_dir, sites_manifest_path
+from clef_core.federation.run_config import experiment_config, run_dir, sites_manifest_path
 
 log = logging.getLogger("clef.server")
 app = ServerApp()

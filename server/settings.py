@@ -1,38 +1,16 @@
-"""The federation experiment: typed ``[federation]`` settings and the Flower run_config mapping.
-
-One experiment file (configs/*.toml) describes a federated run. Flower hands both apps a flat
-``context.run_config`` built from ``[tool.flwr.app.config]`` in pyproject.toml plus
-``flwr run . -c "k=v ..."`` overrides. Its keys map onto the experiment like this:
-
-* ``experiment``      -- the experiment file (a path, or a name in configs/); "" = the defaults.
-* ``set``             -- extra overrides, space-separated ``section.key=value`` (as ``clef --set``).
-* ``run-dir``         -- the server's run folder (checkpoints, metrics.jsonl, final_model.pt).
-* ``sites-manifest``  -- simulation only: the partition-id -> site folder list (sites.json);
-                         "" = ``<run-dir>/sites.json``.
-* ``<section>.<key>`` -- a dotted experiment key (``federation.rounds``); its pyproject default is
-                         "" meaning "as in the experiment file", any other value overrides it.
-
-Precedence: configs/default.toml < experiment file < ``set`` < dotted keys. Everything about a
-*site* (its data folder, id, device, work folder, privacy budget) is not in run_config but in the
-site's node_config (deployment: ``flower-supernode --node-config 'data-dir=... site-id=...'``;
-simulation: ``partition-id`` indexes sites.json).
-"""
+"""The server's typed ``[federation]`` settings (the run_config mapping itself is
+:mod:`clef_core.federation.run_config`; a site's own settings, :mod:`clef_core.federation.sites`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shlex
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from clef_core.config import ConfigError, load_config, merge, unflatten
+from clef_core.config import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 LR_SCHEDULES = ("cosine", "constant")
-UNSET = ""  # a dotted run_config key left at its pyproject default
-META_KEYS = ("experiment", "set", "run-dir", "sites-manifest", "prepare-sites")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,27 +71,3 @@ class FederationSettings:
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"federation.{key} = {value!r}: expected {expected}")
-
-
-def experiment_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The nested experiment config described by a Flower run_config (see the module docstring)."""
-    experiment = str(run_config.get("experiment", UNSET)) or None
-    overrides = shlex.split(str(run_config.get("set", UNSET)))
-    cfg = load_config(experiment, overrides)
-    dotted = {k: v for k, v in run_config.items() if k not in META_KEYS and v != UNSET}
-    return merge(cfg, unflatten(dotted), strict=True)
-
-
-def run_dir(run_config: Mapping[str, Any]) -> Path:
-    """The run folder; "" = ``$FLWR_HOME/clef-runs/default`` (an absolute path is best: the
-    ServerApp runs in the SuperLink's working directory)."""
-    value = str(run_config.get("run-dir", UNSET))
-    if value:
-        return Path(value).expanduser().resolve()
-    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
-    return (home / "clef-runs" / "default").resolve()
-
-
-def sites_manifest_path(run_config: Mapping[str, Any]) -> Path:
-    value = str(run_config.get("sites-manifest", UNSET))
-    return Path(value).expanduser().resolve() if value else run_dir(run_config) / "sites.json"

@@ -26,6 +26,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 WEIGHT_KEY = "num-examples"
+REFUSAL_PREFIX = "refused by the site"
 
 
 @dataclasses.dataclass
@@ -120,7 +121,7 @@ class ReplyValidator:
               node: int | None = None) -> Verdict:
         node = int(msg.metadata.src_node_id) if node is None else node
         if msg.has_error():
-            return Verdict(node, "failed", f"client error (code {msg.error.code})")
+            return Verdict(node, "failed", f"client error (code {msg.error.code}){_refusal(msg.error.reason)}")
         verdict = Verdict(node, "rejected", bytes_received=reply_bytes(msg))
         content = msg.content
         if len(content.array_records) != 1 or len(content.metric_records) != 1:
@@ -189,3 +190,10 @@ class ReplyValidator:
                 verdict.reason = (f"metric names differ from the other sites' (missing {sorted(majority - keys)[:3]}, "
                                   f"unexpected {sorted(keys - majority)[:3]})")
         return keep
+
+
+def _refusal(reason: str) -> str:
+    """A site's refusal as it names it (client.client_app.SiteRefusal: its text says only what was
+    refused), for the round's report; "" for any other error."""
+    start = (reason or "").find(REFUSAL_PREFIX)
+    return "" if start < 0 else ": " + reason[start:start + 300].split("'>")[0]

@@ -3,9 +3,12 @@
 Either one folder per site (``--sites`` / ``federation.site_dirs``: MIMIC-IV-ECG-layout roots or
 WFDB folders with header metadata), or one cohort (``federation.cohort``, default the built-in
 synthetic cohort) split into sites by :mod:`simulations.partition`, with a held-out patient set
-for the server's probe. The result is ``<run>/sites.json`` (:func:`client.site.write_manifest`);
+for the server's probe. The result is ``<run>/sites.json`` (:func:`clef_core.federation.sites.write_manifest`);
 each site works in ``<run>/sites/<site-id>/`` (its store, caches and ``site.log``), as a hospital
-would on its own disk.
+would on its own disk. The researcher plays every site of a simulation: each site's privacy
+policy demands exactly the experiment's ``[privacy]`` (:meth:`SitePolicy.for_simulated_site`) and
+reads the experiment's hosp / noise folders; running again with other privacy settings rewrites
+those policies (as a hospital would edit its site file).
 
 Preparing is idempotent: a run folder keeps its sites, and asking for different ones there is an
 error (a resumed run must train on the same federation).
@@ -19,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from client.site import SiteSpec, read_manifest, write_manifest
+from clef_core.federation.sites import SiteSpec, read_manifest, write_manifest
+from clef_core.privacy.config import PrivacyConfig
+from clef_core.privacy.policy import SitePolicy
 from simulations.partition import SplitSpec, is_mimic_layout, split_cohort
 
 log = logging.getLogger("clef.simulate")
@@ -86,6 +91,7 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
         eval_dir = split.holdout.dir.resolve() if split.holdout is not None else None
         if fed.get("eval_dir"):
             eval_dir = Path(fed["eval_dir"]).expanduser().resolve()
+    specs = [dataclasses.replace(s, **site_settings(cfg)) for s in specs]
     if manifest.is_file():
         existing, existing_eval = read_manifest(manifest)
         if [(s.site_id, s.data_dir) for s in existing] != [(s.site_id, s.data_dir) for s in specs]:
@@ -93,10 +99,21 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
                 f"{run_root} was prepared for sites {[s.site_id for s in existing]} "
                 f"({', '.join(str(s.data_dir) for s in existing)}); this run asks for "
                 f"{[s.site_id for s in specs]}: use another output folder")
-        return PreparedFederation(manifest, existing, existing_eval, cohort)
+        kept = [dataclasses.replace(old, **site_settings(cfg)) for old in existing]
+        if kept != existing:
+            write_manifest(manifest, kept, existing_eval)
+        return PreparedFederation(manifest, kept, existing_eval, cohort)
     write_manifest(manifest, specs, eval_dir)
     _describe(run_root, specs, eval_dir, cohort)
     return PreparedFederation(manifest, specs, eval_dir, cohort)
+
+
+def site_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What every simulated site sets for itself: the experiment's privacy as its policy, and the
+    experiment's clinical-table and noise folders as its own."""
+    return {"policy": SitePolicy.for_simulated_site(PrivacyConfig.from_config(dict(cfg))),
+            "hosp_dir": str(cfg.get("metadata", {}).get("hosp_dir", "")),
+            "noise_dir": str(cfg.get("views", {}).get("noise_dir", ""))}
 
 
 def _describe(run_root: Path, specs: list[SiteSpec], eval_dir: Path | None, cohort: Path | None) -> None:

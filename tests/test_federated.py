@@ -36,11 +36,13 @@ from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consis
 from clef_core.checkpoint import load_model
 from clef_core.config import ConfigError, load_config
 from client import client_app
-from client.client_app import TRAIN_METRICS, SiteFailure
-from client.site import SiteSpec, clear_cache, read_manifest, write_manifest
+from clef_core.federation.contract import TRAIN_METRICS
+from clef_core.federation.run_config import experiment_config
+from clef_core.federation.sites import SiteSpec, clear_cache, read_manifest, write_manifest
+from client.client_app import SiteFailure
 from server.checkpoint import ResumeError, RunFolder, ServerState, check_resumable
 from server.loop import initial_arrays
-from server.settings import FederationSettings, experiment_config
+from server.settings import FederationSettings
 from server.strategy import aggregate_train_metrics, build_strategy, round_lr
 from server.validation import ReplyValidator
 from simulations.sites import prepare_federation
@@ -156,10 +158,11 @@ def test_a_broken_site_fails_without_revealing_why(fed: dict, shared_data: Path,
     assert "PATIENTX99" in (tmp_path / "work" / "ptbxl" / "store" / "skipped.csv").read_text()
     with pytest.raises(SiteFailure) as failure:
         client_app.app(train_message(fed["arrays"]), context(run_config, **{"partition-id": 1}))
-    assert str(failure.value) == "site train failed (FileNotFoundError); details are in the site's own log"
+    assert str(failure.value) == "site train failed; details are in the site's own log"  # not even the type
     assert str(absent) in (tmp_path / "work" / "gone" / "site.log").read_text()
-    with pytest.raises(SiteFailure, match="SiteConfigError"):
+    with pytest.raises(SiteFailure) as failure:
         client_app.app(train_message(fed["arrays"]), context(run_config, **{"partition-id": 5}))
+    assert str(failure.value) == "site train failed; details are in the site's own log"
 
 
 def test_deployment_site_comes_from_node_config(fed: dict, shared_data: Path, tmp_path: Path) -> None:

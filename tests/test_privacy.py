@@ -367,7 +367,7 @@ def test_server_sets_aside_stopped_sites_and_reports_the_largest_epsilon() -> No
 
 @pytest.fixture(scope="module")
 def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from client.site import clear_cache
+    from clef_core.federation.sites import clear_cache
     from simulations.sites import prepare_federation
 
     root = tmp_path_factory.mktemp("dpfed")
@@ -381,37 +381,43 @@ def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_a_private_site_round_replies_within_the_contract(dp_site: dict) -> None:
-    from flwr.app import ConfigRecord, RecordDict
+    import dataclasses
+
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
-    from client.client_app import TRAIN_METRICS
-    from client.privacy import PRIVACY_METRICS, private_train
+    from clef_core.federation.contract import PRIVACY_METRICS, TRAIN_METRICS
+    from clef_core.federation.local import site_train
     from server.loop import initial_arrays
 
     cfg, spec = dp_site["cfg"], dp_site["spec"]
+    assert spec.policy.mode == "patient"  # a simulated site demands what the experiment asks
     _, arrays = initial_arrays(cfg)
     log = logging.getLogger("test.dp")
 
-    def round_(r: int, node_config: dict):
-        conf = ConfigRecord({"server-round": r, "lr": 1e-3, "local-epochs": 1, "local-steps": 2, "seed": 0})
-        msg = _instruction(RecordDict({"arrays": arrays, "config": conf}), round_=r)
-        return private_train(msg, cfg, spec, log, node_config=node_config, run_dir=str(dp_site["root"]))
+    def round_(r: int, site):
+        conf = {"server-round": r, "lr": 1e-3, "local-epochs": 1, "local-steps": 2, "seed": 0}
+        weights, metrics = site_train(arrays.to_torch_state_dict(), conf, cfg, site, log, run_dir=str(dp_site["root"]))
+        return RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord(metrics)})
 
-    first = round_(1, {})
-    metrics = first.content.metric_records["metrics"]
+    first = round_(1, spec)
+    metrics = first.metric_records["metrics"]
     assert set(metrics) == set(TRAIN_METRICS) | set(PRIVACY_METRICS)
     assert all(math.isfinite(v) for v in metrics.values()) and metrics["privacy.budget_exhausted"] == 0.0
     assert metrics["steps"] == 2 and metrics["privacy.epsilon"] > 0 and metrics["skipped.empty_batches"] == 0.0
-    sent = first.content.array_records["arrays"]
+    assert metrics["privacy.unit_is_record"] == 0.0  # a MIMIC-layout site: patients from record_list
+    sent = first.array_records["arrays"]
     assert list(sent.keys()) == list(arrays.keys())  # bare names: no "_module." prefix
     assert any(not np.array_equal(sent[k].numpy(), arrays[k].numpy()) for k in arrays)
     ledger = PrivacyLedger(spec.work_dir / "privacy")
     assert [(e.experiment, e.round) for e in ledger.entries()] == [("exp-1", 1)]
-    # the site's own node_config budget (tighter than the experiment's none) stops round 2
-    stopped = round_(2, {"privacy-budget": metrics["privacy.epsilon"] * 1.01})
-    m2 = stopped.content.metric_records["metrics"]
+    # the site's own budget (tighter than the experiment's none) stops round 2
+    tight = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy,
+                                                                 budget_epsilon=metrics["privacy.epsilon"] * 1.01))
+    stopped = round_(2, tight)
+    m2 = stopped.metric_records["metrics"]
     assert m2["privacy.budget_exhausted"] == 1.0 and m2["steps"] == 0.0
     assert m2["privacy.epsilon"] == metrics["privacy.epsilon"] and len(ledger.entries()) == 1
-    back = stopped.content.array_records["arrays"]
+    back = stopped.array_records["arrays"]
     assert all(np.array_equal(back[k].numpy(), arrays[k].numpy()) for k in arrays)
-    validate_message_reply_consistency([first.content, stopped.content], "num-examples", check_arrayrecord=True)
+    validate_message_reply_consistency([first, stopped], "num-examples", check_arrayrecord=True)

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from client.site import SiteConfigError
+    from clef_core.federation.sites import SiteConfigError
     from simulations.engine import EngineError
     from simulations.partition import SplitError
     from simulations.run import SimulationError, simulate

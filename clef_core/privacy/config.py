@@ -31,13 +31,13 @@ class PrivacyConfig:
     clip_norm: float = 1.0
     delta: float = 1e-5
     budget_epsilon: float = 0.0  # 0: no budget
-    budget_scope: str = "experiment"  # experiment | site (every entry of the site's ledger)
+    budget_scope: str = "site"  # set by the site's policy: site (every entry of its ledger) | experiment
     bank_size: int = 64  # public synthetic negatives per step (patient mode)
     bank_seed: int = 0
     bank_refresh: int = 4  # re-embed the bank every k steps with the current weights
     vmap_chunk: int = 16  # patients per vectorised gradient chunk (0: the whole batch)
     experiment_id: str = ""  # ledger key; "" = derived from the run folder
-    ledger_dir: str = ""  # "" = <site work dir>/privacy
+    ledger_dir: str = ""  # set by the site's policy; "" = <site work dir>/privacy
     clients_per_round: int = 0  # client mode: sites in every round (0: federation.min_available_nodes)
 
     def __post_init__(self) -> None:

@@ -1,19 +1,24 @@
-"""Which site a ClientApp is, where its data lives, and its prepared data (cached per process).
+"""Which site a node is, where its data lives, its own privacy policy, and its prepared data.
 
-A site's identity and data never come from the server:
+A site's identity, folders and privacy never come from the run:
 
-* deployment -- the SuperNode's node_config: ``data-dir`` (a MIMIC-IV-ECG-layout root or a WFDB
-  folder), ``site-id`` (default: the folder name), ``work-dir`` (its store, caches and log;
-  default ``~/.clef/sites/<site-id>``), optional ``device`` (cpu, cuda, cuda:1; default
-  ``train.device``) and ``site-index`` (a number reported with its metrics; default -1);
+* deployment -- the SuperNode's node_config (written from the hospital's site file,
+  configs/site-template.toml): ``data-dir`` (a MIMIC-IV-ECG-layout root or a WFDB folder),
+  ``site-id`` (default: the folder name), ``work-dir`` (store, caches, log, privacy ledger;
+  default ``~/.clef/sites/<site-id>``), ``device`` (cpu, cuda, cuda:1; default ``train.device``),
+  ``site-index`` (a number reported with its metrics; default -1), ``hosp-dir`` (MIMIC-IV hosp
+  tables; default ``<data-dir>/hosp``), ``noise-dir`` (recorded noise for the views; default
+  automatic) and the ``privacy-*`` keys of
+  :class:`clef_core.privacy.policy.SitePolicy`;
 * simulation -- Flower sets ``partition-id``; it indexes the sites of the simulation's
-  ``sites.json`` (written by ``clef simulate``), whose path is run_config ``sites-manifest``
-  (default ``<run-dir>/sites.json``).
+  ``sites.json`` (written by ``clef simulate``: the researcher plays every site).
 
-``sites.json``::
+``sites.json`` (format version 2; version 1 files, without policies, are read with the default
+policy)::
 
-    {"format": "clef-sites", "format_version": 1,
-     "sites": [{"site_id": "site-0", "data_dir": "/abs/...", "work_dir": "/abs/..."}, ...],
+    {"format": "clef-sites", "format_version": 2,
+     "sites": [{"site_id": "site-0", "data_dir": "/abs/...", "work_dir": "/abs/...",
+                "privacy": {"mode": "patient", "noise_multiplier": 1.0, ...}}, ...],
      "eval_dir": "/abs/.../holdout" | null}
 
 A prepared site (clinical table + preprocessed store, :func:`clef_core.pipeline.prepare_site`)
@@ -23,6 +28,7 @@ so later rounds start training at once (Ray reuses its ClientApp actors across r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -31,11 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from clef_core.atomic import write_text_atomic
-from server.settings import sites_manifest_path
+from clef_core.privacy.policy import PrivacyRefusal, SitePolicy
 
 MANIFEST_FORMAT = "clef-sites"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 LOG_FILE = "site.log"
+# experiment keys that name a folder on the site's disk: only the site's own settings apply
+SITE_FOLDERS = {("metadata", "hosp_dir"): "hosp_dir", ("views", "noise_dir"): "noise_dir"}
 _PREPARED: dict[tuple[str, ...], Any] = {}
 _DATASETS: dict[tuple[Any, ...], Any] = {}
 
@@ -51,18 +60,29 @@ class SiteSpec:
     work_dir: Path
     index: int = -1
     device: str = ""
+    policy: SitePolicy = SitePolicy()
+    hosp_dir: str = ""
+    noise_dir: str = ""
 
 
 def write_manifest(path: Path, sites: list[SiteSpec], eval_dir: Path | None = None) -> Path:
     data = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
-        "sites": [{"site_id": s.site_id, "data_dir": str(s.data_dir), "work_dir": str(s.work_dir),
-                   **({"device": s.device} if s.device else {})} for s in sites],
+        "sites": [_site_entry(s) for s in sites],
         "eval_dir": str(eval_dir) if eval_dir else None,
     }
     write_text_atomic(Path(path), json.dumps(data, indent=2))
     return Path(path)
+
+
+def _site_entry(spec: SiteSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {"site_id": spec.site_id, "data_dir": str(spec.data_dir), "work_dir": str(spec.work_dir)}
+    for key in ("device", "hosp_dir", "noise_dir"):
+        if getattr(spec, key):
+            entry[key] = getattr(spec, key)
+    entry["privacy"] = spec.policy.to_dict()
+    return entry
 
 
 def read_manifest(path: Path) -> tuple[list[SiteSpec], Path | None]:
@@ -71,23 +91,35 @@ def read_manifest(path: Path) -> tuple[list[SiteSpec], Path | None]:
         raise SiteConfigError(f"no sites manifest at {path}: prepare the simulation with `clef simulate` "
                               f"(or flwr run -c 'prepare-sites=true')")
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("format") != MANIFEST_FORMAT or data.get("format_version") != MANIFEST_VERSION:
-        raise SiteConfigError(f"{path}: not a clef sites manifest of version {MANIFEST_VERSION}")
-    sites = [SiteSpec(str(s["site_id"]), Path(s["data_dir"]), Path(s["work_dir"]), i, str(s.get("device", "")))
+    if data.get("format") != MANIFEST_FORMAT or data.get("format_version") not in READABLE_VERSIONS:
+        raise SiteConfigError(f"{path}: not a clef sites manifest of version {' or '.join(map(str, READABLE_VERSIONS))}"
+                              f" (found format {data.get('format')!r}, version {data.get('format_version')!r})")
+    sites = [SiteSpec(str(s["site_id"]), Path(s["data_dir"]), Path(s["work_dir"]), i, str(s.get("device", "")),
+                      SitePolicy.from_mapping(s.get("privacy", {}), where=f"{path} site {s['site_id']}"),
+                      str(s.get("hosp_dir", "")), str(s.get("noise_dir", "")))
              for i, s in enumerate(data["sites"])]
     return sites, Path(data["eval_dir"]) if data.get("eval_dir") else None
 
 
-def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> SiteSpec:
+def site_names(manifest: Path) -> dict[int, str]:
+    """partition-id -> site id of a simulation's sites.json (empty when there is none: deployment)."""
+    if not Path(manifest).is_file():
+        return {}
+    sites, _ = read_manifest(manifest)
+    return {i: s.site_id for i, s in enumerate(sites)}
+
+
+def resolve_site(node_config: Mapping[str, Any], manifest: Path) -> SiteSpec:
     """This node's site (see the module docstring)."""
     if "data-dir" in node_config:
         data_dir = Path(str(node_config["data-dir"])).expanduser()
         site_id = str(node_config.get("site-id", "") or data_dir.name)
         work = node_config.get("work-dir") or Path.home() / ".clef" / "sites" / site_id
         return SiteSpec(site_id, data_dir, Path(str(work)).expanduser(), int(node_config.get("site-index", -1)),
-                        str(node_config.get("device", "")))
+                        str(node_config.get("device", "")), SitePolicy.from_node_config(node_config),
+                        str(node_config.get("hosp-dir", "")), str(node_config.get("noise-dir", "")))
     if "partition-id" in node_config:
-        sites, _ = read_manifest(sites_manifest_path(run_config))
+        sites, _ = read_manifest(manifest)
         pid = int(node_config["partition-id"])
         if not 0 <= pid < len(sites):
             raise SiteConfigError(f"partition-id {pid} has no site: the manifest lists {len(sites)} "
@@ -95,6 +127,20 @@ def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) 
         return sites[pid]
     raise SiteConfigError("node_config has neither 'data-dir' (deployment: flower-supernode --node-config "
                           "'data-dir=\"...\" site-id=\"...\"') nor 'partition-id' (simulation)")
+
+
+def site_experiment(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
+    """The run's experiment with the site's own folders in place of the run's; a run that names
+    another folder on the site's disk is refused (:class:`PrivacyRefusal`)."""
+    out = copy.deepcopy(dict(cfg))
+    for (section, key), field in SITE_FOLDERS.items():
+        asked, own = str(out.get(section, {}).get(key, "")), getattr(spec, field)
+        if asked and Path(asked).expanduser() != Path(own).expanduser():
+            raise PrivacyRefusal("refused by the site: the run names a folder on the site's disk",
+                                 f"{section}.{key} = {asked!r}; the site reads {own or 'its default'} "
+                                 f"(set hosp-dir / noise-dir in the site's own node config)")
+        out.setdefault(section, {})[key] = own
+    return out
 
 
 def site_log(spec: SiteSpec) -> logging.Logger:

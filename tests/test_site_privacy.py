@@ -1,0 +1,227 @@
+"""The hospital owns its privacy: each attack a hostile coordinator (run config, ServerApp, weights)
+tried against a site pinned to patient-level DP, through the real ClientApp on a real store.
+
+Every test here failed against the code before the site policy existed (commit 8271dcd: the run
+config's [privacy] was the site's privacy, views were seeded by a patient's position, a failing
+private step left the ledger untouched and named its exception type)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
+
+from clef_core.config import load_config
+from clef_core.federation.sites import clear_cache
+from clef_core.privacy.ledger import Entry, PrivacyLedger
+from client import client_app
+from client.client_app import SiteFailure, SiteRefusal
+from server.loop import initial_arrays
+from simulations.sites import prepare_federation
+
+torch.set_num_threads(1)
+EXPERIMENT = ["synth.patients=16", "synth.sites=1", "federation.sites=1", "federation.holdout=0.0",
+              "federation.min_site_patients=2", "train.batch_size=4", "model.norm=\"group\"",
+              "privacy.mode=\"patient\"", "privacy.bank_size=8", "privacy.experiment_id=\"trial-1\""]
+BUDGET = 8.0
+
+
+def message(arrays: ArrayRecord, kind: str = MessageType.TRAIN, round_: int = 1) -> Message:
+    config = ConfigRecord({"server-round": round_, "lr": 1e-3, "local-epochs": 1, "local-steps": 1, "seed": 0})
+    md = Metadata(run_id=1, message_id=f"m-{time.time_ns()}", src_node_id=1, dst_node_id=7, reply_to_message_id="",
+                  group_id=str(round_), created_at=time.time(), ttl=3600.0, message_type=kind)
+    return Message(content=RecordDict({"arrays": arrays, "config": config}), metadata=md)
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A deployed site (node config with its own policy: patient DP, budget 8) that has already
+    spent epsilon 11.8 in its ledger, and the run config of an honest DP experiment."""
+    root = tmp_path_factory.mktemp("hospital")
+    cfg = load_config(None, EXPERIMENT)
+    data = prepare_federation(cfg, root / "split").sites[0].data_dir
+    import tomli_w
+
+    (root / "experiment.toml").write_text(tomli_w.dumps(cfg))
+    node = {"data-dir": str(data), "site-id": "hospital-a", "work-dir": str(root / "work"), "privacy-mode": "patient",
+            "privacy-noise-multiplier": 1.0, "privacy-clip-norm": 1.0, "privacy-delta": 1e-5,
+            "privacy-budget": BUDGET}
+    _, arrays = initial_arrays(cfg)
+    clear_cache()
+    return {"root": root, "node": node, "arrays": arrays,
+            "run": {"experiment": str(root / "experiment.toml"), "set": "", "run-dir": str(root / "run"),
+                    "sites-manifest": "", "prepare-sites": False}}
+
+
+def ledger(h: dict) -> PrivacyLedger:
+    return PrivacyLedger(Path(h["node"]["work-dir"]) / "privacy")
+
+
+def call(h: dict, run: dict | None = None, node: dict | None = None, msg: Message | None = None) -> Message:
+    ctx = Context(run_id=1, node_id=7, node_config=node or h["node"], state=RecordDict(),
+                  run_config={**h["run"], **(run or {})})
+    return client_app.app(msg or message(h["arrays"]), ctx)
+
+
+def refused(h: dict, **kwargs) -> str:
+    before = [e.time for e in ledger(h).entries()]
+    with pytest.raises(SiteRefusal) as refusal:
+        call(h, **kwargs)
+    assert [e.time for e in ledger(h).entries()] == before  # nothing spent, nothing trained
+    log = (Path(h["node"]["work-dir"]) / "site.log").read_text()
+    assert str(refusal.value) in log
+    return str(refusal.value)
+
+
+def spend(h: dict, epsilon_entries: int) -> None:
+    """Earlier releases of this site (another experiment): (sigma 1, q 1, 40 steps) entries."""
+    for i in range(epsilon_entries):
+        ledger(h).append(Entry(experiment="earlier", round=i + 1, mode="patient", noise_multiplier=1.0,
+                               sample_rate=1.0, steps=40, delta=1e-5))
+
+
+def test_an_honest_request_trains_under_the_sites_policy_and_is_accounted(hospital: dict) -> None:
+    metrics = call(hospital).content.metric_records["metrics"]
+    assert metrics["privacy.budget_exhausted"] == 0.0 and 0 < metrics["privacy.epsilon"] < BUDGET
+    assert [e.experiment for e in ledger(hospital).entries()] == ["trial-1"]
+
+
+def test_a_run_cannot_switch_the_sites_dp_off(hospital: dict) -> None:
+    spend(hospital, 2)
+    assert ledger(hospital).epsilon(1e-5) > 11.8  # far past the site's budget of 8
+    text = refused(hospital, run={"set": 'privacy.mode="off"'})
+    assert text == "refused by the site: it trains only under patient-level differential privacy"
+    # client-level DP adds its noise on the server: the server would see the raw update
+    refused(hospital, run={"set": 'privacy.mode="client"'})
+
+
+@pytest.mark.parametrize("override", ['privacy.delta=0.9', 'privacy.noise_multiplier=0.3', 'privacy.clip_norm=50.0'])
+def test_a_run_cannot_weaken_delta_noise_or_clipping(hospital: dict, override: str) -> None:
+    key = override.split("=")[0]
+    assert refused(hospital, run={"set": override}) == f"refused by the site: {key} is weaker than the site's policy"
+
+
+def test_a_run_cannot_move_the_ledger_or_its_scope(hospital: dict, tmp_path: Path) -> None:
+    for override in (f'privacy.ledger_dir="{tmp_path / "fresh"}"', 'privacy.budget_scope="experiment"'):
+        refused(hospital, run={"set": override})
+        refused(hospital, run={override.split("=")[0]: override.split("=", 1)[1].strip('"')})
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_run_cannot_point_the_site_at_other_folders(hospital: dict, tmp_path: Path) -> None:
+    assert refused(hospital, run={"set": f'metadata.hosp_dir="{tmp_path}"'}) == \
+        "refused by the site: the run names a folder on the site's disk"
+    refused(hospital, run={"set": f'views.noise_dir="{tmp_path}"'})
+
+
+def test_the_budget_counts_every_experiment_of_the_site(hospital: dict) -> None:
+    """A new experiment name does not reset the spending: the site's budget scope is its own."""
+    spend(hospital, 2)
+    metrics = call(hospital, run={"set": 'privacy.experiment_id="brand-new"'}).content.metric_records["metrics"]
+    assert metrics["privacy.budget_exhausted"] == 1.0 and metrics["steps"] == 0.0
+    assert "brand-new" not in {e.experiment for e in ledger(hospital).entries()}
+
+
+def test_no_noiseless_evaluation_under_dp(hospital: dict) -> None:
+    assert refused(hospital, msg=message(hospital["arrays"], kind=MessageType.EVALUATE)) == \
+        "refused by the site: no federated evaluation under differential privacy"
+    # even when the run itself asks for no DP
+    refused(hospital, msg=message(hospital["arrays"], kind=MessageType.EVALUATE), run={"set": 'privacy.mode="off"'})
+
+
+def test_a_failing_private_step_is_accounted_and_says_nothing(hospital: dict, tmp_path: Path) -> None:
+    """Weights chosen by the server so that the private step fails (a NaN weight makes every
+    patient's loss non-finite): the round is spent in the ledger before any private step runs, and
+    the failure that comes back is a fixed text -- not even the exception type."""
+    node = {**hospital["node"], "work-dir": str(tmp_path / "work")}
+    poisoned = hospital["arrays"].to_torch_state_dict()
+    first = next(k for k, v in poisoned.items() if v.is_floating_point())
+    poisoned[first] = poisoned[first].clone().fill_(float("nan"))
+    with pytest.raises(SiteFailure) as failure:
+        call(hospital, node=node, msg=message(ArrayRecord(poisoned)))
+    assert str(failure.value) == "site train failed; details are in the site's own log"
+    assert [e.round for e in PrivacyLedger(tmp_path / "work" / "privacy").entries()] == [1]
+
+
+def test_a_non_finite_patient_counts_as_zero_within_the_clip() -> None:
+    from clef_core.privacy.dpsgd import clip_and_sum, zero_nonfinite
+
+    grads = {"w": torch.tensor([[3.0, 4.0], [float("nan"), 1.0], [0.6, 0.8]])}
+    kept, finite = zero_nonfinite(grads, torch.tensor([1.0, 2.0, float("inf")]))
+    assert finite.tolist() == [True, False, False]
+    summed, _ = clip_and_sum(kept, clip_norm=1.0)
+    assert torch.allclose(summed["w"], torch.tensor([0.6, 0.8]))  # only the finite patient, clipped to C
+
+
+def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data: Path, tmp_path: Path) -> None:
+    """Per-patient gradients (both views, against the public bank) of every patient of a real
+    site, with and without one patient: every other patient's gradient is bit-identical."""
+    from clef_core.encoders import build_encoder
+    from clef_core.federation.local import public_bank
+    from clef_core.pipeline import prepare_site
+    from clef_core.privacy.dpsgd import per_patient_gradients
+    from clef_core.privacy.loss import bank_weights
+    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.train.config import LossConfig
+    from clef_core.train.loop import make_dataset
+
+    cfg = load_config(None, ['model.norm="group"', "privacy.bank_size=4"])
+    records = sorted(p.stem for p in (shared_data / "ecg").glob("JS*.hea"))[:6]
+    full, less = tmp_path / "full", tmp_path / "less"
+    for folder, names in ((full, records), (less, records[:2] + records[3:])):  # drop the third patient
+        folder.mkdir()
+        for name in names:
+            for f in (shared_data / "ecg").glob(f"{name}.*"):
+                (folder / f.name).symlink_to(f)
+    torch.manual_seed(0)
+    model = build_encoder("small", norm="group")
+    priv = PrivacyConfig.from_config(cfg)
+    grads = {}
+    for folder in (full, less):
+        site = prepare_site(folder, tmp_path / f"work-{folder.name}", cfg, progress=False)
+        assert site.privacy_unit == "record"
+        dataset = make_dataset(cfg, site, seed=0)
+        dataset.set_epoch(3)
+        bank = public_bank(cfg, site, priv)
+        bank_z = bank.embed(lambda x: model(x).float()).detach()
+        items = [dataset[i] for i in range(len(dataset))]
+        x = torch.stack([torch.stack([it["view1"], it["view2"]]) for it in items])
+        risk = torch.tensor([it["risk"] for it in items], dtype=torch.float32)
+        rho = torch.tensor([it["completeness"] for it in items], dtype=torch.float32)
+        w, defined = bank_weights(risk, rho, bank.risk.float(), bank.completeness.float(), alpha=0.2)
+        g, _ = per_patient_gradients(model, x, w, defined, bank_z, LossConfig(**cfg["loss"]))
+        grads[folder.name] = {sid: {k: v[i] for k, v in g.items()} for i, sid in enumerate(dataset.subject_ids)}
+    assert set(grads["full"]) - set(grads["less"]) == {records[2]}
+    for sid, g in grads["less"].items():
+        assert all(torch.equal(g[k], grads["full"][sid][k]) for k in g), sid
+
+
+def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "georgia"
+    data.mkdir()
+    for f in sorted((shared_data / "ecg").glob("E075*")):
+        (data / f.name).symlink_to(f)
+    node = {"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "privacy-mode": "patient"}
+    cfg = load_config(None, EXPERIMENT)
+    import tomli_w
+
+    (tmp_path / "experiment.toml").write_text(tomli_w.dumps(cfg))
+    _, arrays = initial_arrays(cfg)
+    h = {"node": node, "arrays": arrays, "run": {"experiment": str(tmp_path / "experiment.toml"), "set": "",
+                                                 "run-dir": str(tmp_path / "run"), "sites-manifest": ""}}
+    metrics = call(h).content.metric_records["metrics"]
+    assert metrics["privacy.unit_is_record"] == 1.0 and metrics["num-examples"] == 10.0
+    assert "privacy unit: RECORD" in (tmp_path / "w" / "site.log").read_text()
+    # a site mapping file names the patients: two records of one person are one privacy unit
+    (data / "patients.csv").write_text("record_id,subject_id\n" + "".join(
+        f"E0750{i},{'p1' if i < 2 else f'p{i}'}\n" for i in range(10)))
+    clear_cache()  # a restarted SuperNode; the changed map itself makes the site rebuild its store
+    metrics = call(h, node={**node, "privacy-budget": 0.0}).content.metric_records["metrics"]
+    assert metrics["privacy.unit_is_record"] == 0.0 and metrics["num-examples"] == 9.0
+    assert json.dumps(dict(metrics)).find("p1") < 0
