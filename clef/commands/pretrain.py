@@ -30,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from clef_core.checkpoint import CheckpointError
     from clef_core.train import pretrain
+    from clef_core.train.loop import refuse_privacy
 
     work = args.work or args.out / "data"
     try:
+        refuse_privacy(cfg)  # before any cohort is built or read
         site = prepare_cohort_site(NAME, args.cohort, work, cfg, progress=True)
         result = pretrain(cfg, run_dir=args.out, site=site, resume=not args.no_resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
