@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: setup setup-edge demo test bench wheelhouse clean-venv
 
-$(VENV)/.installed: pyproject.toml
+# the environment is exactly requirements-lock.txt (what the tests and a hospital's wheelhouse run)
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c requirements-lock.txt -e ".[test]"
 	touch $@
 
 setup: $(VENV)/.installed

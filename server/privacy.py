@@ -78,6 +78,19 @@ class BudgetAwareValidator(ReplyValidator):
         return Screened(keep, screened.verdicts)
 
 
+class UniformWeightValidator(ReplyValidator):
+    """Client mode: every accepted reply gets the same weight (``num-examples`` = 1) before
+    Flower's accounted wrapper sees it -- each site's clipped update counts 1 / m, the sensitivity
+    the accountant assumes. The per-site numbers stay in the verdicts for the metrics line."""
+
+    def screen(self, replies: Iterable[Message], reference: ArrayRecord, sampled: Iterable[int] = (),
+               destinations: Mapping[str, int] | None = None) -> Screened:
+        screened = super().screen(replies, reference, sampled, destinations)
+        for msg in screened.accepted:
+            next(iter(msg.content.metric_records.values()))[WEIGHT_KEY] = 1.0
+        return screened
+
+
 class ScreenedDPFedAvg(ScreenedAggregation, DifferentialPrivacyServerSideFixedClipping):
     """Screening in front of Flower's accounted fixed-clipping DP-FedAvg."""
 
@@ -97,16 +110,11 @@ class ScreenedDPFedAvg(ScreenedAggregation, DifferentialPrivacyServerSideFixedCl
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round, replies)
-        if arrays is None:
-            self._pending_events.pop(server_round, None)  # nothing was released this round
+        if arrays is None and self.last_screen is not None and len(self.last_screen.accepted) < self.min_train_nodes:
+            # the screening stopped the round before Flower's wrapper saw it: hand it the empty
+            # round, so it drops the round's pending privacy event (nothing was released)
+            DifferentialPrivacyServerSideFixedClipping.aggregate_train(self, server_round, [])
         return arrays, metrics
-
-    def _validate_uniform_weights(self, replies: list[Message]) -> None:
-        # called by Flower's wrapper after screening, before clipping: each site's clipped update
-        # counts 1 / m (the per-site numbers were already kept by the screening for the metrics line)
-        for msg in replies:
-            next(iter(msg.content.metric_records.values()))[WEIGHT_KEY] = 1.0
-        super()._validate_uniform_weights(replies)
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
         comps = self.accountant.state_dict()["compositions"]
@@ -117,7 +125,7 @@ class ScreenedDPFedAvg(ScreenedAggregation, DifferentialPrivacyServerSideFixedCl
             "count": np.array([c["count"] for c in comps], dtype=np.int64)}}
 
     def load_state_dict(self, state: dict[str, dict[str, np.ndarray]]) -> None:
-        from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
+        from flwr.serverapp import GaussianPrivacyEvent
 
         part = state.get("accountant")
         if part is None:
@@ -142,7 +150,7 @@ def client_dp_strategy(settings: FederationSettings, priv: PrivacyConfig, sites:
         max_epsilon=priv.budget_epsilon if priv.budget_epsilon > 0 else None))
     strategy = ScreenedDPFedAvg(inner, noise_multiplier=priv.noise_multiplier, clipping_norm=priv.clip_norm,
                                 num_sampled_clients=sites, accountant=accountant)
-    strategy.setup_screening(ReplyValidator(settings.max_update_ratio))
+    strategy.setup_screening(UniformWeightValidator(settings.max_update_ratio))
     return strategy
 
 
