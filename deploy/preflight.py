@@ -9,7 +9,9 @@ Each check gives ``ok``, ``warn`` or ``fail`` with one line of detail:
 * ``metadata`` -- the clinical table's summary (:func:`clef_core.metadata.extract.extract_clinical_table`):
   records, subjects, SCORE2 risk defined, mean completeness of the 7 SCORE2 inputs;
 * ``device``   -- the requested device exists (``cuda`` needs ``torch.cuda.is_available()``);
-* ``privacy``  -- the experiment's ``[privacy]`` as this site tightens it (``privacy-budget`` etc.);
+* ``patients`` -- whether records name their patients (else the privacy unit is the record: said loudly);
+* ``privacy``  -- the site's own policy (``privacy-*`` keys) and whether the experiment's request
+  would be accepted under it;
 * ``tls``      -- the CA certificate parses and is within its validity period;
 * ``node-key`` -- the node key is an EC private key in OpenSSH format (what flower-supernode loads),
   readable by its owner only;
@@ -140,28 +142,57 @@ def check_device(requested: str, cfg: Mapping[str, Any]) -> Check:
 
 
 def check_privacy(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> Check:
+    """The site's own policy (its ``privacy-*`` keys), and whether the experiment's ``[privacy]``
+    request would be accepted under it (a weaker request is refused at every round)."""
     from clef_core.config import ConfigError
+    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.privacy.policy import PrivacyRefusal, SitePolicy, effective_privacy
 
     try:
-        from client.privacy import site_privacy
-
-        priv = site_privacy(cfg, node_config)
+        policy = SitePolicy.from_node_config(node_config)
+        request = PrivacyConfig.from_config(dict(cfg))
     except (ConfigError, ValueError, TypeError) as exc:
         return Check("privacy", "fail", f"privacy settings: {exc}")
-    info = {"mode": priv.mode, "budget_epsilon": priv.budget_epsilon, "delta": priv.delta,
-            "budget_scope": priv.budget_scope}
-    if priv.mode == "off":
-        note = " (privacy-budget is ignored: the experiment has no DP)" if "privacy-budget" in node_config else ""
-        return Check("privacy", "warn" if note else "ok", f"mode off: no differential privacy{note}", info)
-    budget = f"budget epsilon {priv.budget_epsilon:g}" if priv.budget_epsilon > 0 else "no budget"
-    detail = (f"mode {priv.mode}: sigma {priv.noise_multiplier:g}, clip {priv.clip_norm:g}, delta {priv.delta:g}, "
-              f"{budget} ({priv.budget_scope})")
-    if priv.ledger_dir:
-        ledger = Path(priv.ledger_dir)
+    info = {"policy": policy.to_dict(), "requested_mode": request.mode}
+    budget = f"budget epsilon {policy.budget_epsilon:g}" if policy.budget_epsilon > 0 else "no budget"
+    if policy.mode == "off":
+        detail = f"site policy: no DP demanded ({budget}, scope {policy.budget_scope})"
+    else:
+        detail = (f"site policy: {policy.mode}-level DP, sigma >= {policy.noise_multiplier:g}, clip "
+                  f"{policy.clip_norm:g}, delta <= {policy.delta:g}, {budget} (scope {policy.budget_scope})")
+    try:
+        effective = effective_privacy(policy, request)
+    except PrivacyRefusal as exc:
+        return Check("privacy", "warn", f"{detail}; this experiment would be REFUSED: {exc}", info)
+    detail += f"; this experiment trains with mode {effective.mode}"
+    if policy.ledger_dir:
+        ledger = Path(policy.ledger_dir).expanduser()
         if not _writable(ledger):
             return Check("privacy", "fail", f"{detail}; privacy ledger folder {ledger} is not writable", info)
         detail += f", ledger {ledger}"
     return Check("privacy", "ok", detail, info)
+
+
+def check_patients(data_dir: Path) -> Check:
+    """Whether the site's records name their patients: a WFDB folder without patients.csv or
+    '# Patient:' header comments makes every record its own privacy unit -- said loudly."""
+    from clef_core.data.records import PATIENTS_FILE, detect_layout, iter_wfdb_folder
+
+    if detect_layout(data_dir) == "mimic":
+        return Check("patients", "ok", "patients from record_list.csv (subject_id)")
+    try:
+        refs = list(iter_wfdb_folder(data_dir))
+    except ValueError as exc:
+        return Check("patients", "fail", str(exc))
+    named = sum(r.subject_id != r.record_id for r in refs)
+    patients = len({r.subject_id for r in refs})
+    info = {"records": len(refs), "named": named, "patients": patients}
+    if named == 0:
+        return Check("patients", "warn", f"privacy unit is the RECORD: none of {len(refs)} records names its patient "
+                                         f"(add {data_dir / PATIENTS_FILE} with record_id,subject_id, or '# Patient: "
+                                         f"<id>' header comments), so a person with several records is several "
+                                         f"units of privacy", info)
+    return Check("patients", "ok", f"{patients} patients over {len(refs)} records ({named} named)", info)
 
 
 def check_ca(path: Path | None) -> Check:
@@ -211,9 +242,9 @@ def _writable(folder: Path) -> bool:
 
 
 def check_work_dir(node_config: Mapping[str, Any]) -> Check:
-    from client.site import resolve_site
+    from clef_core.federation.sites import resolve_site
 
-    spec = resolve_site(node_config, {})
+    spec = resolve_site(node_config, Path())
     if not _writable(spec.work_dir):
         return Check("work-dir", "fail", f"work-dir {spec.work_dir} cannot be written (store, caches, site.log)")
     return Check("work-dir", "ok", f"site {spec.site_id}: store, caches and site.log in {spec.work_dir}")
@@ -221,13 +252,22 @@ def check_work_dir(node_config: Mapping[str, Any]) -> Check:
 
 def preflight(site: SiteConfig, cfg: Mapping[str, Any], max_records: int = 0) -> PreflightReport:
     """Every check of the module docstring for ``site`` under the experiment ``cfg``."""
+    from clef_core.federation.sites import resolve_site, site_experiment
+    from clef_core.privacy.policy import PrivacyRefusal
+
     node = site.node_config
     data_dir = Path(str(node["data-dir"])).expanduser()
     data, bad = check_data(data_dir, cfg, max_records)
     checks = [Check("config", "ok", f"site config {site.source or '(flags)'}: node-config {site.node_config_string()}"),
               data]
+    try:
+        cfg = site_experiment(cfg, resolve_site(node, Path()))
+    except PrivacyRefusal as exc:
+        checks.append(Check("folders", "warn", f"this experiment would be REFUSED: {exc}"))
+        cfg = site_experiment({**cfg, "metadata": {**cfg["metadata"], "hosp_dir": ""},
+                               "views": {**cfg["views"], "noise_dir": ""}}, resolve_site(node, Path()))
     if data_dir.is_dir():
-        checks.append(check_metadata(data_dir, cfg))
+        checks += [check_metadata(data_dir, cfg), check_patients(data_dir)]
     checks += [check_device(str(node.get("device", "")), cfg), check_privacy(cfg, node),
                check_ca(site.root_certificates), check_node_key(site.private_key), check_work_dir(node)]
     return PreflightReport(checks, bad)

@@ -1,24 +1,13 @@
 """A hospital's site configuration file: everything its SuperNode needs, in one TOML file.
 
-::
-
-    # site.toml
-    superlink = "coordinator.example.org:9093"      # the SuperLink's host:port
-    root-certificates = "/etc/clef/ca.crt"           # the CA that signed the SuperLink's certificate
-    auth-supernode-private-key = "/etc/clef/supernode_key"   # this site's node key (OpenSSH EC)
-    port = 9094                                      # the SuperNode's local Runtime API port
-
-    [node-config]                                    # -> flower-supernode --node-config (client/site.py)
-    data-dir = "/data/ecg"
-    site-id = "hospital-a"
-    work-dir = "/var/lib/clef"
-    device = "cuda"                                  # cpu | cuda | cuda:1 (default: cuda when available)
-    site-index = 0
-    privacy-budget = 8.0                             # this site's own epsilon limit (DP, client/privacy.py)
+configs/site-template.toml is the annotated template: copy it, fill in the paths, decide the
+privacy policy (``privacy-mode`` is required: a hospital states what it demands). The
+``[node-config]`` table becomes ``flower-supernode --node-config``: the site's identity, its
+folders and its privacy policy (:mod:`clef_core.federation.sites`, :mod:`clef_core.privacy.policy`)
+come from here and never from the run.
 
 ``clef preflight --site-config site.toml`` checks it; ``--print-command`` prints the
-``flower-supernode`` command line it describes.
-"""
+``flower-supernode`` command line it describes."""
 
 from __future__ import annotations
 
@@ -28,12 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from clef_core.privacy.policy import NODE_KEYS as POLICY_KEYS
+from clef_core.privacy.policy import PrivacyPolicyError, SitePolicy
 from deploy.commands import node_config as node_config_string
 from deploy.commands import supernode_command
 
 TOP_KEYS = ("superlink", "root-certificates", "auth-supernode-private-key", "port", "node-config")
-NODE_KEYS = ("data-dir", "site-id", "work-dir", "device", "site-index", "privacy-budget", "privacy-ledger-dir",
-             "privacy-budget-scope")
+NODE_KEYS = ("data-dir", "site-id", "work-dir", "device", "site-index", "hosp-dir", "noise-dir",
+             *POLICY_KEYS)
 
 
 class SiteConfigFileError(ValueError):
@@ -61,6 +52,13 @@ class SiteConfig:
             raise SiteConfigFileError(f"{where}: [node-config] has unknown keys {unknown} (expected {list(NODE_KEYS)})")
         if not str(node.get("data-dir", "")):
             raise SiteConfigFileError(f"{where}: [node-config] data-dir is required")
+        if "privacy-mode" not in node:
+            raise SiteConfigFileError(f"{where}: [node-config] privacy-mode is required: \"patient\" (this site "
+                                      f"trains only under patient-level DP) or \"off\" (configs/site-template.toml)")
+        try:
+            SitePolicy.from_node_config(node)
+        except PrivacyPolicyError as exc:
+            raise SiteConfigFileError(f"{where}: {exc}") from None
         base = source.parent if source else Path.cwd()
 
         def path(key: str) -> Path | None:
@@ -88,6 +86,13 @@ class SiteConfig:
                                   Path(str(node["work-dir"])) if node.get("work-dir") else None,
                                   str(node.get("device", "")),
                                   int(node["site-index"]) if "site-index" in node else None, extra)
+
+    @property
+    def work_dir(self) -> Path:
+        """The site's work folder (store, caches, logs, ledger, app gate)."""
+        from clef_core.federation.sites import resolve_site
+
+        return resolve_site(self.node_config, Path()).work_dir
 
     def supernode_command(self) -> list[str]:
         if not self.superlink:

@@ -1,6 +1,7 @@
 """Real deployment on loopback: a TLS SuperLink with SuperNode authentication, three hospitals'
-SuperNodes, `flwr run` -- plus the refusals (unregistered key, plaintext) and the recoveries (a
-SuperNode killed mid-run, the SuperLink restarted mid-run and the run resumed). Also the trial
+SuperNodes behind the app gate, `flwr run` -- plus the refusals (unregistered key, plaintext, an
+altered app bundle) and the recoveries (a SuperNode killed mid-run, the SuperLink restarted
+mid-run and the run resumed). Also the trial
 credentials, the site preflight and the offline-install lock file.
 
 Only 127.0.0.1, ports chosen at runtime, FLWR_HOME in tmp; every process started here is
@@ -56,10 +57,10 @@ class Processes:
         self.env, self.logs = env, logs
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, cmd: list[str], cwd: Path) -> subprocess.Popen:
+    def start(self, name: str, cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(cmd, env=self.env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env or self.env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         proc.log_path = self.logs / f"{name}.log"  # type: ignore[attr-defined]
         log.close()
@@ -154,15 +155,19 @@ def start_superlink(t: dict) -> subprocess.Popen:
 
 def start_supernode(t: dict, i: int, site: str | None, *, key: int | None, tls: bool = True,
                     retries: int | None = None) -> subprocess.Popen:
+    """A hospital's SuperNode as `clef supernode` starts it: behind the app gate (deploy/app_gate.py)."""
+    from deploy.app_gate import LOG_NAME, gate_environment, write_gate
+
     c = t["creds"]
     data = t["sites"][site] if site else t["root"] / "nowhere"
-    config = node_config(data, site_id=site or "", work_dir=t["root"] / "work" / (site or f"node-{i}"),
-                         device="cpu", site_index=i)
+    work = t["root"] / "work" / (site or f"node-{i}")
+    config = node_config(data, site_id=site or "", work_dir=work, device="cpu", site_index=i)
     cmd = supernode_command(superlink=f"127.0.0.1:{t['port']}", ca=c.ca_cert if tls else None,
                             private_key=c.node_keys[key] if key is not None else None, node_config=config,
                             port=free_port(), max_retries=retries, max_wait_time=20 if retries else None)
     (t["root"] / "nodes").mkdir(exist_ok=True)
-    return t["procs"].start(f"supernode-{i}", cmd, t["root"] / "nodes")
+    env = gate_environment(write_gate(work / "app-gate", work / LOG_NAME), t["procs"].env)
+    return t["procs"].start(f"supernode-{i}", cmd, t["root"] / "nodes", env)
 
 
 def flwr(t: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -177,9 +182,9 @@ def online_nodes(t: dict) -> set[str]:
     return {n["node-id"] for n in json.loads(out.stdout).get("nodes", []) if n["status"] == "online"}
 
 
-def start_run(t: dict, name: str) -> subprocess.Popen:
-    config = f"prepare-sites=false run-dir='{t['run_dir']}' experiment='{t['root'] / 'experiment.toml'}'"
-    cmd = [str(bin_dir() / "flwr"), "run", str(t["app"]), "--stream", "-c", config]
+def start_run(t: dict, name: str, app: Path | None = None, run_dir: Path | None = None) -> subprocess.Popen:
+    config = f"prepare-sites=false run-dir='{run_dir or t['run_dir']}' experiment='{t['root'] / 'experiment.toml'}'"
+    cmd = [str(bin_dir() / "flwr"), "run", str(app or t["app"]), "--stream", "-c", config]
     return t["procs"].start(name, cmd, t["flwr_home"])
 
 
@@ -254,6 +259,18 @@ def test_tls_federation_refuses_strangers_and_survives_a_lost_node_and_a_superli
         text = site_log(t, site).read_text()
         assert "train round 1: start" in text and re.search(r"round 2: 1 steps over \d+ patients", text)
         assert re.search(r"records: \d+ used, \d+ skipped", text)
+    # the hospitals ran the installed ClientApp; a coordinator's altered bundle is refused at every site
+    altered = stage_app(REPO, t["root"] / "altered-app")
+    client = altered / "client" / "client_app.py"
+    client.write_text(client.read_text() + "\n# a changed line: not the code the hospital installed\n")
+    run3 = start_run(t, "flwr-run-altered", altered, t["root"] / "run-altered")
+    assert run3.wait(timeout=300) != 0
+    failed = RunFolder(t["root"] / "run-altered").read_status()
+    assert failed["state"] == "failed" and "only 0 of 2 sampled sites" in failed["error"], failed
+    for site in ("hospital-hr", "hospital-a"):
+        gate_log = (t["root"] / "work" / site / "app-gate.log").read_text()
+        assert "is the installed clef-fl" in gate_log and "allowed" in gate_log
+        assert re.search(r"REFUSED app bundle \S+: client/client_app.py differs from the installed clef-fl", gate_log)
     print(f"\ntimings: refusals {refusals:.0f} s, round 1 with a lost node {round1:.0f} s, "
           f"total {time.monotonic() - started:.0f} s")
 
@@ -300,7 +317,8 @@ def test_preflight_reports_a_healthy_site_and_a_broken_one(tmp_path: Path, share
     site = tmp_path / "site.toml"
     site.write_text(f'superlink = "127.0.0.1:9093"\nroot-certificates = "certs/ca.crt"\n'
                     f'auth-supernode-private-key = "certs/supernode_1"\n[node-config]\ndata-dir = "{data}"\n'
-                    f'site-id = "georgia"\nwork-dir = "{tmp_path / "work"}"\ndevice = "cpu"\nprivacy-budget = 4.0\n')
+                    f'site-id = "georgia"\nwork-dir = "{tmp_path / "work"}"\ndevice = "cpu"\nprivacy-mode = "patient"\n'
+                    f'privacy-budget = 4.0\n')
     out = _cli("preflight", "--site-config", str(site), "--json", "--set", "privacy.mode=patient")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -312,7 +330,10 @@ def test_preflight_reports_a_healthy_site_and_a_broken_one(tmp_path: Path, share
     assert checks["data"]["data"]["by_reason"] == {"missing_file": 1}
     assert report["bad_records"][0]["record_id"] == "PATIENTX1"
     assert checks["metadata"]["data"]["records"] == n + 1 and 0 < checks["metadata"]["data"]["mean_completeness"] < 1
-    assert checks["privacy"]["data"]["budget_epsilon"] == 4.0  # the site's own, tighter budget
+    assert checks["privacy"]["status"] == "ok" and checks["privacy"]["data"]["policy"]["budget_epsilon"] == 4.0
+    assert checks["patients"]["status"] == "warn" and "privacy unit is the RECORD" in checks["patients"]["detail"]
+    weaker = json.loads(_cli("preflight", "--site-config", str(site), "--json").stdout)  # the default run: no DP
+    assert "would be REFUSED" in {c["name"]: c for c in weaker["checks"]}["privacy"]["detail"]
     assert all(checks[k]["status"] == "ok" for k in ("device", "tls", "node-key", "work-dir"))
     assert not (tmp_path / "work").exists()  # nothing written
     cmd = _cli("preflight", "--site-config", str(site), "--print-command").stdout.splitlines()[-1]
@@ -346,3 +367,51 @@ def test_lock_file_pins_every_dependency_at_the_tested_version() -> None:
     dry = _cli("wheelhouse", "--out", "/tmp/never-created", "--dry-run")
     assert dry.returncode == 0 and "pip install --no-index --find-links /tmp/never-created clef-fl" in dry.stdout
     assert not Path("/tmp/never-created").exists()
+
+
+def _built_bundle(tmp_path: Path) -> Path:
+    """The app bundle `flwr build` makes of this source tree, unpacked as Flower installs it."""
+    import zipfile
+
+    src = stage_app(REPO, tmp_path / "src")
+    build = subprocess.run([str(bin_dir() / "flwr"), "build"], cwd=src, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    fab = next(src.glob("*.fab"))
+    bundle = tmp_path / "apps" / fab.stem
+    zipfile.ZipFile(fab).extractall(bundle)
+    return bundle
+
+
+def test_the_app_gate_runs_only_the_installed_clientapp(tmp_path: Path) -> None:
+    from deploy.app_gate import code_root, verify_bundle
+
+    bundle = _built_bundle(tmp_path)
+    assert verify_bundle(bundle, code_root()) == ""
+    gate = f"from deploy.app_gate import AppGate; import sys; sys.meta_path.insert(0, AppGate({str(tmp_path / 'apps')!r}, " \
+           f"__import__('deploy.app_gate').app_gate.code_root())); sys.path.insert(0, {str(bundle)!r})\n" \
+           "import client.client_app, clef_core.privacy.policy as p; print(p.__file__)"
+    ok = subprocess.run([sys.executable, "-c", gate], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip().startswith(str(bundle)), ok.stderr  # the bundle's code ran
+    # a coordinator's altered bundle: one changed line in the site's privacy policy
+    policy = bundle / "clef_core" / "privacy" / "policy.py"
+    policy.write_text(policy.read_text().replace("if STRENGTH[request.mode] < STRENGTH[policy.mode]:", "if False:"))
+    assert verify_bundle(bundle, code_root()) == \
+        f"clef_core/privacy/policy.py differs from the installed clef-fl ({code_root() / 'clef_core/privacy/policy.py'})"
+    refused = subprocess.run([sys.executable, "-c", gate], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "app bundle refused by the site: clef_core/privacy/policy.py differs" in refused.stderr
+    # an extra module, or another entry point, is refused as well
+    policy.write_text((code_root() / "clef_core/privacy/policy.py").read_text())
+    (bundle / "client" / "evil.py").write_text("app = None\n")
+    assert verify_bundle(bundle, code_root()) == "client/evil.py is not part of the installed clef-fl"
+    (bundle / "client" / "evil.py").unlink()
+    (bundle / "pyproject.toml").write_text((bundle / "pyproject.toml").read_text().replace(
+        'clientapp = "client.client_app:app"', 'clientapp = "client.evil:app"'))
+    assert "its ClientApp is 'client.evil:app'" in verify_bundle(bundle, code_root())
+
+
+def test_clef_supernode_starts_behind_the_gate(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text((REPO / "configs" / "site-template.toml").read_text().replace("/var/lib/clef", str(tmp_path / "w")))
+    dry = _cli("supernode", "--site-config", str(site), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith(f"PATH={tmp_path / 'w' / 'app-gate'}:$PATH ") and "flower-supernode" in dry.stdout

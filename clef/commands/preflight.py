@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site-id", default="", help="its name in logs (default: the folder name)")
     parser.add_argument("--work-dir", type=Path, help="store, caches and site.log (default ~/.clef/sites/<site-id>)")
     parser.add_argument("--device", default="", help="cpu | cuda | cuda:N (default: train.device)")
+    parser.add_argument("--privacy-mode", choices=("off", "patient"), default="off",
+                        help="the site's privacy policy (without --site-config; default off)")
     parser.add_argument("--ca", type=Path, help="the CA certificate (root-certificates)")
     parser.add_argument("--key", type=Path, help="the SuperNode private key (auth-supernode-private-key)")
     parser.add_argument("--max-records", type=int, default=0, metavar="N",
@@ -43,7 +45,7 @@ def _site(args: argparse.Namespace):
         return SiteConfig.read(args.site_config)
     if not args.data_dir:
         raise ValueError("give --site-config FILE or --data-dir DIR")
-    node = {"data-dir": str(args.data_dir)}
+    node = {"data-dir": str(args.data_dir), "privacy-mode": args.privacy_mode}
     for key, value in (("site-id", args.site_id), ("work-dir", args.work_dir), ("device", args.device)):
         if value:
             node[key] = str(value)
