@@ -4,7 +4,7 @@
    cohort) split into ``federation.sites`` sites plus a held-out probe set
    (:mod:`simulations.sites`);
 2. the resolved experiment is written to ``OUT/experiment.toml``: it is what the ServerApp and
-   every ClientApp read through run_config ``experiment`` (:mod:`server.settings`);
+   every ClientApp read through run_config ``experiment`` (:mod:`clef_core.federation.run_config`);
 3. the Flower app runs in the simulation engine (:mod:`simulations.engine`): one ClientApp per
    site, ``federation.client_cpus`` CPUs each; the ServerApp checkpoints every round to OUT and
    resumes from it, so running the same command again continues an interrupted run, and a

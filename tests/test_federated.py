@@ -466,7 +466,7 @@ def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_pa
 @pytest.mark.parametrize("mode", ["client", "patient"])
 def test_privacy_modes_plug_into_the_loop_and_keep_counting_after_a_restart(
         mode: str, tmp_path: Path, task_identity) -> None:
-    """The server loop and the ClientApp hand over to server/privacy.py and client/privacy.py:
+    """The server loop and the ClientApp hand over to server/privacy.py and clef_core/federation/local.py:
     epsilon is reported every round and grows on across a restart; the final model records it."""
     import tomli_w
 
