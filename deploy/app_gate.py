@@ -14,8 +14,8 @@ reviewed (from the wheelhouse):
   file of the installed bundle (``$FLWR_HOME/apps/<publisher>.<name>.<version>.<hash>/``) with the
   installed clef-fl, byte for byte, and checks that the ClientApp component is
   ``client.client_app:app``. Anything else -- an altered file, an extra module, another entry
-  point -- is refused: the import fails, Flower replies with its generic load error, and the
-  reason (naming the file) goes to the site's ``app-gate.log`` only.
+  point -- is refused: the import fails and the reply names the first file that differs (no
+  path or content of the site's); ``app-gate.log`` records every bundle allowed or refused.
 
 So a coordinator cannot run different code at the site: the only ClientApp that trains there is
 the hospital's installed one, whose privacy policy comes from the site file.
@@ -93,7 +93,7 @@ def verify_bundle(app_dir: Path, root: Path) -> str:
         if not twin.is_file():
             return f"{rel.as_posix()} is not part of the installed clef-fl"
         if _digest(path) != _digest(twin):
-            return f"{rel.as_posix()} differs from the installed clef-fl ({twin})"
+            return f"{rel.as_posix()} differs from the installed clef-fl"
         checked += 1
     if not checked:
         return "the bundle holds no code"
@@ -181,5 +181,7 @@ def write_gate(folder: Path, log_file: Path) -> Path:
 
 def gate_environment(folder: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``env`` (default: this process's) with the gate first on PATH, then this environment's bin/."""
+    from deploy.commands import bin_dir
+
     base = dict(os.environ if env is None else env)
-    return {**base, "PATH": os.pathsep.join([str(folder), str(Path(sys.executable).parent), base.get("PATH", "")])}
+    return {**base, "PATH": os.pathsep.join([str(folder), str(bin_dir()), base.get("PATH", "")])}

@@ -9,12 +9,16 @@ we never pass that flag. The app's dependencies are installed beforehand from th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from simulations.engine import bin_dir
-
 CONNECTION = "clef-deploy"
+
+
+def bin_dir() -> Path:
+    """The folder of this interpreter's console scripts (flwr, flower-superlink, flower-supernode)."""
+    return Path(sys.executable).parent
 
 
 def superlink_command(*, ca: Path, cert: Path, key: Path, host: str = "0.0.0.0", port: int = 9093,

@@ -252,20 +252,18 @@ def check_work_dir(node_config: Mapping[str, Any]) -> Check:
 
 def preflight(site: SiteConfig, cfg: Mapping[str, Any], max_records: int = 0) -> PreflightReport:
     """Every check of the module docstring for ``site`` under the experiment ``cfg``."""
-    from clef_core.federation.sites import resolve_site, site_experiment
-    from clef_core.privacy.policy import PrivacyRefusal
+    from clef_core.federation.sites import foreign_folders, resolve_site, with_site_folders
 
     node = site.node_config
     data_dir = Path(str(node["data-dir"])).expanduser()
     data, bad = check_data(data_dir, cfg, max_records)
     checks = [Check("config", "ok", f"site config {site.source or '(flags)'}: node-config {site.node_config_string()}"),
               data]
-    try:
-        cfg = site_experiment(cfg, resolve_site(node, Path()))
-    except PrivacyRefusal as exc:
-        checks.append(Check("folders", "warn", f"this experiment would be REFUSED: {exc}"))
-        cfg = site_experiment({**cfg, "metadata": {**cfg["metadata"], "hosp_dir": ""},
-                               "views": {**cfg["views"], "noise_dir": ""}}, resolve_site(node, Path()))
+    spec = resolve_site(node, Path())
+    foreign = foreign_folders(cfg, spec)
+    if foreign:
+        checks.append(Check("folders", "warn", f"this experiment would be REFUSED: it names {'; '.join(foreign)}"))
+    cfg = with_site_folders(cfg, spec)
     if data_dir.is_dir():
         checks += [check_metadata(data_dir, cfg), check_patients(data_dir)]
     checks += [check_device(str(node.get("device", "")), cfg), check_privacy(cfg, node),

@@ -1,27 +1,25 @@
-"""The aggregating Flower ServerApp (``serverapp`` component in pyproject.toml).
+"""The aggregating ServerApp's main: :func:`run_server`.
 
-Thin: it resolves the experiment from ``context.run_config`` (:mod:`clef_core.federation.run_config`), prepares
-the held-out probe set when one is configured, and hands the rounds to
+Thin: it resolves the experiment from ``context.run_config`` (:mod:`clef_core.federation.run_config`),
+prepares the held-out probe set when one is configured, and hands the rounds to
 :class:`server.loop.Federation`, which checkpoints each round and resumes a run folder.
 
-In simulation the clients find their site through ``<run-dir>/sites.json``; when it is missing
-and run_config ``prepare-sites`` is true, the ServerApp writes it first from the experiment
-(synthesising the default cohort when no site folders are configured), so a bare
-``flwr run .`` works. A deployment sets ``prepare-sites=false``: there, sites bring their own
-data through their node_config.
-"""
+The app's ``serverapp`` component (pyproject.toml) is ``simulations/server_app.py``: this
+:func:`run_server` plus a simulation's site preparation (a bare ``flwr run .`` splits or
+synthesises the sites when ``prepare-sites`` is true). A deployment sets ``prepare-sites=false``:
+there, sites bring their own data through their node config, and the two apps are the same."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import Grid
 
 from server.checkpoint import RunFolder
 from server.loop import Federation
@@ -29,9 +27,6 @@ from server.probe import ProbeSet
 from clef_core.federation.run_config import experiment_config, run_dir, sites_manifest_path
 
 log = logging.getLogger("clef.server")
-app = ServerApp()
-
-
 def _setup_logging() -> None:
     logger = logging.getLogger("clef")
     if not logger.handlers:
@@ -72,15 +67,21 @@ def load_probe(cfg: Mapping[str, Any], folder: RunFolder, manifest: Path) -> tup
     return probe, ""
 
 
-def run_server(grid: Grid, context: Context) -> Path:
+SitePreparer = Callable[[Mapping[str, Any], Path, Path], Any]
+
+
+def run_server(grid: Grid, context: Context, prepare_sites: SitePreparer | None = None) -> Path:
+    """One federated run; ``prepare_sites(cfg, run folder, manifest)`` writes a simulation's
+    sites.json first when it is missing and run_config ``prepare-sites`` is true."""
     _setup_logging()
     cfg = experiment_config(context.run_config)
     folder = RunFolder(run_dir(context.run_config))
     manifest = sites_manifest_path(context.run_config)
     if not manifest.is_file() and bool(context.run_config.get("prepare-sites", False)):
-        from simulations.sites import prepare_federation  # simulation only: split/synthesise the sites
-
-        prepare_federation(cfg, folder.root, manifest=manifest)
+        if prepare_sites is None:
+            raise ValueError(f"no sites manifest at {manifest} and this ServerApp prepares none: use the app's "
+                             f"ServerApp (simulations/server_app.py) or `clef simulate`")
+        prepare_sites(cfg, folder.root, manifest)
     try:
         probe, note = load_probe(cfg, folder, manifest)
         federation = Federation(cfg, folder, manifest, probe=probe, probe_note=note)
@@ -89,8 +90,3 @@ def run_server(grid: Grid, context: Context) -> Path:
         if folder.read_status().get("state") != "failed":  # a failed round has written its own account
             folder.write_status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-
-
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    run_server(grid, context)

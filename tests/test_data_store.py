@@ -21,7 +21,8 @@ from clef_core.data.errors import StoreError
 from clef_core.data.leads import LEADS
 from clef_core.data.preprocess import PreprocessConfig, preprocess_record
 from clef_core.data.records import RecordRef, iter_wfdb_folder, read_record
-from clef_core.data.store import ECGStore, WindowDataset, build_store
+from clef_core.data.store import ECGStore, build_store
+from clef_core.data.window_dataset import WindowDataset
 from wfdb_factory import bad_records, copy_record, mimic_layout
 
 CFG = PreprocessConfig()

@@ -510,7 +510,7 @@ def test_pyproject_flower_app_matches_the_config() -> None:
     """Every dotted key `flwr run -c` accepts is a real experiment key, and the shipped
     experiments are valid federations."""
     app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "server.server_app:app", "clientapp": "client.client_app:app"}
+    assert app["components"] == {"serverapp": "simulations.server_app:app", "clientapp": "client.client_app:app"}
     from flwr.common.config import flatten_dict
 
     flat = flatten_dict(app["config"])

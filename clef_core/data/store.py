@@ -486,12 +486,3 @@ def _read_index(path: Path) -> pd.DataFrame:
     index["cart_id"] = index["cart_id"].replace("", None)
     index["start_s"] = index["start_s"].astype(np.float64)
     return index
-
-
-def __getattr__(name: str) -> Any:
-    # WindowDataset needs torch (seconds to import); building a store does not, so it loads on use.
-    if name == "WindowDataset":
-        from clef_core.data.window_dataset import WindowDataset
-
-        return WindowDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""A torch Dataset of plain store windows (also importable as ``clef_core.data.store.WindowDataset``)."""
+"""A torch Dataset of plain store windows (its own module: building a store needs no torch)."""
 
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ def refuse_evaluation_under_dp(cfg: Mapping[str, Any], spec: SiteSpec) -> None:
 
 
 def _round_setup(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any],
-                 spec: SiteSpec) -> tuple[Any, Any, Trainer, int]:
-    """(prepared site, dataset, trainer on the global weights, seed) of a train round."""
+                 spec: SiteSpec) -> tuple[Any, Any, Trainer]:
+    """(prepared site, dataset, trainer on the global weights) of a train round."""
     server_round = int(conf["server-round"])
     train_cfg = TrainConfig(**cfg["train"])
     seed = int(conf.get("seed", train_cfg.seed))
@@ -87,7 +87,7 @@ def _round_setup(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[
     seed_everything(seed * 1_000_003 + server_round)
     encoder = build_model(dict(cfg))
     encoder.load_state_dict(global_state)
-    return site, dataset, Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None), seed
+    return site, dataset, Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None)
 
 
 def _weights(trainer: Trainer) -> StateDict:
@@ -111,7 +111,7 @@ def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[s
     """Ordinary local training: ``local-epochs`` passes (capped at ``local-steps``) at the round's lr."""
     server_round, epochs, step_cap = int(conf["server-round"]), int(conf["local-epochs"]), int(conf["local-steps"])
     lr, mu = float(conf["lr"]), float(conf.get("proximal-mu", 0.0))
-    site, dataset, trainer, _ = _round_setup(global_state, conf, cfg, spec)
+    site, dataset, trainer = _round_setup(global_state, conf, cfg, spec)
     train_cfg = trainer.train_cfg
     started = time.perf_counter()
     steps = examples = empty = 0
@@ -166,7 +166,7 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
     from clef_core.privacy.site import experiment_key, ledger_for, private_round
 
     server_round = int(conf["server-round"])
-    site, dataset, trainer, _ = _round_setup(global_state, conf, cfg, spec)
+    site, dataset, trainer = _round_setup(global_state, conf, cfg, spec)
     if priv.delta * len(dataset) >= 1:
         raise PrivacyRefusal("refused by the site: privacy.delta is not below 1 / patients",
                              f"delta {priv.delta} with {len(dataset)} patients")

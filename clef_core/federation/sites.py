@@ -129,18 +129,32 @@ def resolve_site(node_config: Mapping[str, Any], manifest: Path) -> SiteSpec:
                           "'data-dir=\"...\" site-id=\"...\"') nor 'partition-id' (simulation)")
 
 
-def site_experiment(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
-    """The run's experiment with the site's own folders in place of the run's; a run that names
-    another folder on the site's disk is refused (:class:`PrivacyRefusal`)."""
+def foreign_folders(cfg: Mapping[str, Any], spec: SiteSpec) -> list[str]:
+    """The folders on the site's disk that the run names and the site does not read."""
+    out = []
+    for (section, key), field in SITE_FOLDERS.items():
+        asked, own = str(cfg.get(section, {}).get(key, "")), getattr(spec, field)
+        if asked and Path(asked).expanduser() != Path(own).expanduser():
+            out.append(f"{section}.{key} = {asked!r} (the site reads {own or 'its default'})")
+    return out
+
+
+def with_site_folders(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
+    """The experiment with the site's own folders in place of the run's."""
     out = copy.deepcopy(dict(cfg))
     for (section, key), field in SITE_FOLDERS.items():
-        asked, own = str(out.get(section, {}).get(key, "")), getattr(spec, field)
-        if asked and Path(asked).expanduser() != Path(own).expanduser():
-            raise PrivacyRefusal("refused by the site: the run names a folder on the site's disk",
-                                 f"{section}.{key} = {asked!r}; the site reads {own or 'its default'} "
-                                 f"(set hosp-dir / noise-dir in the site's own node config)")
-        out.setdefault(section, {})[key] = own
+        out.setdefault(section, {})[key] = getattr(spec, field)
     return out
+
+
+def site_experiment(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
+    """The run's experiment with the site's own folders; a run that names another folder on the
+    site's disk is refused (:class:`PrivacyRefusal`)."""
+    foreign = foreign_folders(cfg, spec)
+    if foreign:
+        raise PrivacyRefusal("refused by the site: the run names a folder on the site's disk",
+                             "; ".join(foreign) + " -- set hosp-dir / noise-dir in the site's own node config")
+    return with_site_folders(cfg, spec)
 
 
 def site_log(spec: SiteSpec) -> logging.Logger:
