@@ -123,13 +123,17 @@ def local_train(msg: Message, cfg: Mapping[str, Any], spec: SiteSpec, log: Any) 
     started = time.perf_counter()
     steps = examples = empty = 0
     loss_sum = 0.0
+    on_step = None
     for local_epoch in range(epochs):
         remaining = step_cap - steps if step_cap else None
         if remaining is not None and remaining <= 0:
             break
         loader = make_loader(dataset, train_cfg, epoch=(server_round - 1) * epochs + local_epoch)
+        if on_step is None:
+            total = epochs * len(loader) if not step_cap else min(step_cap, epochs * len(loader))
+            on_step = step_progress(f"site {spec.site_id} round {server_round}", total)
         stats = trainer.train_epoch(loader, lr=lr, max_steps=remaining, proximal_mu=mu,
-                                    global_params=global_state if mu > 0 else None)
+                                    global_params=global_state if mu > 0 else None, on_step=on_step)
         steps += stats.steps
         examples += stats.examples
         empty += stats.skipped_empty_batches
@@ -150,6 +154,20 @@ def local_train(msg: Message, cfg: Mapping[str, Any], spec: SiteSpec, log: Any) 
     weights = strip_prefix(unwrap(trainer.model).state_dict())
     arrays = ArrayRecord({k: v.detach().cpu() for k, v in weights.items()})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def step_progress(label: str, total: int, parts: int = 4) -> Any:
+    """An ``on_step`` that prints ``clef: <label>: step k/total`` at every quarter of the round to
+    the site's console (in simulation ``clef simulate`` echoes it; no data, only counts)."""
+    every = max(1, total // parts)
+    done = [0]
+
+    def on_step(info: Any) -> None:
+        done[0] += 1
+        if done[0] % every == 0 or done[0] == total:
+            print(f"clef: {label}: step {done[0]}/{total}, loss {info.loss:.4f}", flush=True)
+
+    return on_step
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from simulations.engine import EngineError
     from simulations.partition import SplitError
     from simulations.run import SimulationError, simulate
+    from simulations.run_lock import RunFolderBusy
     from simulations.sites import FederationSetupError, describe_sites
 
     # a terminated `clef simulate` still stops its SuperLink, simulation process and Ray (finally blocks)
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     echo = None if args.quiet else (lambda line: print(line, flush=True))
     try:
         result = simulate(cfg, out, site_dirs=args.sites, echo=echo)
-    except (SplitError, FederationSetupError, SiteConfigError, EngineError, FileNotFoundError) as exc:
+    except (SplitError, FederationSetupError, SiteConfigError, EngineError, FileNotFoundError,
+            RunFolderBusy) as exc:
         print(f"clef simulate: {exc}", file=sys.stderr)
         return 1
     except SimulationError as exc:
