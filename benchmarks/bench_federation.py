@@ -16,9 +16,10 @@ both alike. Measured per repeat:
   :mod:`simulations.guard` subreaper, so its CPU time reaches this process), plus this
   process's own ``RUSAGE_SELF``;
 * with start-up: the whole ``simulate`` call against the whole central process;
-* without start-up: rounds 2..R against (R-1)/R of the central training loop; the federated
-  CPU of those rounds is the growth of (own + reaped children's + live descendants' /proc CPU)
-  between the server's "round 1" and "round R" log lines.
+* without start-up: rounds 2..R, from the end of round 1 to the end of round R (metrics.jsonl
+  ``time``: round-1 checkpoint write and every gap between rounds included) against (R-1)/R of
+  the central training loop; the federated CPU of that span is the growth of (own + reaped
+  children's + live descendants' /proc CPU, sampled every 0.25 s).
 
 Reported: each repeat's figures and the median ratios federated / central (target <= 1.2 without
 start-up).
@@ -52,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -113,25 +115,46 @@ def reset_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+class CpuSampler:
+    """``all_cpu()`` sampled every ``period`` seconds in a thread, for the CPU spent between two
+    moments of a run (interpolated between samples; the sampling itself is counted, ~1 ms each)."""
+
+    def __init__(self, period: float = 0.25) -> None:
+        self.period, self.samples = period, [(time.time(), all_cpu())]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.samples.append((time.time(), all_cpu()))
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, moment: float) -> float:
+        times = [t for t, _ in self.samples]
+        return float(np.interp(moment, times, [c for _, c in self.samples]))
+
+
 def federated_repeat(cfg: dict, out: Path, rounds: int) -> dict:
+    """One whole simulate call; the CPU of rounds 2..R is read between the end of round 1 and of
+    round R (metrics.jsonl ``time``)."""
     reset_run(out)
-    marks: dict[int, float] = {}
-
-    def on_line(line: str) -> None:  # the server's "clef: round k: ..." line, as it is streamed
-        if "clef: round " in line and ":" in line.split("clef: round ", 1)[1]:
-            head = line.split("clef: round ", 1)[1].split(":", 1)[0]
-            if head.isdigit():
-                marks[int(head)] = all_cpu()
-
     cpu0, wall0 = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    result = simulate(cfg, out, echo=on_line)
+    with CpuSampler() as sampler:
+        result = simulate(cfg, out)
     wall = time.perf_counter() - wall0
     cpu = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
     rows = result.rounds
-    if 1 not in marks or rounds not in marks:
-        raise RuntimeError(f"the server's round lines were not seen (got rounds {sorted(marks)})")
-    return {"wall": wall, "cpu": cpu, "steady_wall": sum(r["seconds"] for r in rows[1:]),
-            "steady_cpu": marks[rounds] - marks[1], "round1": rows[0]["seconds"], "loss": rows[-1]["train_loss"],
+    if len(rows) != rounds:
+        raise RuntimeError(f"{out}: {len(rows)} rounds in metrics.jsonl, expected {rounds}")
+    return {"wall": wall, "cpu": cpu, "steady_wall": rows[-1]["time"] - rows[0]["time"],
+            "steady_cpu": sampler.at(rows[-1]["time"]) - sampler.at(rows[0]["time"]), "loss": rows[-1]["train_loss"],
             "rows": rows}
 
 
