@@ -27,6 +27,7 @@ import tomli_w
 
 from clef_core.config import ConfigError
 from server.checkpoint import RunFolder
+from server.settings import FederationSettings
 from simulations.engine import (
     app_dir,
     federation_config,
@@ -85,6 +86,7 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
     """Prepare and run one federated simulation in ``out`` (resuming what is there); a second
     call on a folder in use raises :class:`RunFolderBusy` before anything is done."""
     started = time.time()
+    FederationSettings.from_config(cfg)  # choices and ranges of [federation], before anything is built
     out = Path(out).expanduser().resolve()
     with run_folder_lock(out):
         dead = correct_dead_status(RunFolder(out))

@@ -57,4 +57,6 @@ def test_cli_reports_a_bad_value_at_once(capsys: pytest.CaptureFixture[str]) -> 
     assert "clef config: config error: loss.tau = 'abc'" in capsys.readouterr().err
     assert main(["simulate", "--out", "/nonexistent/never-created", "--set", "federation.rounds=three"]) == 2
     assert "federation.rounds = 'three'" in capsys.readouterr().err
+    assert main(["simulate", "--out", "/nonexistent/never-created", "--set", "federation.strategy=fedprx"]) == 2
+    assert "federation.strategy = 'fedprx': expected fedavg | fedprox" in capsys.readouterr().err
     assert not Path("/nonexistent/never-created").exists()

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # a bad value stops here, before the heavy imports
     from pathlib import Path
 
     from client.site import SiteConfigError
@@ -34,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
     # a terminated `clef simulate` still stops its SuperLink, simulation process and Ray (finally blocks)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    cfg = config_from_args(args)
     out = Path(args.out)
     echo = None if args.quiet else (lambda line: print(line, flush=True))
     try:
