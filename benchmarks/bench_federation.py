@@ -1,12 +1,28 @@
-"""Federation overhead and traffic (issue 5).
+"""Federation overhead and traffic (issue 5; measured honestly since issue 14).
 
-Overhead: R rounds of K simulated sites (each S local steps of batch B, in Flower's simulation
-engine, ``federation.client_cpus`` CPUs per site) against the same R*K*S steps of batch B trained
-centrally over the union of the same records in this process, with as many torch threads as the
-simulation runs sites at once. Site stores are built before either clock starts. Reported:
-start-up (launch to the end of round 1, minus one steady round: SuperLink, Ray, actors, imports)
-and the steady-state ratio  sum(seconds of rounds 2..R) * R / (R - 1) / central seconds
-(target <= 1.2).
+Overhead: R rounds of K simulated sites (each S local steps of batch B) in Flower's simulation
+engine, against the same R*K*S steps of batch B trained centrally over the union of the same
+records. Both sides get the same compute: one torch thread, one site at a time
+(``federation.client_cpus`` = all cores, so Ray runs one ClientApp at once), and each runs in
+processes of its own (the central run is a fresh ``python`` of this file, so both pay their
+interpreter and torch import). Site stores are built once, before any clock starts; every
+repeat starts from an empty run (no checkpoint to resume). The repeats interleave the two
+(central, federated, federated, central, ...), so a change in the shared machine's load hits
+both alike. Measured per repeat:
+
+* wall seconds, and CPU seconds of every process involved: ``getrusage(RUSAGE_CHILDREN)`` of
+  this process, which covers the SuperLink, SuperExec, the simulation process, Ray's daemons
+  and workers and ``flwr run`` (each is reaped by its parent or, once orphaned, by the
+  :mod:`simulations.guard` subreaper, so its CPU time reaches this process), plus this
+  process's own ``RUSAGE_SELF``;
+* with start-up: the whole ``simulate`` call against the whole central process;
+* without start-up: rounds 2..R, from the end of round 1 to the end of round R (metrics.jsonl
+  ``time``: round-1 checkpoint write and every gap between rounds included) against (R-1)/R of
+  the central training loop; the federated CPU of that span is the growth of (own + reaped
+  children's + live descendants' /proc CPU, sampled every 0.25 s).
+
+Reported: each repeat's figures and the median ratios federated / central (target <= 1.2 without
+start-up).
 
 Traffic: per site and round the global weights go out and the site's weights come back:
 parameters x 4 bytes each way in float32 (measured on the wire in the run: ``bytes_sent`` /
@@ -21,7 +37,7 @@ synthetic downstream labels), overall and per site (probe on each site's own pat
 leave-one-site-out: FedAvg without the last site, probed on that site's patients.
 
     python benchmarks/bench_federation.py [--sites 3] [--rounds 4] [--steps 3] [--batch 16]
-                                          [--patients 150] [--out DIR] [--keep]
+                                          [--patients 150] [--repeats 3] [--out DIR] [--keep]
     python benchmarks/bench_federation.py --quality [--patients 300] [--epochs 4] [--batch 32]
 """
 
@@ -31,8 +47,13 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +65,7 @@ from clef_core.pipeline import prepare_site
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.loop import build_model, make_dataset
 from clef_core.train.trainer import Trainer, seed_everything
+from simulations.guard import descendants
 from simulations.run import simulate
 from simulations.sites import prepare_federation
 
@@ -52,11 +74,108 @@ SCALES = ("small", "medium", "large")
 
 
 def experiment(args: argparse.Namespace) -> dict:
+    """One site at a time (a ClientApp asks for every core), one torch thread each (the client's
+    simulation default): the same compute as the single-threaded central run."""
     return load_config("simulate-small", [
         f"synth.patients={args.patients}", f"federation.sites={args.sites}", f"federation.rounds={args.rounds}",
         f"federation.local_steps={args.steps}", f"train.batch_size={args.batch or 16}", "federation.eval_every=0",
         f"federation.min_available_nodes={args.sites}", f"federation.min_train_nodes={args.sites}",
+        f"federation.client_cpus={os.cpu_count() or 1}",
         "federation.keep_checkpoints=0", "federation.lr_schedule=\"constant\""])
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def live_descendants_cpu() -> float:
+    """CPU seconds of this process's live descendants and of the children they have reaped:
+    utime + stime + cutime + cstime from /proc (what this process reaped is in RUSAGE_CHILDREN)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime (fields 14-17)
+    return total
+
+
+def all_cpu() -> float:
+    return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) + live_descendants_cpu()
+
+
+def reset_run(out: Path) -> None:
+    """Forget the previous repeat's rounds (keep the split and the sites' prepared stores)."""
+    for name in ("checkpoints", ".flwr"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "status.json", "final_model.pt", "summary.png", "experiment.toml"):
+        (out / name).unlink(missing_ok=True)
+
+
+class CpuSampler:
+    """``all_cpu()`` sampled every ``period`` seconds in a thread, for the CPU spent between two
+    moments of a run (interpolated between samples; the sampling itself is counted, ~1 ms each)."""
+
+    def __init__(self, period: float = 0.25) -> None:
+        self.period, self.samples = period, [(time.time(), all_cpu())]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.samples.append((time.time(), all_cpu()))
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, moment: float) -> float:
+        times = [t for t, _ in self.samples]
+        return float(np.interp(moment, times, [c for _, c in self.samples]))
+
+
+def federated_repeat(cfg: dict, out: Path, rounds: int) -> dict:
+    """One whole simulate call; the CPU of rounds 2..R is read between the end of round 1 and of
+    round R (metrics.jsonl ``time``)."""
+    reset_run(out)
+    cpu0, wall0 = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    with CpuSampler() as sampler:
+        result = simulate(cfg, out)
+    wall = time.perf_counter() - wall0
+    cpu = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+    rows = result.rounds
+    if len(rows) != rounds:
+        raise RuntimeError(f"{out}: {len(rows)} rounds in metrics.jsonl, expected {rounds}")
+    return {"wall": wall, "cpu": cpu, "steady_wall": rows[-1]["time"] - rows[0]["time"],
+            "steady_cpu": sampler.at(rows[-1]["time"]) - sampler.at(rows[0]["time"]), "loss": rows[-1]["train_loss"],
+            "rows": rows}
+
+
+def central_repeat(args: argparse.Namespace, out: Path) -> dict:
+    """This file with ``--central OUT`` in a fresh process: the same steps, one torch thread."""
+    cmd = [sys.executable, __file__, "--central", str(out), "--sites", str(args.sites), "--rounds", str(args.rounds),
+           "--steps", str(args.steps), "--batch", str(args.batch or 16), "--patients", str(args.patients)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cpu0, wall0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    inner = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"wall": time.perf_counter() - wall0, "cpu": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0, **inner}
+
+
+def central_child(args: argparse.Namespace) -> None:
+    """The central side's process: train R*K*S steps over the sites' records, print JSON."""
+    cfg = experiment(args)
+    fed = prepare_federation(cfg, args.central)
+    cpu0 = cpu_seconds(resource.RUSAGE_SELF)
+    loop, loss, _ = central_training(cfg, fed.sites, 1, steps=args.rounds * args.sites * args.steps)
+    print(json.dumps({"loop_wall": loop, "loop_cpu": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "loss": loss}))
 
 
 def central_training(cfg: dict, sites: list, threads: int, *, steps: int = 0,
@@ -119,10 +238,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="local steps per site and round")
     parser.add_argument("--batch", type=int, default=None, help="default 16 (overhead), 32 (--quality)")
     parser.add_argument("--patients", type=int, default=None, help="default 150 (overhead), 300 (--quality)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved central/federated pairs")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folder")
     parser.add_argument("--quality", action="store_true", help="run the (slow) quality comparison instead")
     parser.add_argument("--epochs", type=int, default=4, help="--quality: total epochs (= federated rounds)")
+    parser.add_argument("--central", type=Path, help=argparse.SUPPRESS)  # the central side's own process
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.quality:
@@ -130,61 +251,80 @@ def main() -> None:
         quality(args)
         return
     args.patients = args.patients or 150
+    if args.central is not None:
+        central_child(args)
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-federation-"))
-    cfg = experiment(args)
     try:
-        # data preparation is not what is measured: build every site's store first
-        t0 = time.perf_counter()
-        fed = prepare_federation(cfg, out)
-        for site in fed.sites:
-            prepare_site(site.data_dir, site.work_dir, cfg)
-        prep = time.perf_counter() - t0
-
-        result = simulate(cfg, out)
-        rows = result.rounds
-        steady = [r["seconds"] for r in rows[1:]]
-        steady_round = float(np.mean(steady)) if steady else math.nan
-        fed_rounds = sum(steady) * args.rounds / max(len(steady), 1)
-        startup = result.seconds - sum(r["seconds"] for r in rows) + (rows[0]["seconds"] - steady_round)
-
-        cores = os.cpu_count() or 1
-        parallel = max(1, min(args.sites, int(cores // float(cfg["federation"]["client_cpus"]))))
-        total_steps = args.rounds * args.sites * args.steps
-        central, central_loss, _ = central_training(cfg, fed.sites, parallel, steps=total_steps)
-        ratio = fed_rounds / central
-
-        counts = parameter_counts()
-        # one round's update: the global weights of round R-1 -> round R (a site's reply is as far off)
-        first = torch.load(out / "checkpoints" / f"round_{args.rounds - 1:05d}.pt", weights_only=True)["arrays"]
-        last = torch.load(out / "checkpoints" / f"round_{args.rounds:05d}.pt", weights_only=True)["arrays"]
-        errors = quantisation_errors({k: v.numpy() for k, v in first.items()}, {k: v.numpy() for k, v in last.items()})
-
-        print(f"\n== federation overhead: {args.sites} sites x {args.rounds} rounds x {args.steps} steps "
-              f"(batch {args.batch or 16}, {args.patients} patients, {cores} cores, {parallel} sites at once)")
-        print(f"site store preparation (not timed below): {prep:.1f} s")
-        print(f"start-up (SuperLink, Ray, actors, imports): {startup:.1f} s; round 1: {rows[0]['seconds']:.1f} s")
-        print(f"steady round: {steady_round:.2f} s; {args.rounds} rounds at that pace: {fed_rounds:.1f} s "
-              f"(last train loss {rows[-1]['train_loss']:.4f})")
-        print(f"central, same {total_steps} steps over the same records, {parallel} torch threads: "
-              f"{central:.1f} s (last loss {central_loss:.4f})")
-        print(f"ratio federated / central after start-up: {ratio:.2f}x "
-              f"({'meets' if ratio <= TARGET else 'misses'} the {TARGET}x target)")
-
-        measured = rows[-1]["bytes_sent"] / rows[-1]["sampled"]
-        print("\n== traffic per site per round (each way)")
-        print(f"{'scale':<7} {'params':>12} {'float32':>10} {'float16':>10} {'int8 update':>12}")
-        for scale, n in counts.items():
-            print(f"{scale:<7} {n:>12,} {n * 4 / 1e6:>8.1f}MB {n * 2 / 1e6:>8.1f}MB {n / 1e6:>10.1f}MB")
-        print(f"measured on the wire ({cfg['model']['scale']}): {measured / 1e6:.2f} MB out, "
-              f"{rows[-1]['bytes_received'] / rows[-1]['accepted'] / 1e6:.2f} MB back per site and round")
-        print(f"K sites x R rounds x 2 ways, small: {2 * args.sites * args.rounds * measured / 1e6:.1f} MB this run")
-        print(f"error added by lower precision, relative to one round's update (round {args.rounds - 1} -> "
-              f"{args.rounds}): " + json.dumps({k: round(v, 6) for k, v in errors.items()}))
-        print("  (float16 weights round each weight to ~5e-4 of its size: harmless while an update is large "
-              "next to that, lossy once updates shrink; float16/int8 updates scale with the update itself)")
+        overhead(args, out)
     finally:
         if args.out is None and not args.keep:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def overhead(args: argparse.Namespace, out: Path) -> None:
+    cfg = experiment(args)
+    t0 = time.perf_counter()  # data preparation is not what is measured: build every site's store first
+    fed = prepare_federation(cfg, out)
+    for site in fed.sites:
+        prepare_site(site.data_dir, site.work_dir, cfg)
+    prep = time.perf_counter() - t0
+    total_steps = args.rounds * args.sites * args.steps
+    print(f"\n== federation overhead: {args.sites} sites x {args.rounds} rounds x {args.steps} steps (batch "
+          f"{args.batch or 16}, {args.patients} patients) against the same {total_steps} steps centrally; one torch "
+          f"thread and one site at a time on both sides; {os.cpu_count()} cores shared with other work "
+          f"(load average {os.getloadavg()[0]:.1f} at the start)")
+    print(f"site store preparation (before any clock): {prep:.1f} s; {args.repeats} interleaved repeats", flush=True)
+    header = (f"{'repeat':<7} {'side':<10} {'wall s':>7} {'CPU s':>7} {'wall s, no start-up':>20} "
+              f"{'CPU s, no start-up':>19}")
+    print(header)
+    print("-" * len(header))
+    ratios: dict[str, list[float]] = {k: [] for k in ("wall", "cpu", "steady_wall", "steady_cpu")}
+    steady = (args.rounds - 1) / args.rounds
+    rows = []
+    for i in range(args.repeats):
+        order = ("central", "federated") if i % 2 == 0 else ("federated", "central")
+        got = {}
+        for side in order:
+            if side == "central":
+                c = central_repeat(args, out)
+                got[side] = {**c, "steady_wall": c["loop_wall"] * steady, "steady_cpu": c["loop_cpu"] * steady}
+            else:
+                got[side] = federated_repeat(cfg, out, args.rounds)
+                rows = got[side]["rows"]
+            g = got[side]
+            print(f"{i + 1:<7} {side:<10} {g['wall']:>7.1f} {g['cpu']:>7.1f} {g['steady_wall']:>20.1f} "
+                  f"{g['steady_cpu']:>19.1f}", flush=True)
+        for key in ratios:
+            ratios[key].append(got["federated"][key] / got["central"][key])
+    med = {k: statistics.median(v) for k, v in ratios.items()}
+    spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in ratios.items()}
+    print(f"\nratio federated / central, median of {args.repeats} (range):")
+    print(f"  with start-up:    wall {med['wall']:.2f}x ({spread['wall']}), CPU {med['cpu']:.2f}x ({spread['cpu']})")
+    print(f"  without start-up: wall {med['steady_wall']:.2f}x ({spread['steady_wall']}), "
+          f"CPU {med['steady_cpu']:.2f}x ({spread['steady_cpu']})  "
+          f"({'meets' if med['steady_wall'] <= TARGET else 'misses'} the {TARGET}x target)")
+    traffic(args, cfg, out, rows)
+
+
+def traffic(args: argparse.Namespace, cfg: dict, out: Path, rows: list[dict]) -> None:
+    counts = parameter_counts()
+    # one round's update: the global weights of round R-1 -> round R (a site's reply is as far off)
+    first = torch.load(out / "checkpoints" / f"round_{args.rounds - 1:05d}.pt", weights_only=True)["arrays"]
+    last = torch.load(out / "checkpoints" / f"round_{args.rounds:05d}.pt", weights_only=True)["arrays"]
+    errors = quantisation_errors({k: v.numpy() for k, v in first.items()}, {k: v.numpy() for k, v in last.items()})
+    measured = rows[-1]["bytes_sent"] / rows[-1]["sampled"]
+    print("\n== traffic per site per round (each way)")
+    print(f"{'scale':<7} {'params':>12} {'float32':>10} {'float16':>10} {'int8 update':>12}")
+    for scale, n in counts.items():
+        print(f"{scale:<7} {n:>12,} {n * 4 / 1e6:>8.1f}MB {n * 2 / 1e6:>8.1f}MB {n / 1e6:>10.1f}MB")
+    print(f"measured on the wire ({cfg['model']['scale']}): {measured / 1e6:.2f} MB out, "
+          f"{rows[-1]['bytes_received'] / rows[-1]['accepted'] / 1e6:.2f} MB back per site and round")
+    print(f"K sites x R rounds x 2 ways, small: {2 * args.sites * args.rounds * measured / 1e6:.1f} MB this run")
+    print(f"error added by lower precision, relative to one round's update (round {args.rounds - 1} -> "
+          f"{args.rounds}): " + json.dumps({k: round(v, 6) for k, v in errors.items()}))
+    print("  (float16 weights round each weight to ~5e-4 of its size: harmless while an update is large "
+          "next to that, lossy once updates shrink; float16/int8 updates scale with the update itself)")
 
 
 def probe_site(encoder: torch.nn.Module, site_dir: Path, work: Path, cfg: dict) -> float:

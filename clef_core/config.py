@@ -6,6 +6,10 @@ An experiment is a TOML file in ``configs/``. Every command starts from
 TOML literals (``3``, ``0.1``, ``true``, ``"text"``, ``[1, 2]``); anything that is
 not a TOML literal is kept as a plain string.
 
+Every value is checked at load time against the type of its default (:func:`check_value`):
+``--set federation.rounds=three`` fails before anything runs. An unknown key is an error that
+suggests the nearest known keys; a config name that is not found lists the shipped ones.
+
 Flower's run_config is flat (``{"loss.tau": 0.07}``); :func:`flatten` and
 :func:`unflatten` convert between the two forms so that ``flwr run . -c`` and
 ``clef ... --set`` accept the same keys.
@@ -14,6 +18,8 @@ Flower's run_config is flat (``{"loss.tau": 0.07}``); :func:`flatten` and
 from __future__ import annotations
 
 import copy
+import difflib
+import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,7 +49,14 @@ def resolve_config_path(name: str | Path) -> Path:
     for candidate in (configs_dir() / path.name, configs_dir() / f"{path.name}.toml"):
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"config file not found: {name}")
+    names = ", ".join(config_names()) or "none"
+    raise ConfigError(f"config file not found: {name} (neither a file nor a name in {configs_dir()}; "
+                      f"the shipped configs are: {names})")
+
+
+def config_names() -> list[str]:
+    """The experiment names in ``configs/`` (``default`` is the base of every one)."""
+    return sorted(p.stem for p in configs_dir().glob("*.toml"))
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -65,19 +78,75 @@ def parse_value(text: str) -> Any:
 def merge(base: Mapping[str, Any], update: Mapping[str, Any], *, strict: bool, where: str = "") -> dict[str, Any]:
     """Deep-merge ``update`` into a copy of ``base``.
 
-    With ``strict``, a key absent from ``base`` is an error: a typo in a config
-    file must not be silently ignored.
+    With ``strict``, a key absent from ``base`` is an error (a typo in a config file must not
+    be silently ignored) and every value must have the type of the value it replaces
+    (:func:`check_value`).
     """
     out = copy.deepcopy(dict(base))
     for key, value in update.items():
         dotted = f"{where}{key}"
         if strict and key not in out:
-            raise ConfigError(f"unknown config key '{dotted}'")
+            kind = "section" if isinstance(value, Mapping) else "key"
+            raise ConfigError(f"unknown config {kind} '{dotted}'{_did_you_mean(dotted, base, where)}")
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = merge(out[key], value, strict=strict, where=f"{dotted}.")
+        elif strict:
+            out[key] = check_value(dotted, value, out[key])
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _did_you_mean(dotted: str, base: Mapping[str, Any], where: str) -> str:
+    known = [f"{where}{k}" for k in base]
+    close = difflib.get_close_matches(dotted, known, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean (true | false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a section"
+    return type(value).__name__
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, Mapping):
+        return isinstance(value, Mapping)
+    return isinstance(value, type(default))
+
+
+def check_value(dotted: str, value: Any, default: Any) -> Any:
+    """``value`` if it has the type of ``default``, else a :class:`ConfigError` naming the key.
+
+    An integer is accepted where the default is a float (and stored as a float). A list's items
+    must have the type of the default's items; the items of an empty default list (folders such
+    as ``federation.site_dirs``) must be strings.
+    """
+    if isinstance(default, Mapping) and not isinstance(value, Mapping):
+        raise ConfigError(f"{dotted} is a section, not a value: set its keys, e.g. {dotted}.{next(iter(default))}=...")
+    if not _same_type(value, default):
+        shown = f" (default {json.dumps(default)})" if not dotted.endswith("]") else ""
+        raise ConfigError(f"{dotted} = {value!r}: expected {_type_name(default)}{shown}, got {_type_name(value)}")
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, list):
+        item = default[0] if default else ""
+        return [check_value(f"{dotted}[{i}]", v, item) for i, v in enumerate(value)]
+    return copy.deepcopy(value)
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -109,11 +178,33 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 def overrides_to_dict(overrides: Iterable[str]) -> dict[str, Any]:
     flat = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.key=value")
-        key, text = item.split("=", 1)
-        flat[key.strip()] = parse_value(text.strip())
+        key, text = split_override(item)
+        flat[key] = parse_value(text)
     return unflatten(flat)
+
+
+def split_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form section.key=value")
+    key, text = item.split("=", 1)
+    return key.strip(), text.strip()
+
+
+def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``cfg`` with ``section.key=value`` overrides applied and checked (:func:`merge`).
+
+    Where the default is a string, the text is taken as it is even when it reads as another
+    TOML literal (``--set train.device=0``); quotes around it are removed as TOML does.
+    """
+    flat: dict[str, Any] = {}
+    defaults = flatten(cfg)
+    for item in overrides:
+        key, text = split_override(item)
+        value = parse_value(text)
+        if isinstance(defaults.get(key), str) and not isinstance(value, str):
+            value = text
+        flat[key] = value
+    return merge(cfg, unflatten(flat), strict=True)
 
 
 def load_config(file: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -121,5 +212,8 @@ def load_config(file: str | Path | None = None, overrides: Iterable[str] = ()) -
     cfg = read_toml(configs_dir() / "default.toml")
     if file is not None:
         path = resolve_config_path(file)
-        cfg = merge(cfg, read_toml(path), strict=True)
-    return merge(cfg, overrides_to_dict(overrides), strict=True)
+        try:
+            cfg = merge(cfg, read_toml(path), strict=True)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return apply_overrides(cfg, overrides)

@@ -100,7 +100,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, iters: int = 100)
 
 
 def probe_scores(features: np.ndarray, probe: ProbeSet, folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """``probe_auroc`` (mean) and ``probe_auroc.<label>`` for each label with enough of both classes."""
+    """``probe_auroc`` (mean) and ``probe_auroc.<label>`` for each label with enough of both classes,
+    with the label's scored positives and negatives (``probe_pos.<label>``, ``probe_neg.<label>``)."""
     out: dict[str, float] = {}
     for j, label in enumerate(probe.labels):
         known = np.isfinite(probe.y[:, j])
@@ -120,7 +121,9 @@ def probe_scores(features: np.ndarray, probe: ProbeSet, folds: int = 5, seed: in
         value = auroc(y[scored], scores[scored])
         if math.isfinite(value):
             out[f"probe_auroc.{label}"] = value
-    per_label = [v for v in out.values()]
+            out[f"probe_pos.{label}"] = float(y[scored].sum())  # the counts behind the AUROC's error bar
+            out[f"probe_neg.{label}"] = float((1 - y[scored]).sum())
+    per_label = [v for k, v in out.items() if k.startswith("probe_auroc.")]
     if per_label:
         out["probe_auroc"] = float(np.mean(per_label))
     return out

@@ -12,8 +12,10 @@ deprecated in-process ``flwr.simulation.run_simulation``:
 
 The SuperLink runs with ``--disable-runtime-dependency-installation`` (otherwise every run
 ``uv sync``s the app's dependencies, torch included, into a new environment), on a free local
-port, with a private ``FLWR_HOME`` whose config.toml names it as the ``clef-sim`` connection. Its
-whole process group (SuperExec, the simulation process, Ray) is stopped when the run ends.
+port, with a private ``FLWR_HOME`` whose config.toml names it as the ``clef-sim`` connection.
+It runs under a guard process (:mod:`simulations.guard`) that stops it and every process under
+it (SuperExec, the simulation process, Ray) when the run ends or ``clef simulate`` dies, even
+by SIGKILL; ``flwr run`` gets SIGTERM from the kernel when its parent dies (``PR_SET_PDEATHSIG``).
 ``RAY_ADDRESS`` (``federation.ray_address``) makes Ray join an existing cluster instead of
 starting a local one.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +32,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
+
+from simulations.guard import GRACE_SECONDS, descendants, die_with_parent
 
 CONNECTION = "clef-sim"
 STARTUP_TIMEOUT = 60.0
@@ -83,19 +86,36 @@ def write_connection(flwr_home: Path, port: int) -> Path:
 
 @contextlib.contextmanager
 def local_superlink(flwr_home: Path, log: IO[str], ray_address: str = "") -> Iterator[dict[str, str]]:
-    """A simulation SuperLink for the duration of the block; yields the environment for ``flwr``."""
+    """A simulation SuperLink for the duration of the block; yields the environment for ``flwr``.
+
+    The SuperLink runs under :mod:`simulations.guard`, which stops it and everything it started
+    (SuperExec, the simulation process, Ray) when the block ends -- or when this process dies
+    without running its ``finally`` blocks (SIGKILL): no orphan finishes rounds unsupervised.
+    """
     port = free_port()
     write_connection(flwr_home, port)
     env = engine_env(flwr_home, ray_address)
     cmd = [str(bin_dir() / "flower-superlink"), "--insecure", "--simulation",
            "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=flwr_home,
-                            start_new_session=True)
+    guard = subprocess.Popen([sys.executable, "-m", "simulations.guard", "--", *cmd], env=env, stdin=subprocess.PIPE,
+                             stdout=log, stderr=subprocess.STDOUT, cwd=flwr_home, start_new_session=True)
     try:
-        wait_ready(port, proc)
+        wait_ready(port, guard)
         yield env
     finally:
-        stop_group(proc)
+        stop_guard(guard)
+
+
+def stop_guard(guard: subprocess.Popen[bytes], timeout: float = 4 * GRACE_SECONDS) -> None:
+    """Close the guard's pipe (it then stops every process under it) and wait for it."""
+    assert guard.stdin is not None
+    with contextlib.suppress(OSError):
+        guard.stdin.close()
+    try:
+        guard.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        guard.kill()
+        guard.wait()
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = STARTUP_TIMEOUT) -> None:
@@ -109,53 +129,13 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = STARTU
     raise EngineError(f"flower-superlink did not listen on port {port} within {timeout:.0f} s")
 
 
-def process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) of every process (Linux ``/proc``)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        table[int(entry.name)] = (int(fields[1]), int(fields[2]))
-    return table
-
-
 def descendant_groups(root: int) -> set[int]:
     """Process groups of ``root`` and all its descendants. SuperExec starts the simulation in a
     group of its own, and Ray's agents outlive their raylet unless their group is signalled."""
-    table = process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    groups, stack = {root}, [root]
-    while stack:
-        pid = stack.pop()
-        if pid in table:
-            groups.add(table[pid][1])
-        stack.extend(children.get(pid, []))
-    return groups
-
-
-def _signal_groups(groups: set[int], sig: int) -> None:
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, sig)
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM every process group under ``proc`` (the SuperLink, SuperExec, the simulation
-    process and Ray's), then SIGKILL what is left after ``grace`` seconds."""
-    groups = descendant_groups(proc.pid) if Path("/proc").is_dir() else {proc.pid}
-    _signal_groups(groups, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    _signal_groups(groups, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
+    groups = {root}
+    with contextlib.suppress(ProcessLookupError):
+        groups.add(os.getpgid(root))
+    return groups | set(descendants(root).values())
 
 
 def federation_config(num_supernodes: int, client_cpus: float, client_gpus: float, init_cpus: int) -> str:
@@ -169,7 +149,8 @@ def flwr_run(app_dir: Path, run_config: dict[str, str | int | float | bool], fed
     (and each line to ``on_line``); returns its exit code, which is 0 also when the ServerApp
     failed -- the caller reads the run folder's status."""
     proc = subprocess.Popen(flwr_run_command(app_dir, run_config, federation), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, cwd=env["FLWR_HOME"], text=True, errors="replace")
+                            stderr=subprocess.STDOUT, cwd=env["FLWR_HOME"], text=True, errors="replace",
+                            preexec_fn=die_with_parent)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:

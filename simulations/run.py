@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ import tomli_w
 
 from clef_core.config import ConfigError
 from server.checkpoint import RunFolder
+from server.settings import FederationSettings
 from simulations.engine import (
     app_dir,
     federation_config,
@@ -34,6 +36,7 @@ from simulations.engine import (
     stage_app,
     tail,
 )
+from simulations.run_lock import correct_dead_status, run_folder_lock
 from simulations.sites import PreparedFederation, prepare_federation
 from simulations.summary import read_rounds, summarise
 
@@ -80,10 +83,21 @@ def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str
 
 def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str | Path] | None = None,
              echo: Callable[[str], None] | None = None) -> SimulationResult:
-    """Prepare and run one federated simulation in ``out`` (resuming what is there)."""
+    """Prepare and run one federated simulation in ``out`` (resuming what is there); a second
+    call on a folder in use raises :class:`RunFolderBusy` before anything is done."""
     started = time.time()
+    FederationSettings.from_config(cfg)  # choices and ranges of [federation], before anything is built
     out = Path(out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    with run_folder_lock(out):
+        dead = correct_dead_status(RunFolder(out))
+        if dead is not None and echo is not None:
+            echo(f"clef: the previous run in {out} died during round {int(dead.get('round') or 0) + 1} (its "
+                 f"status.json still said {dead['state']!r}; now 'interrupted'); resuming from its last checkpoint")
+        return _simulate_locked(cfg, out, site_dirs, echo, started)
+
+
+def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str | Path] | None,
+                     echo: Callable[[str], None] | None, started: float) -> SimulationResult:
     federation = prepare_federation(cfg, out, site_dirs=site_dirs)
     check_node_counts(cfg, len(federation.sites))
     if str(cfg.get("privacy", {}).get("mode", "off")) != "off":
@@ -106,6 +120,7 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
     status = folder.read_status()
     rows = read_rounds(out)
     if status.get("state") != "complete":
+        correct_dead_status(folder)  # the engine is stopped: a "running" here is no longer true
         detail = status.get("error") or "the ServerApp did not finish (see the log)"
         lines = "\n".join(tail(out / ENGINE_LOG, 25))
         raise SimulationError(f"simulation in {out} stopped: {detail}\n--- last lines of {out / ENGINE_LOG}:\n{lines}")
@@ -116,14 +131,19 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
                             federation)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ACTOR = re.compile(r"^\((?:ClientAppActor|pid)[^)]*\)\s*")
+
+
 def _progress(echo: Callable[[str], None] | None) -> Callable[[str], None] | None:
-    """Pass on the lines a person wants to watch: rounds, failures, the clef server's lines."""
+    """Pass on the lines a person wants to watch: rounds, the sites' step counts within a round,
+    failures, the clef server's lines (without Ray's colour codes and actor prefixes)."""
     if echo is None:
         return None
     keys = ("clef:", "[ROUND", "ERROR", "Traceback", "Exit Code")
 
     def on_line(line: str) -> None:
         if any(k in line for k in keys):
-            echo(line)
+            echo(ACTOR.sub("", ANSI.sub("", line)).strip())
 
     return on_line

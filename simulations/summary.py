@@ -1,16 +1,20 @@
 """The end-of-run summary of a federated run folder: a per-round table and a PNG.
 
 Reads only ``metrics.jsonl`` (:mod:`server.checkpoint`), so it works on any run folder, finished
-or not. The plot has the aggregated train loss per round and, when the server probed a held-out
-set, the linear-probe AUROC per round.
+or not. The plot has the train loss per round of every site and of the federation and, when the
+server probed a held-out set, the linear-probe AUROC per label with its 95 % confidence interval
+(Hanley & McNeil 1982, from the label's positives and negatives), their mean, and chance.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from clef_core.evaluation.metrics import auroc_ci95_halfwidth
 
 PLOT = "summary.png"
 
@@ -74,7 +78,58 @@ def site_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def probe_labels(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({k.split(".", 1)[1] for r in rows for k in r if k.startswith("probe_auroc.")})
+
+
+def _loss_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+    rounds = [r["round"] for r in rows]
+    sites = sorted({s.get("site", "?") for r in rows for s in r.get("sites", []) if s.get("status") == "accepted"})
+    for name in sites:
+        points = [(r["round"], s["train_loss"]) for r in rows for s in r.get("sites", [])
+                  if s.get("site", "?") == name and s.get("status") == "accepted" and s.get("train_loss") is not None]
+        if points:
+            ax.plot(*zip(*points), lw=0.8, alpha=0.6, marker=".", label=name)
+    ax.plot(rounds, [r.get("train_loss") for r in rows], marker="o", color="black", lw=2,
+            label="all sites (weighted by patients)")
+    evals = [(r["round"], r["eval"]["eval_loss"]) for r in rows if (r.get("eval") or {}).get("eval_loss") is not None]
+    if evals:
+        ax.plot(*zip(*evals), marker="s", ls="--", color="tab:gray", label="global model, sites' own data")
+    ax.set_xlabel("round")
+    ax.set_ylabel("CLEF loss (local training)")
+    ax.set_title("training loss per round", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+
+
+def _probe_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> bool:
+    """Per-label probe AUROC with 95 % CIs, their mean, and chance; False when nothing was probed."""
+    labels = probe_labels(rows)
+    if not labels:
+        return False
+    for k, label in enumerate(labels):
+        pts = [r for r in rows if r.get(f"probe_auroc.{label}") is not None]
+        x = [r["round"] + (k - (len(labels) - 1) / 2) * 0.06 for r in pts]  # side by side: bars stay readable
+        y = [r[f"probe_auroc.{label}"] for r in pts]
+        counted = all(f"probe_pos.{label}" in r for r in pts)
+        err = [auroc_ci95_halfwidth(r[f"probe_auroc.{label}"], r[f"probe_pos.{label}"], r[f"probe_neg.{label}"])
+               for r in pts] if counted else None
+        n = f" ({int(pts[-1][f'probe_pos.{label}'])}+/{int(pts[-1][f'probe_neg.{label}'])}-)" if counted else ""
+        ax.errorbar(x, y, yerr=err, marker=".", lw=0.9, capsize=2, alpha=0.8, label=f"{label}{n}")
+    mean = [(r["round"], r["probe_auroc"]) for r in rows if r.get("probe_auroc") is not None]
+    initial = [(0, r["probe_auroc_initial"]) for r in rows[:1] if r.get("probe_auroc_initial") is not None]
+    ax.plot(*zip(*(initial + mean)), marker="o", color="black", lw=2, label="mean over labels (0: before training)")
+    ax.axhline(0.5, color="tab:red", ls=":", lw=1.2, label="chance (0.5)")
+    ax.set_ylim(min(0.3, *(v for _, v in mean)) - 0.02, 1.0)
+    ax.set_xlabel("round")
+    ax.set_ylabel("linear-probe AUROC, held-out patients")
+    ax.set_title("held-out linear probe per label (bars: 95 % CI)", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return True
+
+
 def plot(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
+    """Two panels: the loss per round (every site and the federation) and the held-out probe
+    AUROC per label with 95 % CIs (Hanley & McNeil), their mean and the chance line."""
     if not rows:
         return None
     import matplotlib
@@ -83,22 +138,15 @@ def plot(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    rounds = [r["round"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    ax.plot(rounds, [r.get("train_loss") for r in rows], marker="o", color="tab:blue", label="train loss (aggregated)")
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("CLEF train loss", color="tab:blue")
-    probe = [(0, r["probe_auroc_initial"]) for r in rows[:1] if r.get("probe_auroc_initial") is not None]
-    probe += [(r["round"], r["probe_auroc"]) for r in rows if r.get("probe_auroc") is not None]
-    if probe:
-        ax2 = ax.twinx()
-        ax2.plot([p[0] for p in probe], [p[1] for p in probe], marker="s", color="tab:red",
-                 label="linear-probe AUROC (held out)")
-        ax2.set_ylabel("probe AUROC", color="tab:red")
-        ax2.set_ylim(0.4, 1.0)
-    ax.set_title("federated CLEF pretraining")
-    ax.grid(alpha=0.3)
+    probed = bool(probe_labels(rows))
+    fig, axes = plt.subplots(1, 2 if probed else 1, figsize=(11 if probed else 6, 4.2), dpi=110, squeeze=False)
+    _loss_panel(axes[0][0], rows)
+    if probed:
+        _probe_panel(axes[0][1], rows)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"federated CLEF pretraining, {len(rows)} rounds", fontsize=11)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out)

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from clef_core.evaluation.evidence import distance_risk_spearman, pca_2d, similarity_by_risk_bins
-from clef_core.evaluation.metrics import auroc, macro_auroc_ovr, r2, sensitivity_ppv, spearman
+from clef_core.evaluation.metrics import (
+    auroc,
+    auroc_chance_halfwidth,
+    auroc_ci95_halfwidth,
+    macro_auroc_ovr,
+    r2,
+    sensitivity_ppv,
+    spearman,
+)
 from clef_core.evaluation.mitdb import AAMI_CLASSES, aami_class, beat_windows, load_beats, resolve_records
 from clef_core.evaluation.probe import fit_probe
 from clef_core.evaluation.protocol import oof_decisions, score
@@ -39,6 +47,36 @@ def test_auroc_hand_example_with_ties():
     assert math.isnan(auroc([1, 1], [0.1, 0.2]))
     with pytest.raises(ValueError, match="NaN"):
         auroc([0, 1], [0.1, np.nan])
+
+
+def test_auroc_intervals_match_simulation():
+    """The chance half-width (Mann-Whitney null variance) and the Hanley-McNeil CI against 4000
+    simulated draws: no-signal scores, and binormal scores with a true AUROC of about 0.8."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(6), np.zeros(19)]
+    null = np.array([auroc(y, rng.normal(size=25)) for _ in range(4000)])
+    spread = (np.quantile(null, 0.975) - np.quantile(null, 0.025)) / 2
+    assert auroc_chance_halfwidth(6, 19) == pytest.approx(spread, rel=0.1)
+    assert auroc_chance_halfwidth(6, 19) > 0.1 > auroc_chance_halfwidth(150, 300)  # 25 records say little
+    shift = 1.19  # binormal: AUROC = Phi(shift / sqrt(2)) = 0.8
+    y = np.r_[np.ones(40), np.zeros(60)]
+    draws = np.array([auroc(y, np.r_[rng.normal(shift, size=40), rng.normal(size=60)]) for _ in range(4000)])
+    assert auroc_ci95_halfwidth(0.8, 40, 60) == pytest.approx(1.96 * draws.std(), rel=0.15)
+    assert math.isnan(auroc_ci95_halfwidth(0.8, 0, 60)) and math.isnan(auroc_chance_halfwidth(3, 0))
+
+
+def test_small_tasks_are_flagged_and_large_ones_are_not():
+    from clef_core.evaluation.run import flag_small_task
+
+    rng = np.random.default_rng(1)
+    for n, flagged in ((25, True), (600, False)):
+        y = (rng.random((n, 2)) < 0.3).astype(float)
+        metrics = score("binary", ["a", "b"], y, rng.normal(size=(n, 2)), min_per_class=3)
+        flag_small_task("binary", metrics, 0.1)
+        assert ("too_small" in metrics) == flagged and metrics["chance_95"] > 0 and metrics["ci_95"] > 0
+    metrics = {"mean_mae": 1.0, "labels": {}}
+    flag_small_task("regression", metrics, 0.1)
+    assert metrics == {"mean_mae": 1.0, "labels": {}}
 
 
 def test_multiclass_metrics_and_regression():
@@ -192,7 +230,7 @@ def _evaluate(*argv: str) -> int:
     return main(["evaluate", *argv])
 
 
-def test_cli_synthetic_and_evidence(tmp_path, tiny_checkpoint, tiny_site):
+def test_cli_synthetic_and_evidence(tmp_path, tiny_checkpoint, tiny_site, capsys):
     from clef_core.checkpoint import load_model
 
     out = tmp_path / "eval"
@@ -206,8 +244,19 @@ def test_cli_synthetic_and_evidence(tmp_path, tiny_checkpoint, tiny_site):
     assert "grouped" in task["metrics"]["protocol"]
     ev = results["evidence"]["I"]
     assert set(ev["spearman"]) == {"clinical", "truth"} and "age" in ev["leakage"] and "sex" in ev["leakage"]
-    for png in ("embedding_map_I.png", "similarity_vs_risk_I.png"):
+    for png in ("embedding_map_I.png", "similarity_vs_risk_I.png", "tasks.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    baseline = results["baseline"]
+    assert "random weights" in baseline["what"] and 0.0 <= baseline["tasks"]["synthetic_I"]["metrics"]["mean_auroc"] <= 1
+    assert set(baseline["evidence"]["I"]["spearman"]) == {"clinical", "truth"}
+    assert task["metrics"]["chance_95"] > 0.1 and "too few examples" in task["metrics"]["too_small"]  # 30 patients
+    for row in ev["similarity_by_risk_bin"]["truth"]:
+        assert -1 <= row["q25_similarity"] <= row["median_similarity"] <= row["q75_similarity"] <= 1
+    printed = capsys.readouterr()
+    assert "untrained" in printed.out and "TOO SMALL TO MEAN MUCH" in printed.out
+    listed = printed.out.split("outputs:")[1]
+    for name in ("results.json", "model.pt", "embedding_map_I.png", "similarity_vs_risk_I.png", "tasks.png"):
+        assert str(out / name) in listed
     model = load_model(out / "model.pt")  # a copy with the head; the original is untouched
     head = model.heads["synthetic_I"]
     assert head.labels == task["head_labels"] and head.meta["activation"] == "sigmoid"

@@ -95,7 +95,9 @@ def rows(ct) -> dict[str, pd.Series]:
 
 
 def test_values_are_nearest_before_the_ecg_within_the_window(cohort):
-    ct = extract_clinical_table(cohort)
+    lines = []
+    ct = extract_clinical_table(cohort, progress=lines.append)
+    assert lines[0].startswith("record_list") and any("rows read" in x for x in lines)  # a line per step
     r = rows(ct)
     a = r["101"]
     assert a["subject_id"] == "1" and a["age"] == 52 and a["sex"] == "male"

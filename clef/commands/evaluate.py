@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", metavar="DIR", type=Path, help="where evaluation data is cached (default: OUT/data)")
     parser.add_argument("--heads", choices=("copy", "inplace", "none"), default="copy",
                         help="store the trained heads in OUT/model.pt (copy, default), in CHECKPOINT itself, or nowhere")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline row (the same encoder untrained, scored the same way; doubles the time)")
 
 
 def _tasks(spec: str) -> list[str]:
@@ -49,13 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from clef_core.checkpoint import CheckpointError, add_head, head_entry, load_model, save_model
-    from clef_core.data.preprocess import PreprocessConfig
-    from clef_core.evaluation.mitdb import DS1, resolve_records
-    from clef_core.evaluation.run import EvalSettings, evaluate_evidence, evaluate_task
-    from clef_core.paths import shared_data_dir
-    from clef_core.evaluation.sites import snomed_site, synthetic_site, with_model_preprocess
-    from clef_core.evaluation.tasks import evidence_inputs, mitdb_task, snomed_tasks, synthetic_task
+    from clef_core.checkpoint import CheckpointError, load_model
+    from clef_core.evaluation.run import EvalSettings
+    from clef_core.evaluation.sites import with_model_preprocess
 
     try:
         tasks = _tasks(args.task)
@@ -68,42 +66,167 @@ def run(args: argparse.Namespace) -> int:
         return 1
     torch.manual_seed(settings.seed)
     cfg = with_model_preprocess(cfg, model.preprocess)
-    work = args.work or args.out / "data"
     args.out.mkdir(parents=True, exist_ok=True)
-    progress = not args.quiet
     results: dict[str, Any] = {"checkpoint": str(args.checkpoint), "encoder": model.encoder_config,
                                "pretraining": {k: model.provenance.get(k) for k in ("kind", "loss", "result")},
                                "settings": dataclasses.asdict(settings), "tasks": {}, "skipped": {}}
-    trained = []
+    progress = Progress(quiet=args.quiet)
+    baseline = None if args.no_baseline else untrained_encoder(model.encoder_config, settings.seed)
+    if baseline is not None:
+        results["baseline"] = {"what": f"the same encoder with random weights (seed {settings.seed}), same protocol",
+                               "tasks": {}, "evidence": {}}
     try:
-        site = synthetic_site(cfg, settings, work, args.cohort, progress=progress) if {"synthetic", "evidence"} & set(tasks) else None
-        for lead in leads:
-            if "synthetic" in tasks:
-                trained.append(evaluate_task(model.encoder, synthetic_task(site, lead), settings))
-            if "evidence" in tasks:
-                results.setdefault("evidence", {})[lead] = evaluate_evidence(
-                    model.encoder, evidence_inputs(site, lead), settings, args.out, title="synthetic cohort")
-            if "snomed" in tasks:
-                if _available(shared_data_dir("ecg", settings.snomed_dir), args.task, results, "snomed"):
-                    for task in snomed_tasks(snomed_site(cfg, settings, work, progress=progress), lead, settings.min_per_class):
-                        trained.append(evaluate_task(model.encoder, task, settings))
-        if "mitdb" in tasks and _available(shared_data_dir("mitdb", settings.mitdb_dir), args.task, results, "mitdb"):
-            root = shared_data_dir("mitdb", settings.mitdb_dir)
-            present = [n for n in DS1 if (root / f"{n}.hea").is_file()]
-            if not args.train and not present:
-                raise FileNotFoundError(f"mitdb task: no DS1 record in {root} (give --train RECORDS)")
-            train = resolve_records(args.train or present, root)
-            test = resolve_records(args.test, root) if args.test else None
-            task = mitdb_task(train, test, PreprocessConfig.from_dict(model.preprocess), settings.mitdb_beats_per_class, settings.seed)
-            trained.append(evaluate_task(model.encoder, task, settings))
-            results["mitdb_data"] = {"train": task.info, "test": task.test.info if task.test is not None else None}
+        trained = _run_tasks(args, cfg, settings, model, baseline, tasks, leads, results, progress)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"clef evaluate: {exc}", file=sys.stderr)
         return 1
+    outputs = _save_heads(args, model, trained, results)
+    figure = _task_figure(results, args.out / "tasks.png")
+    if figure is not None:
+        outputs.append(("figure", figure))
+    (args.out / "results.json").write_text(json.dumps(_clean(results), indent=2), encoding="utf-8")
+    progress.say(f"done in {progress.elapsed():.0f} s")
+    _print_table(results)
+    print()
+    print("outputs:")
+    for label, path in [("results", args.out / "results.json"), *outputs]:
+        print(f"  {label:12s} {path}")
+    return 0
 
+
+class Progress:
+    """``clef evaluate: [  12 s] message`` lines on stderr (the table stays alone on stdout)."""
+
+    def __init__(self, quiet: bool) -> None:
+        import time
+
+        self.quiet, self.clock, self.started = quiet, time.perf_counter, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(f"clef evaluate: [{self.elapsed():5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def untrained_encoder(config: dict[str, Any], seed: int) -> Any:
+    """The baseline: the checkpoint's architecture with fresh random weights (a fixed seed)."""
+    import torch
+
+    from clef_core.checkpoint import build_encoder_from_config
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_encoder_from_config(config).eval()
+
+
+def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, model: Any, baseline: Any,
+               tasks: list[str], leads: list[str], results: dict[str, Any],
+               progress: Progress) -> list[tuple[str, Any]]:
+    from clef_core.data.preprocess import PreprocessConfig
+    from clef_core.evaluation.mitdb import DS1, resolve_records
+    from clef_core.evaluation.run import evaluate_evidence
+    from clef_core.evaluation.sites import snomed_site, synthetic_site
+    from clef_core.evaluation.tasks import evidence_inputs, mitdb_task, snomed_tasks, synthetic_task
+    from clef_core.paths import shared_data_dir
+
+    work = args.work or args.out / "data"
+    bars = not args.quiet
+    trained: list[tuple[str, Any]] = []
+    site = None
+    if {"synthetic", "evidence"} & set(tasks):
+        progress.say("preparing the synthetic evaluation cohort")
+        site = synthetic_site(cfg, settings, work, args.cohort, progress=bars)
+    for lead in leads:
+        if "synthetic" in tasks:
+            trained.append(_score(synthetic_task(site, lead), model.encoder, baseline, settings, results, progress))
+        if "evidence" in tasks:
+            inputs = evidence_inputs(site, lead)
+            progress.say(f"evidence lead {lead}: distance-risk Spearman, leakage probe, figures ({len(inputs.x)} "
+                         f"patients)")
+            results.setdefault("evidence", {})[lead] = evaluate_evidence(
+                model.encoder, inputs, settings, args.out, title="synthetic cohort")
+            if baseline is not None:
+                progress.say(f"evidence lead {lead}: the untrained baseline")
+                results["baseline"]["evidence"][lead] = evaluate_evidence(baseline, inputs, settings, None)
+        if "snomed" in tasks and _available(shared_data_dir("ecg", settings.snomed_dir), args.task, results, "snomed"):
+            progress.say(f"preparing the SNOMED records (lead {lead})")
+            prepared = snomed_site(cfg, settings, work, progress=bars)
+            for task in snomed_tasks(prepared, lead, settings.min_per_class):
+                trained.append(_score(task, model.encoder, baseline, settings, results, progress))
+    if "mitdb" in tasks and _available(shared_data_dir("mitdb", settings.mitdb_dir), args.task, results, "mitdb"):
+        root = shared_data_dir("mitdb", settings.mitdb_dir)
+        present = [n for n in DS1 if (root / f"{n}.hea").is_file()]
+        if not args.train and not present:
+            raise FileNotFoundError(f"mitdb task: no DS1 record in {root} (give --train RECORDS)")
+        train = resolve_records(args.train or present, root)
+        test = resolve_records(args.test, root) if args.test else None
+        progress.say(f"reading MIT-BIH beats of {len(train)} training records")
+        task = mitdb_task(train, test, PreprocessConfig.from_dict(model.preprocess), settings.mitdb_beats_per_class,
+                          settings.seed)
+        trained.append(_score(task, model.encoder, baseline, settings, results, progress))
+        results["mitdb_data"] = {"train": task.info, "test": task.test.info if task.test is not None else None}
+    return trained
+
+
+def _score(task: Any, encoder: Any, baseline: Any, settings: Any, results: dict[str, Any],
+           progress: Progress) -> tuple[str, Any]:
+    """Score ``task`` with the trained encoder (and the untrained baseline); its key is name_lead."""
+    from clef_core.evaluation.run import evaluate_task
+
+    key = f"{task.name}_{task.lead}"
+    what = f"{key}: {settings.mode} on {len(task)} rows, {len(task.labels)} {'classes' if task.kind == 'multiclass' else 'labels'}"
+    progress.say(f"{what}, trained encoder")
+    result = evaluate_task(encoder, task, settings, say=lambda m: progress.say(f"{key}: {m}"))
+    progress.say(f"{key}: {_headline_text(result.metrics)} in {result.seconds:.0f} s")
+    if baseline is not None:
+        progress.say(f"{what}, untrained baseline")
+        base = evaluate_task(baseline, task, settings, say=lambda m: progress.say(f"{key} baseline: {m}"))
+        results["baseline"]["tasks"][key] = {"metrics": base.metrics, "seconds": round(base.seconds, 2)}
+        progress.say(f"{key} baseline: {_headline_text(base.metrics)} in {base.seconds:.0f} s")
+    return key, result
+
+
+def _task_figure(results: dict[str, Any], path: Path) -> Path | None:
+    """tasks.png: every AUROC task, trained vs untrained, 95 % CIs, chance (None without one)."""
+    from clef_core.evaluation.plots import task_scores
+
+    rows = []
+    for key, res in results["tasks"].items():
+        m = res["metrics"]
+        b = results.get("baseline", {}).get("tasks", {}).get(key, {}).get("metrics", {})
+        for metric, name in (("mean_auroc", "mean AUROC"), ("macro_auroc", "macro AUROC")):
+            if metric in m:
+                label = f"{key}{' [too small]' if 'too_small' in m else ''}"
+                rows.append({"task": label, "metric": name, "trained": _finite(m[metric]), "ci_trained": m.get("ci_95"),
+                             "untrained": _finite(b.get(metric)), "ci_untrained": b.get("ci_95")})
+    if not rows:
+        return None
+    return task_scores(rows, path, title=f"downstream tasks of {Path(results['checkpoint']).name} "
+                                         f"({results['settings']['mode']})")
+
+
+def _finite(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _headline_text(metrics: dict[str, Any]) -> str:
+    for key, name in (("mean_auroc", "mean AUROC"), ("macro_auroc", "macro AUROC"), ("mean_mae", "MAE")):
+        if key in metrics:
+            return f"{name} {_fmt(metrics[key])}"
+    return "skipped"
+
+
+def _save_heads(args: argparse.Namespace, model: Any, trained: list[tuple[str, Any]],
+                results: dict[str, Any]) -> list[tuple[str, Path]]:
+    """Store each trained head (a copy of the checkpoint, the checkpoint itself, or a fine-tuned
+    model file); returns the files written besides results.json, figures included."""
+    from clef_core.checkpoint import add_head, head_entry, save_model
+
+    outputs: list[tuple[str, Path]] = []
     heads_path = None
-    for result in trained:
-        key = f"{result.name}_{result.head_meta.get('lead', '')}".rstrip("_")
+    for key, result in trained:
         results["tasks"][key] = result.summary()
         if result.head is None:
             continue
@@ -111,9 +234,11 @@ def run(args: argparse.Namespace) -> int:
         if result.encoder is not None:  # fine-tuned: a new model file with its own encoder
             path = save_model(args.out / f"finetuned_{key}.pt", result.encoder, preprocess=model.preprocess,
                               heads={key: head_entry(result.head, result.head_labels, meta=meta)},
-                              provenance={**model.provenance, "kind": "finetune", "base_checkpoint": str(args.checkpoint), "task": key},
+                              provenance={**model.provenance, "kind": "finetune", "base_checkpoint": str(args.checkpoint),
+                                          "task": key},
                               input_spec=model.input)
             results["tasks"][key]["model"] = str(path)
+            outputs.append(("fine-tuned", Path(path)))
         elif args.heads != "none":
             target = args.checkpoint if args.heads == "inplace" else args.out / "model.pt"
             if heads_path is None and args.heads == "copy":
@@ -121,12 +246,11 @@ def run(args: argparse.Namespace) -> int:
             heads_path = target
             add_head(target, key, result.head, result.head_labels, meta=meta)
     results["heads_saved_in"] = str(heads_path) if heads_path else None
-    (args.out / "results.json").write_text(json.dumps(_clean(results), indent=2), encoding="utf-8")
-    _print_table(results)
-    print(f"results      {args.out / 'results.json'}")
     if heads_path:
-        print(f"heads        {heads_path}")
-    return 0
+        outputs.append(("heads", Path(heads_path)))
+    for ev in results.get("evidence", {}).values():
+        outputs += [("figure", Path(f)) for f in ev.get("figures", [])]
+    return outputs
 
 
 def _available(folder: Path, spec: str, results: dict[str, Any], name: str) -> bool:
@@ -158,29 +282,48 @@ def _fmt(v: Any) -> str:
 
 
 def _print_table(results: dict[str, Any]) -> None:
-    print(f"{'task':22s} {'metric':12s} {'value':>7s}  details")
+    """One row per task: the trained encoder's headline, the untrained baseline's, and the
+    task's caveat (too few examples to mean anything) or its per-label details."""
+    base = results.get("baseline", {})
+    print(f"{'task':22s} {'metric':12s} {'value':>7s} {'untrained':>9s}  details")
     for key, res in results["tasks"].items():
         m = res["metrics"]
+        b = base.get("tasks", {}).get(key, {}).get("metrics", {})
         if "mean_auroc" in m:
+            name, value, other = "mean AUROC", m["mean_auroc"], b.get("mean_auroc")
             detail = ", ".join(f"{k} {_fmt(v.get('auroc'))}" for k, v in m["labels"].items())
-            print(f"{key:22s} {'mean AUROC':12s} {_fmt(m['mean_auroc']):>7s}  {detail}")
         elif "macro_auroc" in m:
+            name, value, other = "macro AUROC", m["macro_auroc"], b.get("macro_auroc")
             detail = ", ".join(f"{c}: Se {_fmt(v['sensitivity'])} +P {_fmt(v['ppv'])}" for c, v in m["classes"].items())
-            print(f"{key:22s} {'macro AUROC':12s} {_fmt(m['macro_auroc']):>7s}  {detail}")
         elif "mean_mae" in m:
-            detail = ", ".join(f"{k}: R2 {_fmt(v['r2'])}, mean-predictor MAE {_fmt(v['mae_mean_predictor'])}" for k, v in m["labels"].items())
-            print(f"{key:22s} {'MAE':12s} {_fmt(m['mean_mae']):>7s}  {detail}")
+            name, value, other = "MAE", m["mean_mae"], b.get("mean_mae")
+            detail = ", ".join(f"{k}: R2 {_fmt(v['r2'])}, mean-predictor MAE {_fmt(v['mae_mean_predictor'])}, n {v['n']}"
+                               for k, v in m["labels"].items())
         else:
-            print(f"{key:22s} {'skipped':12s} {'':>7s}  {m.get('skipped')}")
+            print(f"{key:22s} {'skipped':12s} {'':>7s} {'':>9s}  {m.get('skipped')}")
+            continue
+        if "too_small" in m:
+            detail = f"TOO SMALL TO MEAN MUCH: {m['too_small']}; {detail}"
+        elif "chance_95" in m:
+            detail = f"chance 0.5 +- {m['chance_95']:.2f}; {detail}"
+        print(f"{key:22s} {name:12s} {_fmt(value):>7s} {_fmt(other) if base else '':>9s}  {detail}")
     for lead, ev in results.get("evidence", {}).items():
+        bev = base.get("evidence", {}).get(lead, {})
         for src, s in ev["spearman"].items():
-            print(f"{'evidence_' + lead:22s} {'rho ' + src:12s} {_fmt(s['rho']):>7s}  distance vs |risk diff|, "
-                  f"{s['n_patients']} patients, Mantel p {_fmt(s['p_mantel'])}")
-        leak = ev["leakage"]
+            other = bev.get("spearman", {}).get(src, {}).get("rho")
+            print(f"{'evidence_' + lead:22s} {'rho ' + src:12s} {_fmt(s['rho']):>7s} {_fmt(other) if base else '':>9s}  "
+                  f"distance vs |risk diff|, {s['n_patients']} patients, Mantel p {_fmt(s['p_mantel'])}")
+        leak, bleak = ev["leakage"], bev.get("leakage", {})
         if "age" in leak:
-            print(f"{'leakage_' + lead:22s} {'age MAE':12s} {_fmt(leak['age']['mae']):>7s}  R2 {_fmt(leak['age']['r2'])}, "
+            other = bleak.get("age", {}).get("mae")
+            print(f"{'leakage_' + lead:22s} {'age MAE':12s} {_fmt(leak['age']['mae']):>7s} "
+                  f"{_fmt(other) if base else '':>9s}  R2 {_fmt(leak['age']['r2'])}, "
                   f"mean-predictor MAE {_fmt(leak['age']['mae_mean_predictor'])}")
         if "sex" in leak:
-            print(f"{'leakage_' + lead:22s} {'sex AUROC':12s} {_fmt(leak['sex'].get('auroc')):>7s}")
+            other = bleak.get("sex", {}).get("auroc")
+            print(f"{'leakage_' + lead:22s} {'sex AUROC':12s} {_fmt(leak['sex'].get('auroc')):>7s} "
+                  f"{_fmt(other) if base else '':>9s}")
     for name, why in results.get("skipped", {}).items():
-        print(f"{name:22s} {'skipped':12s} {'':>7s}  {why}")
+        print(f"{name:22s} {'skipped':12s} {'':>7s} {'':>9s}  {why}")
+    if base:
+        print(f"untrained: {base['what']}")

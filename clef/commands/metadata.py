@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     try:
         settings = MetadataConfig.from_config(cfg)
-        ct = extract_clinical_table(Path(args.source), settings, kind=args.kind)
+        ct = extract_clinical_table(Path(args.source), settings, kind=args.kind,
+                                    progress=lambda m: print(f"clef metadata: {m}", file=sys.stderr, flush=True))
     except (FileNotFoundError, ValueError) as exc:
         print(f"clef metadata: {exc}", file=sys.stderr)
         return 2

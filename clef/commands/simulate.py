@@ -23,22 +23,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # a bad value stops here, before the heavy imports
     from pathlib import Path
 
     from clef_core.federation.sites import SiteConfigError
     from simulations.engine import EngineError
     from simulations.partition import SplitError
     from simulations.run import SimulationError, simulate
+    from simulations.run_lock import RunFolderBusy
     from simulations.sites import FederationSetupError, describe_sites
 
     # a terminated `clef simulate` still stops its SuperLink, simulation process and Ray (finally blocks)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    cfg = config_from_args(args)
     out = Path(args.out)
     echo = None if args.quiet else (lambda line: print(line, flush=True))
     try:
         result = simulate(cfg, out, site_dirs=args.sites, echo=echo)
-    except (SplitError, FederationSetupError, SiteConfigError, EngineError, FileNotFoundError) as exc:
+    except (SplitError, FederationSetupError, SiteConfigError, EngineError, FileNotFoundError,
+            RunFolderBusy) as exc:
         print(f"clef simulate: {exc}", file=sys.stderr)
         return 1
     except SimulationError as exc:

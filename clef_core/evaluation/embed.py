@@ -7,6 +7,7 @@ epsilon, so arrays from ``LabelledWindows.to_numpy`` can be passed as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,12 @@ def embed(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     normalize: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Embeddings (N, emb_dim) float32 of ``data``: an array of windows (N, T) / (N, 1, T) in mV or
     z-scored, or a Dataset whose items are ``(x, ...)``, ``x`` or a dict with ``x``. With
     ``normalize`` every window is z-scored first (as the encoder was trained). The encoder's
-    train/eval mode is restored afterwards."""
+    train/eval mode is restored afterwards. ``on_batch(done, total)`` follows the progress."""
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
@@ -62,6 +64,8 @@ def embed(
                 if normalize:
                     x = zscore(x)
                 out.append(encoder(_as_batch(x).to(device)).float().cpu().numpy())
+                if on_batch is not None:
+                    on_batch(sum(len(o) for o in out), len(data))
     finally:
         encoder.train(was_training)
     emb_dim = int(getattr(encoder, "emb_dim", 0))

@@ -69,7 +69,8 @@ def distance_risk_spearman(emb: np.ndarray, risk: np.ndarray, *, max_patients: i
 
 def similarity_by_risk_bins(emb: np.ndarray, risk: np.ndarray, *, bins: int = 8, max_patients: int = 600,
                             seed: int = 0) -> list[dict[str, float]]:
-    """Mean and SD of cosine similarity per quantile bin of |risk difference| (pairs as above)."""
+    """Mean, SD and quartiles of cosine similarity per quantile bin of |risk difference| (pairs as
+    above). The quartiles stay within [-1, 1]; mean +- SD need not."""
     sim, diff, _ = pair_table(emb, risk, max_patients, seed)
     if len(sim) == 0:
         return []
@@ -80,7 +81,9 @@ def similarity_by_risk_bins(emb: np.ndarray, risk: np.ndarray, *, bins: int = 8,
         s = sim[which == b]
         if len(s):
             out.append({"lo": float(edges[b]), "hi": float(edges[min(b + 1, len(edges) - 1)]), "n_pairs": int(len(s)),
-                        "mean_similarity": float(s.mean()), "sd_similarity": float(s.std())})
+                        "mean_similarity": float(s.mean()), "sd_similarity": float(s.std()),
+                        **dict(zip(("q25_similarity", "median_similarity", "q75_similarity"),
+                                   map(float, np.quantile(s, [0.25, 0.5, 0.75]))))})
     return out
 
 

@@ -34,6 +34,33 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auroc_chance_halfwidth(n_pos: int, n_neg: int, z: float = 1.959964) -> float:
+    """Half-width of the central 95 % range of the AUROC of a score with no signal at all.
+
+    Under H0 the Mann-Whitney U has variance n_pos n_neg (n_pos + n_neg + 1) / 12 (no ties), so
+    AUROC = U / (n_pos n_neg) has SD sqrt((n_pos + n_neg + 1) / (12 n_pos n_neg)) (Hanley &
+    McNeil 1982; Mann & Whitney 1947). An AUROC within 0.5 +- this half-width is what chance
+    alone gives; NaN when a class is empty.
+    """
+    if n_pos <= 0 or n_neg <= 0:
+        return math.nan
+    return z * math.sqrt((n_pos + n_neg + 1) / (12.0 * n_pos * n_neg))
+
+
+def auroc_ci95_halfwidth(value: float, n_pos: int, n_neg: int, z: float = 1.959964) -> float:
+    """Half-width of the 95 % confidence interval of an observed AUROC ``value`` with Hanley &
+    McNeil's (1982) standard error:
+        SE^2 = (A(1-A) + (n_pos-1)(Q1-A^2) + (n_neg-1)(Q2-A^2)) / (n_pos n_neg),
+        Q1 = A/(2-A),  Q2 = 2A^2/(1+A);
+    NaN when a class is empty or ``value`` is NaN."""
+    if n_pos <= 0 or n_neg <= 0 or not math.isfinite(value):
+        return math.nan
+    a = float(value)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return z * math.sqrt(max(var, 0.0))
+
+
 def macro_auroc_ovr(y: np.ndarray, proba: np.ndarray) -> tuple[float, list[float]]:
     """Macro one-vs-rest AUROC of class scores ``proba`` (N, K) for integer labels ``y`` in 0..K-1:
     the mean over classes present with both signs, and the per-class values (NaN when undefined)."""

@@ -38,20 +38,69 @@ def embedding_map(coords: np.ndarray, risk: np.ndarray, path: str | Path, *, tit
 
 
 def similarity_vs_risk(bins: dict[str, list[dict[str, Any]]], path: str | Path, *, title: str) -> Path:
-    """Mean cosine similarity (+- SD) against the bin centre of |risk difference|, one line per risk source."""
+    """similarity_vs_risk PNG (:func:`draw_similarity_vs_risk`)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
-    for name, rows in bins.items():
-        if not rows:
-            continue
-        centre = [100 * (r["lo"] + r["hi"]) / 2 for r in rows]
-        mean = np.array([r["mean_similarity"] for r in rows])
-        sd = np.array([r["sd_similarity"] for r in rows])
-        ax.errorbar(centre, mean, yerr=sd, marker="o", ms=3, capsize=2, label=name)
-    ax.set_xlabel("|risk difference| of the pair (percentage points, bin centre)")
-    ax.set_ylabel("cosine similarity of embeddings")
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    draw_similarity_vs_risk(ax, bins)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_similarity_vs_risk(ax: Any, bins: dict[str, list[dict[str, Any]]]) -> None:
+    """Median cosine similarity of the pairs in each |risk difference| bin, bars from the first to
+    the third quartile (they stay within [-1, 1], unlike mean +- SD), one line per risk source."""
+    sources = [name for name, rows in bins.items() if rows]
+    for k, name in enumerate(sources):
+        rows = bins[name]
+        shift = (k - (len(sources) - 1) / 2) * 0.15  # side by side, so overlapping bars stay readable
+        centre = np.array([100 * (r["lo"] + r["hi"]) / 2 for r in rows]) + shift
+        median = np.array([r["median_similarity"] for r in rows])
+        spread = [median - np.array([r["q25_similarity"] for r in rows]),
+                  np.array([r["q75_similarity"] for r in rows]) - median]
+        pairs = sum(r["n_pairs"] for r in rows)
+        ax.errorbar(centre, median, yerr=spread, marker="o", ms=3, capsize=2,
+                    label=f"{name} risk ({pairs} pairs, {len(rows)} bins of equal size)")
+    ax.set_xlabel("|risk difference| of the pair (percentage points, bin centre)")
+    ax.set_ylabel("cosine similarity of embeddings\n(median, bars: 1st-3rd quartile)")
+    top = max([r["q75_similarity"] for name in sources for r in bins[name]], default=1.0)
+    low = min([r["q25_similarity"] for name in sources for r in bins[name]], default=-1.0)
+    ax.set_ylim(max(-1.0, low - 0.05), min(1.0, top + 0.05))
+    if sources:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def task_scores(rows: list[dict[str, Any]], path: str | Path, *, title: str) -> Path:
+    """The AUROC of every task for the trained encoder and its untrained baseline, side by side,
+    with 95 % confidence intervals (Hanley & McNeil 1982; for a task of several labels the mean of
+    the labels' half-widths, an upper bound) and the chance line at 0.5.
+
+    ``rows``: ``{"task", "metric", "trained", "untrained", "ci_trained", "ci_untrained"}`` (None
+    where unknown).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 2.2 + 0.5 * max(len(rows), 1)), dpi=110)
+    y = np.arange(len(rows))[::-1]
+
+    def column(key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+    trained, untrained = column("trained"), column("untrained")
+    ax.barh(y + 0.18, trained, height=0.34, xerr=np.nan_to_num(column("ci_trained")), capsize=2, color="tab:blue",
+            label="pretrained encoder")
+    if np.isfinite(untrained).any():
+        ax.barh(y - 0.18, untrained, height=0.34, xerr=np.nan_to_num(column("ci_untrained")), capsize=2,
+                color="tab:gray", label="untrained encoder (same architecture, random weights)")
+    ax.axvline(0.5, color="tab:red", ls=":", lw=1.2, label="chance (0.5)")
+    ax.set_yticks(y, [f"{r['task']} ({r['metric']})" for r in rows], fontsize=8)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("AUROC (error bars: 95 % CI, Hanley & McNeil)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from clef_core.evaluation.metrics import auroc, macro_auroc_ovr, mae, r2, sensitivity_ppv
+from clef_core.evaluation.metrics import (
+    auroc,
+    auroc_chance_halfwidth,
+    auroc_ci95_halfwidth,
+    macro_auroc_ovr,
+    mae,
+    r2,
+    sensitivity_ppv,
+)
 from clef_core.evaluation.probe import fit_probe
 from clef_core.evaluation.splits import group_folds
 
@@ -61,23 +69,29 @@ def score(kind: str, labels: Sequence[str], y: np.ndarray, decision: np.ndarray,
             ok = done & np.isfinite(y[:, j])
             yj = y[ok, j]
             n_pos, n_neg = int(yj.sum()), int((1 - yj).sum())
-            entry: dict[str, Any] = {"n_pos": n_pos, "n_neg": n_neg}
+            entry: dict[str, Any] = {"n_pos": n_pos, "n_neg": n_neg,
+                                     "chance_95": auroc_chance_halfwidth(n_pos, n_neg)}
             if min(n_pos, n_neg) < min_per_class:
                 entry["skipped"] = f"fewer than {min_per_class} positives or negatives"
             else:
                 entry["auroc"] = auroc(yj, decision[ok, j])
+                entry["ci_95"] = auroc_ci95_halfwidth(entry["auroc"], n_pos, n_neg)
             per_label[name] = entry
         scored = [v["auroc"] for v in per_label.values() if "auroc" in v]
         return {"mean_auroc": float(np.mean(scored)) if scored else math.nan, "labels": per_label}
     if kind == "multiclass":
         yk = np.asarray(y, np.int64)[done]
         proba = _softmax(decision[done])
+        k = len(labels)
         pred = proba.argmax(axis=1)
         macro, per_class = macro_auroc_ovr(yk, proba)
-        k = len(labels)
         confusion = np.zeros((k, k), dtype=np.int64)
         np.add.at(confusion, (yk, pred), 1)
-        return {"macro_auroc": macro, "auroc": dict(zip(labels, per_class)),
+        counts = [(int((yk == c).sum()), int((yk != c).sum())) for c in range(k)]
+        chance = [auroc_chance_halfwidth(*n) for n in counts]
+        ci = [auroc_ci95_halfwidth(a, *n) for a, n in zip(per_class, counts)]
+        return {"macro_auroc": macro, "auroc": dict(zip(labels, per_class)), "chance_95": dict(zip(labels, chance)),
+                "ci_95": dict(zip(labels, ci)),
                 "classes": sensitivity_ppv(yk, pred, labels), "accuracy": float((pred == yk).mean()) if len(yk) else math.nan,
                 "confusion": confusion.tolist(), "n": int(len(yk))}
     out = {}
@@ -86,6 +100,19 @@ def score(kind: str, labels: Sequence[str], y: np.ndarray, decision: np.ndarray,
         base = float(np.mean(yj)) if train_mean is None else float(train_mean[j])
         out[name] = {"mae": mae(yj, pj), "r2": r2(yj, pj), "mae_mean_predictor": mae(yj, np.full(len(yj), base)), "n": int(len(yj))}
     return {"mean_mae": float(np.mean([v["mae"] for v in out.values()])), "labels": out}
+
+
+def chance_halfwidth(kind: str, metrics: dict[str, Any], key: str = "chance_95") -> float:
+    """The mean over a task's scored labels (classes) of their ``chance_95`` (the 95 % spread of
+    an AUROC with no signal) or ``ci_95`` (the 95 % CI of the observed AUROC): the width of the
+    mean AUROC's interval if its labels were fully correlated, an upper bound. NaN for regression."""
+    if kind == "binary":
+        values = [v[key] for v in metrics["labels"].values() if "auroc" in v]
+    elif kind == "multiclass":
+        values = [h for h, a in zip(metrics[key].values(), metrics["auroc"].values()) if not math.isnan(a)]
+    else:
+        return math.nan
+    return float(np.mean(values)) if values else math.nan
 
 
 def headline(kind: str, metrics: dict[str, Any]) -> tuple[str, float]:

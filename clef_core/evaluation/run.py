@@ -14,7 +14,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from torch import nn
@@ -23,7 +23,7 @@ from clef_core.evaluation.embed import embed
 from clef_core.evaluation.evidence import distance_risk_spearman, leakage_probe, pca_2d, similarity_by_risk_bins
 from clef_core.evaluation.finetune import FinetuneConfig, finetune
 from clef_core.evaluation.probe import ACTIVATION, fit_probe
-from clef_core.evaluation.protocol import headline, oof_decisions, score
+from clef_core.evaluation.protocol import chance_halfwidth, headline, oof_decisions, score
 from clef_core.evaluation.splits import group_split
 from clef_core.evaluation.tasks import EvidenceInputs, TaskData
 
@@ -53,6 +53,7 @@ class EvalSettings:
     mitdb_beats_per_class: int = 40
     evidence_max_patients: int = 600
     evidence_permutations: int = 99
+    max_chance_halfwidth: float = 0.1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -110,8 +111,24 @@ def _subset(task: TaskData, cols: list[int]) -> TaskData:
     return dataclasses.replace(task, labels=[task.labels[j] for j in cols], y=task.y[:, cols], test=test)
 
 
-def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mode: str | None = None) -> TaskResult:
-    """Score ``encoder`` on ``task`` by ``mode`` (default ``settings.mode``)."""
+def quarter_progress(say: Callable[[str], None] | None, what: str) -> Callable[[int, int], None] | None:
+    """An ``on_batch(done, total)`` that says ``what: done/total`` at each quarter."""
+    if say is None:
+        return None
+    said: set[int] = set()
+
+    def on_batch(done: int, total: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if quarter not in said and quarter > 0:
+            said.add(quarter)
+            say(f"{what}: {done}/{total}")
+
+    return on_batch
+
+
+def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mode: str | None = None,
+                  say: Callable[[str], None] | None = None) -> TaskResult:
+    """Score ``encoder`` on ``task`` by ``mode`` (default ``settings.mode``); ``say`` gets progress lines."""
     started = time.perf_counter()
     mode = mode or settings.mode
     cols, skipped = usable_labels(task, settings.min_per_class)
@@ -126,10 +143,13 @@ def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mo
     kwargs = {"min_per_class": settings.min_per_class}
     encoder_out = None
     if mode == "probe":
-        feats = embed(encoder, task.x, settings.batch_size)
+        feats = embed(encoder, task.x, settings.batch_size, on_batch=quarter_progress(say, "embedding windows"))
+        if say is not None:
+            say(f"fitting the probe ({'train/test' if task.test is not None else f'{settings.folds}-fold CV'})")
         if task.test is not None:
             probe = fit_probe(feats, task.y, task.kind, task.labels, settings.probe_l2, class_weight)
-            decision = probe.decision(embed(encoder, task.test.x, settings.batch_size))
+            decision = probe.decision(embed(encoder, task.test.x, settings.batch_size,
+                                            on_batch=quarter_progress(say, "embedding test windows")))
             metrics = score(task.kind, task.labels, task.test.y, decision, **kwargs)
             protocol = f"fit on {len(task)} training rows, scored on {len(task.test)} test rows"
         else:
@@ -149,16 +169,32 @@ def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mo
             tr, te = group_split(task.groups, settings.test_fraction, settings.seed, strata)
             x_tr, y_tr, x_te, y_te = task.x[tr], task.y[tr], task.x[te], task.y[te]
             protocol = f"patient-grouped hold-out: {len(tr)} rows fine-tuned, {len(te)} rows scored"
+        if say is not None:
+            say(f"fine-tuning on {len(x_tr)} rows for {settings.finetune_epochs} epochs")
         tuned = finetune(encoder, x_tr, y_tr, task.kind, task.labels, settings.finetune_config(), class_weight)
         metrics = score(task.kind, task.labels, y_te, tuned.decision(x_te), **kwargs)
         head, encoder_out = tuned.head, tuned.encoder
         meta.update(finetune=dataclasses.asdict(settings.finetune_config()), train_loss=tuned.history)
     metrics["protocol"] = protocol
+    flag_small_task(task.kind, metrics, settings.max_chance_halfwidth)
     if skipped:
         metrics["labels_left_out"] = skipped
     name, value = headline(task.kind, metrics)
     meta.update(protocol=protocol, metric=name, value=None if math.isnan(value) else value)
     return TaskResult(task.name, metrics, head, list(task.labels), meta, encoder_out, time.perf_counter() - started)
+
+
+def flag_small_task(kind: str, metrics: dict[str, Any], limit: float) -> None:
+    """Set ``metrics["chance_95"]``, ``metrics["ci_95"]`` and, when chance alone spreads the AUROC over more than
+    0.5 +- ``limit``, ``metrics["too_small"]``: such a task's number says little either way."""
+    width = chance_halfwidth(kind, metrics)
+    if math.isnan(width):
+        return
+    metrics["chance_95"] = width
+    metrics["ci_95"] = chance_halfwidth(kind, metrics, "ci_95")
+    if width > limit:
+        metrics["too_small"] = (f"too few examples: an encoder with no signal scores 0.5 +- {width:.2f} (95 %) "
+                                f"here, wider than +- {limit:g}")
 
 
 def evaluate_evidence(encoder: nn.Module, inputs: EvidenceInputs, settings: EvalSettings, out_dir: str | Path | None = None,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from logging import Logger
 from typing import Any
 
@@ -116,13 +116,17 @@ def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[s
     started = time.perf_counter()
     steps = examples = empty = 0
     loss_sum = 0.0
+    on_step = None
     for local_epoch in range(epochs):
         remaining = step_cap - steps if step_cap else None
         if remaining is not None and remaining <= 0:
             break
         loader = make_loader(dataset, train_cfg, epoch=(server_round - 1) * epochs + local_epoch)
+        if on_step is None:
+            total = epochs * len(loader) if not step_cap else min(step_cap, epochs * len(loader))
+            on_step = step_progress(f"site {spec.site_id} round {server_round}", total)
         stats = trainer.train_epoch(loader, lr=lr, max_steps=remaining, proximal_mu=mu,
-                                    global_params=global_state if mu > 0 else None)
+                                    global_params=global_state if mu > 0 else None, on_step=on_step)
         steps += stats.steps
         examples += stats.examples
         empty += stats.skipped_empty_batches
@@ -141,6 +145,21 @@ def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[s
         raise ValueError(f"site {spec.site_id}: no training step was made")
     log.info("round %d: %d steps over %d patients at lr %.3g in %.1f s", server_round, steps, len(dataset), lr, seconds)
     return _weights(trainer), metrics
+
+
+def step_progress(label: str, total: int, parts: int = 4) -> Callable[[Any], None]:
+    """An ``on_step`` that prints ``clef: <label>: step k/total`` at every quarter of the round to
+    the site's console (in simulation ``clef simulate`` echoes it; no data, only counts). Not used
+    under DP: the private loss stays in the site's log."""
+    every = max(1, total // parts)
+    done = [0]
+
+    def on_step(info: Any) -> None:
+        done[0] += 1
+        if done[0] % every == 0 or done[0] == total:
+            print(f"clef: {label}: step {done[0]}/{total}, loss {info.loss:.4f}", flush=True)
+
+    return on_step
 
 
 def public_bank(cfg: Mapping[str, Any], site: Any, priv: PrivacyConfig) -> Any:

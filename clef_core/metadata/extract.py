@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ def extract_clinical_table(
     config: MetadataConfig | Mapping[str, Any] | None = None,
     *,
     kind: str = "auto",
+    progress: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> ClinicalTable:
     """Extract the clinical table (one row per ECG record) of ``source`` and compute SCORE2
@@ -27,6 +28,7 @@ def extract_clinical_table(
     [score2] sections), or None for the defaults; keyword ``overrides`` replace single settings
     (``region``, ``policy``, ``window_days``, ``diagnosis_window_days``, ``hosp_dir``,
     ``diagnosis_time``, ``absent_code_is_negative``). ``kind``: "auto" | "mimic" | "wfdb".
+    ``progress`` gets a line per step of a MIMIC extraction.
     """
     from clef_core.metadata.mimic import extract_mimic
     from clef_core.metadata.wfdb_headers import extract_wfdb
@@ -43,4 +45,4 @@ def extract_clinical_table(
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     source = Path(source)
     kind = detect_kind(source) if kind == "auto" else kind
-    return extract_mimic(source, settings) if kind == "mimic" else extract_wfdb(source, settings)
+    return extract_mimic(source, settings, progress) if kind == "mimic" else extract_wfdb(source, settings)

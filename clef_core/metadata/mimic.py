@@ -20,6 +20,7 @@ MIMIC-IV-ECG are handled without per-row Python loops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -152,22 +153,26 @@ def blood_pressure(records: pd.DataFrame, hosp: Path, window: pd.Timedelta) -> t
     return pd.DataFrame({"sbp": hit["sbp"].to_numpy(), "src_sbp": src}, index=records.index), problems
 
 
-def _read_lipids(path: Path, subjects: np.ndarray) -> pd.DataFrame:
+def _read_lipids(path: Path, subjects: np.ndarray, say: Callable[[str], None] | None = None) -> pd.DataFrame:
     cols = ["subject_id", "itemid", "charttime", "value", "valuenum", "valueuom"]
     chunks = []
-    for chunk in pd.read_csv(path, usecols=cols, chunksize=LAB_CHUNK_ROWS, dtype={"value": str, "valueuom": str}):
+    for k, chunk in enumerate(pd.read_csv(path, usecols=cols, chunksize=LAB_CHUNK_ROWS,
+                                          dtype={"value": str, "valueuom": str})):
+        if say is not None:
+            say(f"{path.name}: {k * LAB_CHUNK_ROWS + len(chunk):,} rows read")
         chunk = chunk[chunk["itemid"].isin([ITEM_TOTAL_CHOL, ITEM_HDL])]
         chunk = chunk.assign(subject_id=pd.to_numeric(chunk["subject_id"], errors="coerce").astype("Int64"))
         chunks.append(chunk[chunk["subject_id"].isin(subjects)])
     return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=cols)
 
 
-def lipids(records: pd.DataFrame, hosp: Path, window: pd.Timedelta) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+def lipids(records: pd.DataFrame, hosp: Path, window: pd.Timedelta,
+           say: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     out = pd.DataFrame({"total_chol": np.nan, "hdl": np.nan, "src_total_chol": "", "src_hdl": ""}, index=records.index)
     path = find_table(hosp, "labevents")
     if path is None:
         return out, [_missing_table(hosp, "labevents", "total_chol and hdl")]
-    labs = _read_lipids(path, records["subject_id"].dropna().unique())
+    labs = _read_lipids(path, records["subject_id"].dropna().unique(), say)
     problems = []
     value = pd.to_numeric(labs["valuenum"], errors="coerce").fillna(pd.to_numeric(labs["value"], errors="coerce"))
     unit = labs["valueuom"].fillna("mg/dL").astype(str).str.strip().str.lower()
@@ -248,18 +253,26 @@ def diagnoses(records: pd.DataFrame, hosp: Path, settings: MetadataConfig) -> tu
     return out, []
 
 
-def extract_mimic(root: str | Path, settings: MetadataConfig) -> ClinicalTable:
+def extract_mimic(root: str | Path, settings: MetadataConfig,
+                  progress: Callable[[str], None] | None = None) -> ClinicalTable:
     """The clinical table of the MIMIC-IV-ECG cohort ``root`` (hosp tables in
-    ``settings.hosp_dir`` or ``root/hosp``)."""
+    ``settings.hosp_dir`` or ``root/hosp``); ``progress`` gets a line per step (labevents: per
+    chunk of rows)."""
+    say = progress or (lambda message: None)
     root = Path(root)
     hosp = Path(settings.hosp_dir) if settings.hosp_dir else root / "hosp"
+    say(f"record_list: reading {root}")
     records, problems = read_records(root)
+    say(f"patients: age and sex of {len(records):,} records")
     demo, capped_reason, p = demographics(records, hosp)
     problems += p
+    say("omr: systolic blood pressure")
     bp, p = blood_pressure(records, hosp, pd.Timedelta(days=settings.window_days))
     problems += p
-    labs, p = lipids(records, hosp, pd.Timedelta(days=settings.window_days))
+    say("labevents: total and HDL cholesterol")
+    labs, p = lipids(records, hosp, pd.Timedelta(days=settings.window_days), progress)
     problems += p
+    say("admissions, diagnoses_icd: diabetes and smoking codes")
     dx, p = diagnoses(records, hosp, settings)
     problems += p
     values = pd.concat([records.assign(subject_id=records["subject_id"].astype(str).replace("<NA>", "")), demo, bp, labs, dx], axis=1)
