@@ -199,8 +199,9 @@ def test_tflite_runs_in_numpy1_edge_venv_via_clef_infer(tiny_export, shared_data
     assert len(proc.stdout.splitlines()) == 180  # 30 min 5 s -> 180 windows, streamed
 
 
-def test_heads_travel_to_the_device_as_probabilities(tiny_checkpoint, tmp_path, shared_data):
-    """A linear head in the checkpoint -> preprocess.json -> class probabilities from `clef infer`."""
+def test_heads_travel_to_the_device_as_predictions(tiny_checkpoint, tmp_path, shared_data):
+    """A linear head in the checkpoint -> preprocess.json -> class probabilities from `clef infer`,
+    beside the embedding."""
     from clef_core.checkpoint import add_head
 
     torch.manual_seed(0)
@@ -214,7 +215,8 @@ def test_heads_travel_to_the_device_as_probabilities(tiny_checkpoint, tmp_path, 
     proc = clef("infer", str(tmp_path / "out" / "model.onnx"), str(shared_data / "ecg" / "HR06000"))
     assert proc.returncode == 0, proc.stderr
     (res,) = [json.loads(line) for line in proc.stdout.splitlines()]
-    probs = res["probabilities"]["rhythm"]
+    probs = res["predictions"]["rhythm"]
+    assert len(res["embedding"]) == 256
     assert set(probs) == {"af", "normal"} and abs(sum(probs.values()) - 1) < 1e-5
     from clef_core.checkpoint import load_model
     from clef_core.data.records import read_record

@@ -13,8 +13,8 @@ from typing import Any
 from clef.cli import add_config_arguments, config_from_args
 
 NAME = "evaluate"
-HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH tasks; embedding evidence"
-TASKS = ("synthetic", "snomed", "mitdb", "evidence")
+HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH (beats, AF) tasks; embedding evidence"
+TASKS = ("synthetic", "snomed", "mitdb", "mitdb_af", "evidence")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.evaluation.run import EvalSettings, evaluate_evidence, evaluate_task
     from clef_core.paths import shared_data_dir
     from clef_core.evaluation.sites import snomed_site, synthetic_site, with_model_preprocess
-    from clef_core.evaluation.tasks import evidence_inputs, mitdb_task, snomed_tasks, synthetic_task
+    from clef_core.evaluation.tasks import evidence_inputs, mitdb_af_task, mitdb_task, snomed_tasks, synthetic_task
 
     try:
         tasks = _tasks(args.task)
@@ -97,6 +97,16 @@ def run(args: argparse.Namespace) -> int:
             task = mitdb_task(train, test, PreprocessConfig.from_dict(model.preprocess), settings.mitdb_beats_per_class, settings.seed)
             trained.append(evaluate_task(model.encoder, task, settings))
             results["mitdb_data"] = {"train": task.info, "test": task.test.info if task.test is not None else None}
+        if "mitdb_af" in tasks and _available(shared_data_dir("mitdb", settings.mitdb_dir), args.task, results, "mitdb_af"):
+            root = shared_data_dir("mitdb", settings.mitdb_dir)
+            records = resolve_records(args.train, root) if args.train else \
+                [root / n for n in DS1 if (root / f"{n}.hea").is_file()]
+            if not records:
+                raise FileNotFoundError(f"mitdb_af task: no DS1 record in {root} (give --train RECORDS)")
+            task = mitdb_af_task(records, PreprocessConfig.from_dict(model.preprocess),
+                                 settings.mitdb_af_windows_per_class, settings.seed)
+            trained.append(evaluate_task(model.encoder, task, settings))
+            results["mitdb_af_data"] = task.info
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"clef evaluate: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,10 @@ everything here is plain numbers so the device needs neither scipy nor torch::
       "max_nan_gap_s": 0.5,          # shorter NaN gaps are interpolated, longer ones skip the window
       "flat_ptp_mv": 0.02,           # a band-passed window spanning less is reported "flat" (lead off)
       "leads": ["I", "II"],          # leads the model was calibrated and gated on
+      "max_abs_mv": 30.0,            # a sample beyond +-this refuses the record (mis-scaled units?), as the store does
+      "noise": {"kurtosis_max": 4.0, "hf_band_hz": [15.0, 40.0], "hf_fraction_min": 0.4},
+                                     # a window below the kurtosis AND above the high-band power fraction
+                                     # is random noise, not ECG (edge/runtime/quality.py)
       "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid"}}
     }
 """
@@ -34,7 +38,7 @@ import numpy as np
 FORMAT = "clef-edge-preprocess"
 FORMAT_VERSION = 1
 STEP_NAMES = ("resample", "bandpass", "zscore")
-ACTIVATIONS = ("sigmoid", "softmax", "none")
+ACTIVATIONS = ("sigmoid", "softmax", "none", "identity")  # identity = none (regression heads)
 
 
 class SpecError(ValueError):
