@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.runtime.spec import PreprocessSpec
+from edge.runtime.quality import SignalError
 from edge.runtime.stream import windows_of
 
 
@@ -50,8 +51,12 @@ def cut(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def device_windows(x: np.ndarray, fs: float, spec: PreprocessSpec, limit: int) -> list[np.ndarray]:
-    """Up to ``limit`` usable (not skipped, not flat) windows, evenly spaced over the record."""
-    wins = [w.x for w in windows_of(x, fs, spec) if w.x is not None and not w.flat]
+    """Up to ``limit`` usable (not skipped, not flat) windows, evenly spaced over the record; none
+    from a lead the device would refuse (too short, mis-scaled, noise: edge/runtime/quality.py)."""
+    try:
+        wins = [w.x for w in windows_of(x, fs, spec) if w.x is not None and not w.flat]
+    except SignalError:
+        return []
     if len(wins) > limit:
         wins = [wins[i] for i in np.linspace(0, len(wins) - 1, limit).round().astype(int)]
     return wins

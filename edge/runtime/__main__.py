@@ -4,7 +4,9 @@ RECORD is a WFDB record path without extension (numpy reader, formats 16/61/80/2
 ``.npy``/``.csv`` array, which needs ``--fs``.
 
 Prints one JSON object per 10 s window (the keys of ``clef infer``: lead, start_s, embedding and,
-with task heads, predictions); an unreadable record gets a one-line error and exit 1.
+with task heads, predictions). An unreadable record, one shorter than a window, a sample beyond
+``max_abs_mv`` (mis-scaled) or a record of random noise gets a one-line error naming the record
+and exit 1 (edge/runtime/quality.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         for rec in results:
             print(json.dumps(rec), flush=True)
     except (RecordError, ModelError, SpecError, ValueError) as exc:
-        print(f"edge-runtime: {exc}", file=sys.stderr)
+        msg = str(exc)
+        if args.record not in msg:  # signal refusals do not know the record's name
+            msg = f"{args.record}: {msg}"
+        print(f"edge-runtime: {msg}", file=sys.stderr)
         return 1
     return 0
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .quality import NoiseRule
+
 FORMAT = "clef-edge-preprocess"
 FORMAT_VERSION = 1
 STEP_NAMES = ("resample", "bandpass", "zscore")
@@ -86,6 +88,8 @@ class PreprocessSpec:
     flat_ptp_mv: float = 0.02
     leads: tuple[str, ...] = ("I", "II")
     heads: dict[str, Head] = field(default_factory=dict)
+    max_abs_mv: float = 30.0
+    noise: NoiseRule = field(default_factory=NoiseRule)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -141,6 +145,17 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
     window_s = float(_need(d, "window_s", where))
     if sample_rate <= 0 or window_s <= 0 or abs(sample_rate * window_s - round(sample_rate * window_s)) > 1e-6:
         raise SpecError(f"{where}: sample_rate * window_s must be a positive whole number of samples")
+    noise = dict(d.get("noise") or {})
+    band = (float(bandpass.get("low_hz", 0.67)), float(bandpass.get("high_hz", 40.0)))
+    try:
+        rule = NoiseRule(kurtosis_max=float(noise.get("kurtosis_max", 4.0)),
+                         hf_band_hz=tuple(float(v) for v in noise.get("hf_band_hz", (15.0, 40.0))),
+                         hf_fraction_min=float(noise.get("hf_fraction_min", 0.4)), band_hz=band)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: noise: {exc}") from exc
+    max_abs_mv = float(d.get("max_abs_mv", 30.0))
+    if max_abs_mv <= 0 or len(rule.hf_band_hz) != 2:
+        raise SpecError(f"{where}: max_abs_mv must be > 0 and noise.hf_band_hz a [low, high] pair")
     return PreprocessSpec(
         sample_rate=sample_rate,
         window_s=window_s,
@@ -153,6 +168,8 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
         flat_ptp_mv=float(d.get("flat_ptp_mv", 0.02)),
         leads=tuple(d.get("leads", ("I", "II"))),
         heads=heads,
+        max_abs_mv=max_abs_mv,
+        noise=rule,
         raw=d,
     )
 
