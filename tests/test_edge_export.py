@@ -105,6 +105,29 @@ def test_int8_tflite_is_full_integer_and_small(tiny_export):
     assert entry["tflite_runtime_2_14"]["n_windows"] == entry["n_windows"]
 
 
+def test_tflite_runtime_runs_int8_on_its_xnnpack_int8_kernels(tiny_export, tmp_path, shared_data):
+    """In tflite-runtime 2.14 an int8 model gets the wheel's own XNNPACK delegate with its int8
+    kernels on (edge/runtime/xnnpack.py); it agrees with the builtin int8 kernels to a couple of
+    output quantisation steps. (Speed is bench_edge.py's business, not a test's.)"""
+    out, _ = tiny_export
+    model = tflite_file(out)
+    if not (EDGE_VENV / "bin" / "python").exists():
+        pytest.skip(f"no edge venv at {EDGE_VENV}: {EDGE_VENV_CMD}")
+    np.save(tmp_path / "w.npy", np.random.default_rng(0).standard_normal((4, 5000)).astype(np.float32))
+    code = ("import sys, json, numpy as np; sys.path.insert(0, sys.argv[1]); from edge.runtime.model import EdgeModel\n"
+            "w = np.load(sys.argv[3]); fast = EdgeModel(sys.argv[2], runtime='tflite-runtime')\n"
+            "ref = EdgeModel(sys.argv[2], runtime='tflite-runtime', xnnpack_int8=False)\n"
+            "d = max(float(np.abs(fast.embed(x) - ref.embed(x)).max()) for x in w)\n"
+            "print(json.dumps({'kernels': [fast.kernels, ref.kernels], 'max_diff': d, 'step': fast.output_quant[0]}))\n"
+            "del fast, ref\n")
+    proc = subprocess.run([str(EDGE_VENV / "bin" / "python"), "-c", code, str(REPO), str(model), str(tmp_path / "w.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["kernels"] == ["xnnpack-int8", "default"]
+    assert res["max_diff"] <= 2.01 * res["step"], res
+
+
 def test_int8_tflite_runs_in_tflite_micro(tiny_export, tmp_path):
     """The real TFLM interpreter (reference kernels) runs the file: op set and versions are
     microcontroller-compatible; the smallest arena is reported (measured ~300 KiB for small)."""
