@@ -193,6 +193,13 @@ def main() -> int:
               "(target for tflite-runtime: <= 2x):", *[f"- {r}" for r in ratios]]
     lines += ["", f"Gate (model_int8.tflite): **{report['gate']}** (centred cos >= 0.97, rel L2 <= 0.05); "
               f"export took {export_s:.0f} s."]
+    rd = report.get("report_data")
+    if rd:
+        fids = {name: m["report_data_fidelity"] for name, m in report["models"].items() if "report_data_fidelity" in m}
+        lines.append(f"Report-only fidelity on {rd['windows']} MIT-BIH lead II windows ({len(rd['records'])} records, "
+                     f"Holter 360 Hz, not the gate's 12-lead set; worse runtime): " + "; ".join(
+                         f"{n} centred cos min {f['centred_cosine_min']:.4f}, rel L2 {f['rel_l2_error']:.4f}"
+                         for n, f in fids.items()) + ".")
     if arena:
         lines.append(f"TFLite Micro arena: **{arena['arena_kib']} KiB** ({arena['arena_bytes']} B); "
                      f"reference kernels {arena['tflm_reference_ms']} ms/window on this x86 (not MCU-representative).")

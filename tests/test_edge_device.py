@@ -58,7 +58,7 @@ def af_export(tiny_checkpoint, tmp_path_factory, shared_data) -> Path:
     ckpt = tmp / "eval" / "model.pt"
     lm = load_model(ckpt)
     assert set(lm.heads) == {"mitdb_af_II"} and lm.heads["mitdb_af_II"].labels == ["af"]
-    export_model(ckpt, tmp / "out", ExportOptions(calibration=shared_data / "ecg", tflite=False, **FAST),
+    export_model(ckpt, tmp / "out", ExportOptions(calibration=shared_data / "ecg", tflite=False, report_data=None, **FAST),
                  log=lambda _: None)
     return tmp / "out"
 

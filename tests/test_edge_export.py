@@ -75,7 +75,10 @@ def test_export_writes_models_report_and_gate(tiny_export, tiny_checkpoint):
     on_disk = json.loads((out / "export_report.json").read_text())
     assert on_disk["gate"] == report["gate"] and set(on_disk) >= {"size_kb", "centred_cosine_min", "rel_l2_error", "gate"}
     assert report["models"]["model.onnx"]["max_abs_diff"] < 1e-4
+    # report-only fidelity on MIT-BIH lead II windows (Holter, 360 Hz), beside the gate
+    assert report["report_data"]["windows"] == 44 and len(report["report_data"]["records"]) == 22
     q = report["models"]["model_int8.onnx"]
+    assert q["report_data_fidelity"]["n_windows"] == 44 and "gate" in q["report_data_fidelity"]
     assert q["n_windows"] == report["windows"]["heldout_windows"] > 0
     # held-out windows come from records never used for calibration
     w = report["windows"]
@@ -231,7 +234,7 @@ def test_heads_travel_to_the_device_as_predictions(tiny_checkpoint, tmp_path, sh
     head = torch.nn.Linear(256, 2)
     ckpt = add_head(tiny_checkpoint, "rhythm", head, ["af", "normal"], meta={"activation": "softmax"},
                     out=tmp_path / "with_head.pt")
-    opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, **FAST)
+    opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, report_data=None, **FAST)
     report = export_model(ckpt, tmp_path / "out", opts, log=lambda _: None)
     assert set(report["models"]["model_int8.onnx"]["head_agreement"]) == {"rhythm"}
     assert report["gate"] == "fail" and "--no-tflite" in report["note"]  # no tflite: never a pass
@@ -281,3 +284,16 @@ def test_edge_auroc_scores_features_exactly_as_clef_evaluate():
     ref = evaluate_task(enc, task, settings).metrics
     mine = probe_metrics(embed(enc, x), task, settings)
     assert per_label("multiclass", mine) == (ref["macro_auroc"], ref["auroc"])
+
+
+def test_calibration_from_several_folders(shared_data):
+    """--calibration DATA,DATA: the reference set plus a deployment's own records, named by folder."""
+    from edge.export.calibration import real_windows
+    from edge.export.preprocess_json import build_preprocess_json
+    from edge.runtime import spec_from_dict
+
+    spec = spec_from_dict(build_preprocess_json({}))
+    sets = real_windows([shared_data / "ecg", shared_data / "wfdb"], spec, windows_per_record=1, cuts=0)
+    names = sets.calibration_records + sets.heldout_records
+    assert "wfdb/s0010_re" in names and sum(n.startswith("ecg/") for n in names) == 25
+    assert not set(sets.calibration_records) & set(sets.heldout_records)
