@@ -75,7 +75,10 @@ def test_export_writes_models_report_and_gate(tiny_export, tiny_checkpoint):
     on_disk = json.loads((out / "export_report.json").read_text())
     assert on_disk["gate"] == report["gate"] and set(on_disk) >= {"size_kb", "centred_cosine_min", "rel_l2_error", "gate"}
     assert report["models"]["model.onnx"]["max_abs_diff"] < 1e-4
+    # report-only fidelity on MIT-BIH lead II windows (Holter, 360 Hz), beside the gate
+    assert report["report_data"]["windows"] == 44 and len(report["report_data"]["records"]) == 22
     q = report["models"]["model_int8.onnx"]
+    assert q["report_data_fidelity"]["n_windows"] == 44 and "gate" in q["report_data_fidelity"]
     assert q["n_windows"] == report["windows"]["heldout_windows"] > 0
     # held-out windows come from records never used for calibration
     w = report["windows"]
@@ -103,6 +106,29 @@ def test_int8_tflite_is_full_integer_and_small(tiny_export):
     if isinstance(entry["tflite_runtime_2_14"], str):
         pytest.skip(entry["tflite_runtime_2_14"])
     assert entry["tflite_runtime_2_14"]["n_windows"] == entry["n_windows"]
+
+
+def test_tflite_runtime_runs_int8_on_its_xnnpack_int8_kernels(tiny_export, tmp_path, shared_data):
+    """In tflite-runtime 2.14 an int8 model gets the wheel's own XNNPACK delegate with its int8
+    kernels on (edge/runtime/xnnpack.py); it agrees with the builtin int8 kernels to a couple of
+    output quantisation steps. (Speed is bench_edge.py's business, not a test's.)"""
+    out, _ = tiny_export
+    model = tflite_file(out)
+    if not (EDGE_VENV / "bin" / "python").exists():
+        pytest.skip(f"no edge venv at {EDGE_VENV}: {EDGE_VENV_CMD}")
+    np.save(tmp_path / "w.npy", np.random.default_rng(0).standard_normal((4, 5000)).astype(np.float32))
+    code = ("import sys, json, numpy as np; sys.path.insert(0, sys.argv[1]); from edge.runtime.model import EdgeModel\n"
+            "w = np.load(sys.argv[3]); fast = EdgeModel(sys.argv[2], runtime='tflite-runtime')\n"
+            "ref = EdgeModel(sys.argv[2], runtime='tflite-runtime', xnnpack_int8=False)\n"
+            "d = max(float(np.abs(fast.embed(x) - ref.embed(x)).max()) for x in w)\n"
+            "print(json.dumps({'kernels': [fast.kernels, ref.kernels], 'max_diff': d, 'step': fast.output_quant[0]}))\n"
+            "del fast, ref\n")
+    proc = subprocess.run([str(EDGE_VENV / "bin" / "python"), "-c", code, str(REPO), str(model), str(tmp_path / "w.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["kernels"] == ["xnnpack-int8", "default"]
+    assert res["max_diff"] <= 2.01 * res["step"], res
 
 
 def test_int8_tflite_runs_in_tflite_micro(tiny_export, tmp_path):
@@ -199,22 +225,24 @@ def test_tflite_runs_in_numpy1_edge_venv_via_clef_infer(tiny_export, shared_data
     assert len(proc.stdout.splitlines()) == 180  # 30 min 5 s -> 180 windows, streamed
 
 
-def test_heads_travel_to_the_device_as_probabilities(tiny_checkpoint, tmp_path, shared_data):
-    """A linear head in the checkpoint -> preprocess.json -> class probabilities from `clef infer`."""
+def test_heads_travel_to_the_device_as_predictions(tiny_checkpoint, tmp_path, shared_data):
+    """A linear head in the checkpoint -> preprocess.json -> class probabilities from `clef infer`,
+    beside the embedding."""
     from clef_core.checkpoint import add_head
 
     torch.manual_seed(0)
     head = torch.nn.Linear(256, 2)
     ckpt = add_head(tiny_checkpoint, "rhythm", head, ["af", "normal"], meta={"activation": "softmax"},
                     out=tmp_path / "with_head.pt")
-    opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, **FAST)
+    opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, report_data=None, **FAST)
     report = export_model(ckpt, tmp_path / "out", opts, log=lambda _: None)
     assert set(report["models"]["model_int8.onnx"]["head_agreement"]) == {"rhythm"}
     assert report["gate"] == "fail" and "--no-tflite" in report["note"]  # no tflite: never a pass
     proc = clef("infer", str(tmp_path / "out" / "model.onnx"), str(shared_data / "ecg" / "HR06000"))
     assert proc.returncode == 0, proc.stderr
     (res,) = [json.loads(line) for line in proc.stdout.splitlines()]
-    probs = res["probabilities"]["rhythm"]
+    probs = res["predictions"]["rhythm"]
+    assert len(res["embedding"]) == 256
     assert set(probs) == {"af", "normal"} and abs(sum(probs.values()) - 1) < 1e-5
     from clef_core.checkpoint import load_model
     from clef_core.data.records import read_record
@@ -256,3 +284,16 @@ def test_edge_auroc_scores_features_exactly_as_clef_evaluate():
     ref = evaluate_task(enc, task, settings).metrics
     mine = probe_metrics(embed(enc, x), task, settings)
     assert per_label("multiclass", mine) == (ref["macro_auroc"], ref["auroc"])
+
+
+def test_calibration_from_several_folders(shared_data):
+    """--calibration DATA,DATA: the reference set plus a deployment's own records, named by folder."""
+    from edge.export.calibration import real_windows
+    from edge.export.preprocess_json import build_preprocess_json
+    from edge.runtime import spec_from_dict
+
+    spec = spec_from_dict(build_preprocess_json({}))
+    sets = real_windows([shared_data / "ecg", shared_data / "wfdb"], spec, windows_per_record=1, cuts=0)
+    names = sets.calibration_records + sets.heldout_records
+    assert "wfdb/s0010_re" in names and sum(n.startswith("ecg/") for n in names) == 25
+    assert not set(sets.calibration_records) & set(sets.heldout_records)

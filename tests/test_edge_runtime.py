@@ -104,7 +104,12 @@ def test_stream_memory_does_not_grow_with_record_length(spec):
     rng = np.random.default_rng(1)
 
     def peak(minutes: int) -> int:
-        chunks = (rng.standard_normal(250) for _ in range(minutes * 60))  # 1 s chunks at 250 Hz
+        def chunk() -> np.ndarray:  # 1 s at 250 Hz: noise and one QRS-like spike (pure noise is refused)
+            x = 0.05 * rng.standard_normal(250)
+            x[100:104] += 1.0
+            return x
+
+        chunks = (chunk() for _ in range(minutes * 60))
         tracemalloc.start()
         n = sum(1 for _ in iter_windows(chunks, 250, spec))
         _, top = tracemalloc.get_traced_memory()
@@ -213,3 +218,28 @@ def test_runtime_selftest_in_numpy1_venv(tmp_path, spec_dict, shared_data):
     assert res["filtfilt_max_abs_diff"] < 1e-9 and res["resample_max_abs_diff"] < 1e-9
     assert res["windows_max_abs_diff"] < WINDOW_TOL
     assert res["forbidden_imports"] == []
+
+
+@pytest.mark.parametrize("record", ["mitdb/203", "mitdb/207", "ecg/E07503", "wfdb/s0010_re"])
+def test_real_ecg_is_never_taken_for_noise(shared_data, spec, record):
+    """AF (203), ventricular flutter (207, the lowest-kurtosis ECG measured) and 12-lead records
+    with low-kurtosis leads: no window of any lead is skipped as noise."""
+    x, f = wfdb.rdsamp(str(shared_data / record))
+    for lead in range(x.shape[1]):
+        if np.ptp(x[:, lead]) > 0:
+            assert not [w.skipped for w in windows_of(x[:, lead], f["fs"], spec) if w.skipped], (record, lead)
+
+
+def test_noise_rule_and_range_check(spec):
+    from edge.runtime import SignalError
+
+    rng = np.random.default_rng(3)
+    for noise in (rng.standard_normal(500 * 30), rng.uniform(-1, 1, 500 * 30)):
+        with pytest.raises(SignalError, match="not_ecg: all 3 window"):
+            list(windows_of(noise, 500, spec))
+    with pytest.raises(SignalError, match="too_short: 9.99 s"):
+        list(windows_of(np.sin(np.arange(4995) / 50), 500, spec))
+    x = np.sin(np.arange(500 * 30) / 50)
+    x[12_345] = 31.0  # one sample beyond the store's 30 mV
+    with pytest.raises(SignalError, match="out_of_range: 31.0 mV at 24.69 s"):
+        list(windows_of(x, 500, spec))

@@ -13,8 +13,8 @@ from typing import Any
 from clef.cli import add_config_arguments, config_from_args
 
 NAME = "evaluate"
-HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH tasks; embedding evidence"
-TASKS = ("synthetic", "snomed", "mitdb", "evidence")
+HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH (beats, AF) tasks; embedding evidence"
+TASKS = ("synthetic", "snomed", "mitdb", "mitdb_af", "evidence")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +128,7 @@ def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, mod
     from clef_core.evaluation.mitdb import DS1, resolve_records
     from clef_core.evaluation.run import evaluate_evidence
     from clef_core.evaluation.sites import snomed_site, synthetic_site
-    from clef_core.evaluation.tasks import evidence_inputs, mitdb_task, snomed_tasks, synthetic_task
+    from clef_core.evaluation.tasks import evidence_inputs, mitdb_af_task, mitdb_task, snomed_tasks, synthetic_task
     from clef_core.paths import shared_data_dir
 
     work = args.work or args.out / "data"
@@ -167,6 +167,17 @@ def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, mod
                           settings.seed)
         trained.append(_score(task, model.encoder, baseline, settings, results, progress))
         results["mitdb_data"] = {"train": task.info, "test": task.test.info if task.test is not None else None}
+    if "mitdb_af" in tasks and _available(shared_data_dir("mitdb", settings.mitdb_dir), args.task, results, "mitdb_af"):
+        root = shared_data_dir("mitdb", settings.mitdb_dir)
+        records = resolve_records(args.train, root) if args.train else \
+            [root / n for n in DS1 if (root / f"{n}.hea").is_file()]
+        if not records:
+            raise FileNotFoundError(f"mitdb_af task: no DS1 record in {root} (give --train RECORDS)")
+        progress.say(f"reading MIT-BIH AF windows of {len(records)} records")
+        task = mitdb_af_task(records, PreprocessConfig.from_dict(model.preprocess),
+                             settings.mitdb_af_windows_per_class, settings.seed)
+        trained.append(_score(task, model.encoder, baseline, settings, results, progress))
+        results["mitdb_af_data"] = task.info
     return trained
 
 

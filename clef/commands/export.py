@@ -14,9 +14,12 @@ HELP = "export a model checkpoint for edge devices (float/int8 ONNX, int8 TFLite
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a clef model checkpoint (final_model.pt)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--calibration", metavar="DATA",
-                        help="folder of WFDB records for calibration and the held-out gate windows "
-                             "(default: ../shared/data/ecg)")
+    parser.add_argument("--calibration", metavar="DATA[,DATA]",
+                        help="folder(s) of WFDB records for calibration and the held-out gate windows, "
+                             "e.g. the reference set plus the deployment's own records (default: ../shared/data/ecg)")
+    parser.add_argument("--report-data", metavar="DATA",
+                        help="folder of WFDB records for a report-only fidelity check on lead II "
+                             "(default: ../shared/data/mitdb when present; 'none' skips it)")
     parser.add_argument("--leads", default="I,II", help="leads to calibrate and gate on (default I,II)")
     parser.add_argument("--per-channel", action="store_true",
                         help="per-channel int8 weights in the .tflite (default per-tensor: ~100 KiB smaller, "
@@ -29,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.checkpoint import CheckpointError
     from edge.export.exporter import ExportError, ExportOptions, export_model
 
-    opts = ExportOptions(calibration=Path(args.calibration) if args.calibration else None,
+    cal = [Path(x) for x in args.calibration.split(",") if x] if args.calibration else None
+    extra = {} if args.report_data is None else \
+        {"report_data": None if args.report_data.lower() == "none" else Path(args.report_data)}
+    opts = ExportOptions(calibration=cal[0] if cal and len(cal) == 1 else cal, **extra,
                          leads=tuple(x.strip() for x in args.leads.split(",") if x.strip()),
                          per_tensor=not args.per_channel, tflite=not args.no_tflite)
     try:

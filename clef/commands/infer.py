@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         signal, fs, lead = read_lead(args.record, args.lead, args.fs, pipe.spec.leads)
-        results = pipe.run(signal, fs)
-        for res in results:
-            print(json.dumps({"lead": lead, **res}), flush=True)
+        for res in pipe.run(signal, fs, lead):
+            print(json.dumps(res), flush=True)
     except (RecordError, ValueError, OSError) as exc:  # BadRecordError is a ValueError
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if args.record not in msg:

@@ -51,6 +51,7 @@ class EvalSettings:
     mitdb_dir: str = ""
     snomed_dir: str = ""
     mitdb_beats_per_class: int = 40
+    mitdb_af_windows_per_class: int = 40
     evidence_max_patients: int = 600
     evidence_permutations: int = 99
     max_chance_halfwidth: float = 0.1
@@ -62,8 +63,9 @@ class EvalSettings:
             raise ValueError(f"evaluate.folds must be >= 2, got {self.folds}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"evaluate.test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.probe_l2 < 0 or self.min_per_class < 1 or self.mitdb_beats_per_class < 0:
-            raise ValueError("evaluate.probe_l2 must be >= 0, min_per_class >= 1, mitdb_beats_per_class >= 0")
+        if self.probe_l2 < 0 or self.min_per_class < 1 or min(self.mitdb_beats_per_class, self.mitdb_af_windows_per_class) < 0:
+            raise ValueError("evaluate.probe_l2 must be >= 0, min_per_class >= 1, mitdb_beats_per_class and "
+                             "mitdb_af_windows_per_class >= 0")
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, weight_decay=self.finetune_weight_decay,
@@ -138,8 +140,10 @@ def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mo
     class_weight = "balanced" if task.kind == "multiclass" else None
     meta: dict[str, Any] = {"task": task.name, "kind": task.kind, "lead": task.lead, "mode": mode,
                             "activation": ACTIVATION[task.kind], "input": "z-scored single-lead window"}
-    if task.name.startswith("mitdb"):
+    if task.name == "mitdb":
         meta["input"] = "z-scored MLII window centred on the beat"
+    elif task.name == "mitdb_af":
+        meta["input"] = "z-scored back-to-back MLII window, as the device runtime cuts them"
     kwargs = {"min_per_class": settings.min_per_class}
     encoder_out = None
     if mode == "probe":

@@ -7,6 +7,8 @@
   with at least ``min_per_class`` positives and negatives as a binary label; plus age (regression)
   from ``# Age:``. Grouped by record (one record per patient there).
 * mitdb: MIT-BIH beats in the AAMI classes (:mod:`clef_core.evaluation.mitdb`), grouped by record.
+* mitdb_af: MIT-BIH AF per back-to-back 10 s MLII window (:mod:`clef_core.evaluation.mitdb_rhythm`),
+  binary label ``af``, grouped by record.
 * evidence inputs: one window per patient (the index ECG) with risks, age and sex.
 """
 
@@ -23,6 +25,7 @@ import pandas as pd
 from clef_core.data.datasets import LabelledWindows
 from clef_core.data.preprocess import PreprocessConfig, zscore
 from clef_core.evaluation.mitdb import AAMI_CLASSES, load_beats
+from clef_core.evaluation.mitdb_rhythm import load_af_windows
 
 ID_COLUMNS = ("study_id", "subject_id", "record_id")
 
@@ -158,3 +161,12 @@ def evidence_inputs(site: Any, lead: str) -> EvidenceInputs:
     x, y, groups = w.to_numpy()
     col = {c: y[:, j].astype(np.float64) for j, c in enumerate(columns)}
     return EvidenceInputs(x, groups, col["risk"], col.get("risk_truth"), col["age"], col["male"], lead)
+
+
+def mitdb_af_task(records: Sequence[Path], preprocess: PreprocessConfig, per_class: int, seed: int = 0) -> TaskData:
+    """AF vs non-AF 10 s MLII windows of MIT-BIH ``records`` (binary label ``af``), grouped by record."""
+    w = load_af_windows(records, preprocess, "II", per_class, seed)
+    return TaskData("mitdb_af", "binary", ["af"], w.x, w.af[:, None], w.records, "II",
+                    info={"records": sorted(w.counts), "windows": int(len(w.af)), "af_windows": int(w.af.sum()),
+                          "af_records": sorted(r for r, c in w.counts.items() if c["af_used"]),
+                          "per_class_cap": per_class, "per_record": w.counts})

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.runtime.spec import PreprocessSpec
+from edge.runtime.quality import SignalError
 from edge.runtime.stream import windows_of
 
 
@@ -50,15 +51,19 @@ def cut(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def device_windows(x: np.ndarray, fs: float, spec: PreprocessSpec, limit: int) -> list[np.ndarray]:
-    """Up to ``limit`` usable (not skipped, not flat) windows, evenly spaced over the record."""
-    wins = [w.x for w in windows_of(x, fs, spec) if w.x is not None and not w.flat]
+    """Up to ``limit`` usable (not skipped, not flat) windows, evenly spaced over the record; none
+    from a lead the device would refuse (too short, mis-scaled, noise: edge/runtime/quality.py)."""
+    try:
+        wins = [w.x for w in windows_of(x, fs, spec) if w.x is not None and not w.flat]
+    except SignalError:
+        return []
     if len(wins) > limit:
         wins = [wins[i] for i in np.linspace(0, len(wins) - 1, limit).round().astype(int)]
     return wins
 
 
 def real_windows(
-    source: str | Path,
+    source: str | Path | Sequence[str | Path],
     spec: PreprocessSpec,
     *,
     leads: Sequence[str] = ("I", "II"),
@@ -67,10 +72,16 @@ def real_windows(
     windows_per_record: int = 3,
     seed: int = 0,
 ) -> WindowSets:
-    """Calibration and held-out windows from the WFDB records under ``source``."""
+    """Calibration and held-out windows from the WFDB records under ``source`` (a folder, or several:
+    e.g. the reference 12-lead set plus the deployment's own records; each record is named
+    ``folder/record`` then)."""
     from clef_core.data.records import read_record
 
-    paths = record_paths(Path(source))
+    sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(x) for x in source]
+    named = [(p, str(p.relative_to(src)) if len(sources) == 1 else f"{src.name}/{p.relative_to(src)}")
+             for src in sources for p in record_paths(src)]
+    paths = [p for p, _ in named]
+    source = ", ".join(str(x) for x in sources)
     if len(paths) < 3:
         raise ValueError(f"{source}: need at least 3 WFDB records for calibration + held-out windows, found {len(paths)}")
     order = np.random.RandomState(seed).permutation(len(paths))
@@ -78,8 +89,7 @@ def real_windows(
     held = {int(i) for i in order[:n_held]}
     rng = np.random.default_rng(seed)
     cal, test, cal_names, held_names, skipped = [], [], [], [], {}
-    for i, path in enumerate(paths):
-        name = str(path.relative_to(source))
+    for i, (path, name) in enumerate(named):
         try:
             rec = read_record(path, record_id=name)
         except ValueError as exc:  # BadRecordError
@@ -110,3 +120,29 @@ def real_windows(
                          f"{list(leads)}; need at least 8 and 4")
     return WindowSets(np.stack(cal).astype(np.float32), np.stack(test).astype(np.float32),
                       cal_names, held_names, list(leads), skipped)
+
+
+def report_windows(source: str | Path, spec: PreprocessSpec, *, lead: str = "II", windows_per_record: int = 2,
+                   minutes: float = 5.0) -> tuple[np.ndarray, list[str]]:
+    """Windows for a report-only fidelity check on another kind of data (e.g. MIT-BIH Holter MLII
+    at 360 Hz): ``windows_per_record`` evenly spaced usable windows from the first ``minutes`` of
+    ``lead`` of every WFDB record under ``source``, through the device preprocessing; and the
+    records used. Never used for calibration."""
+    from clef_core.data.records import read_record
+
+    wins, names = [], []
+    for path in record_paths(Path(source)):
+        try:
+            rec = read_record(path)
+        except ValueError:  # BadRecordError: not usable, as in calibration
+            continue
+        if lead not in rec.leads:
+            continue
+        x = rec.signal[rec.leads.index(lead)][: int(minutes * 60 * rec.fs)].astype(np.float64)
+        got = device_windows(x, rec.fs, spec, windows_per_record)
+        if got:
+            wins += got
+            names.append(path.name)
+    if len(wins) < 2:
+        raise ValueError(f"{source}: fewer than 2 usable lead {lead} windows for the report")
+    return np.stack(wins).astype(np.float32), names

@@ -3,7 +3,10 @@
 RECORD is a WFDB record path without extension (numpy reader, formats 16/61/80/212) or a
 ``.npy``/``.csv`` array, which needs ``--fs``.
 
-Prints one JSON object per 10 s window; an unreadable record gets a one-line error and exit 1.
+Prints one JSON object per 10 s window (the keys of ``clef infer``: lead, start_s, embedding and,
+with task heads, predictions). An unreadable record, one shorter than a window, a sample beyond
+``max_abs_mv`` (mis-scaled) or a record of random noise gets a one-line error naming the record
+and exit 1 (edge/runtime/quality.py).
 """
 
 from __future__ import annotations
@@ -32,14 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.record.lower().endswith((".npy", ".csv")):
             if args.fs is None:
                 raise RecordError(f"{args.record}: --fs is required for an array file")
-            results = pipe.run(read_array(args.record, args.lead)[0], args.fs)
+            signal, lead = read_array(args.record, args.lead)
+            results = pipe.run(signal, args.fs, lead)
         else:  # streamed from the file a minute at a time: constant memory for any record length
-            chunks, fs, _ = open_wfdb_lead(args.record, args.lead, pipe.spec.leads)
-            results = pipe.run_stream(chunks, fs)
+            chunks, fs, lead = open_wfdb_lead(args.record, args.lead, pipe.spec.leads)
+            results = pipe.run_stream(chunks, fs, lead)
         for rec in results:
             print(json.dumps(rec), flush=True)
     except (RecordError, ModelError, SpecError, ValueError) as exc:
-        print(f"edge-runtime: {exc}", file=sys.stderr)
+        msg = str(exc)
+        if args.record not in msg:  # signal refusals do not know the record's name
+            msg = f"{args.record}: {msg}"
+        print(f"edge-runtime: {msg}", file=sys.stderr)
         return 1
     return 0
 

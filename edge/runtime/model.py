@@ -2,7 +2,9 @@
 
 Interpreter choice for ``.tflite`` (first that imports): ``tflite_runtime.interpreter``
 (tflite-runtime 2.14: numpy < 2, Python <= 3.11) then ``ai_edge_litert.interpreter`` (its
-successor). For an int8-input model the float window is quantised with the input tensor's
+successor). An int8 model in tflite-runtime runs on its XNNPACK delegate with the int8 kernels
+switched on (edge/runtime/xnnpack.py; measured ~6x faster than the builtin int8 kernels and
+faster than float, docs/edge.md); ``xnnpack_int8=False`` keeps the builtin kernels. For an int8-input model the float window is quantised with the input tensor's
 own parameters, ``q = clip(round(x / scale) + zero_point, -128, 127)``, and an int8 output is
 dequantised, ``e = scale * (q - zero_point)``: the caller always sees float32 embeddings.
 """
@@ -13,6 +15,8 @@ import importlib
 from pathlib import Path
 
 import numpy as np
+
+from .xnnpack import qs8_delegate
 
 TFLITE_MODULES = {"tflite-runtime": "tflite_runtime.interpreter", "ai-edge-litert": "ai_edge_litert.interpreter"}
 
@@ -44,22 +48,27 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: type) -> np.nd
 class EdgeModel:
     """One encoder file; ``embed(window)`` maps a (T,) float window to a (D,) float32 embedding."""
 
-    def __init__(self, path: str | Path, *, runtime: str | None = None, num_threads: int = 1) -> None:
+    def __init__(self, path: str | Path, *, runtime: str | None = None, num_threads: int = 1,
+                 xnnpack_int8: bool = True) -> None:
         self.path = Path(path)
+        self.kernels = "default"  # or "xnnpack-int8": tflite-runtime's XNNPACK with int8 kernels on
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         suffix = self.path.suffix.lower()
         if suffix == ".tflite":
-            self._init_tflite(runtime, num_threads)
+            self._init_tflite(runtime, num_threads, xnnpack_int8)
         elif suffix == ".onnx":
             self._init_onnx(num_threads)
         else:
             raise ModelError(f"{self.path}: unknown model type {suffix!r} (expected .tflite or .onnx)")
 
-    def _init_tflite(self, runtime: str | None, num_threads: int) -> None:
+    def _init_tflite(self, runtime: str | None, num_threads: int, xnnpack_int8: bool) -> None:
         self.runtime, interpreter_cls = tflite_interpreter_class(runtime)
         try:
             self._interp = interpreter_cls(model_path=str(self.path), num_threads=num_threads)
+            if xnnpack_int8 and self.runtime == "tflite-runtime" and \
+                    np.dtype(self._interp.get_input_details()[0]["dtype"]) == np.int8:
+                self._interp = self._xnnpack_int8_interpreter(interpreter_cls, num_threads) or self._interp
             self._interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.path}: {self.runtime} cannot load it: {str(exc).strip().splitlines()[0]}") from exc
@@ -71,6 +80,17 @@ class EdgeModel:
         self.output_dtype = np.dtype(out["dtype"])
         self.input_quant = tuple(inp["quantization"]) if self.input_dtype.kind == "i" else None
         self.output_quant = tuple(out["quantization"]) if self.output_dtype.kind == "i" else None
+
+    def _xnnpack_int8_interpreter(self, interpreter_cls: type, num_threads: int):
+        """The interpreter with tflite-runtime's XNNPACK int8 kernels, or None where unavailable."""
+        module = importlib.import_module(TFLITE_MODULES["tflite-runtime"])
+        delegate = qs8_delegate(module, num_threads)
+        if delegate is None:
+            return None
+        interp = interpreter_cls(model_path=str(self.path), num_threads=num_threads, experimental_delegates=[delegate],
+                                 experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.kernels = "xnnpack-int8"
+        return interp
 
     def _init_onnx(self, num_threads: int) -> None:
         try:

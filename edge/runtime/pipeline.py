@@ -30,28 +30,29 @@ class EdgePipeline:
                              f"describes {spec.window_samples}")
 
     def result(self, start_s: float, x: np.ndarray | None, skipped: str | None = None,
-               flat: bool = False) -> dict[str, Any]:
-        """The JSON-ready record of one window: embedding, or class probabilities when heads exist."""
-        out: dict[str, Any] = {"start_s": round(float(start_s), 6)}
+               flat: bool = False, lead: str | None = None) -> dict[str, Any]:
+        """The JSON-ready record of one window: ``lead``, ``start_s``, ``embedding`` and, when the
+        model carries task heads, ``predictions`` ({head: {label: value}}); or ``skipped``."""
+        out: dict[str, Any] = {"lead": lead} if lead is not None else {}
+        out["start_s"] = round(float(start_s), 6)
         if x is None:
             out["skipped"] = skipped
             return out
         if flat:
             out["flat"] = True
         emb = self.model.embed(x)
+        out["embedding"] = [round(float(v), 6) for v in emb]
         if self.spec.heads:
-            out["probabilities"] = {
+            out["predictions"] = {
                 name: {label: round(float(p), 6) for label, p in zip(head.labels, head(emb.astype(np.float64)))}
                 for name, head in self.spec.heads.items()
             }
-        else:
-            out["embedding"] = [round(float(v), 6) for v in emb]
         return out
 
-    def run_stream(self, chunks: Iterable[np.ndarray], fs: float) -> Iterator[dict[str, Any]]:
+    def run_stream(self, chunks: Iterable[np.ndarray], fs: float, lead: str | None = None) -> Iterator[dict[str, Any]]:
         for w in iter_windows(chunks, fs, self.spec):
-            yield self.result(w.start_s, w.x, w.skipped, w.flat)
+            yield self.result(w.start_s, w.x, w.skipped, w.flat, lead)
 
-    def run(self, signal: np.ndarray, fs: float) -> Iterator[dict[str, Any]]:
+    def run(self, signal: np.ndarray, fs: float, lead: str | None = None) -> Iterator[dict[str, Any]]:
         for w in windows_of(signal, fs, self.spec):
-            yield self.result(w.start_s, w.x, w.skipped, w.flat)
+            yield self.result(w.start_s, w.x, w.skipped, w.flat, lead)

@@ -18,6 +18,10 @@ everything here is plain numbers so the device needs neither scipy nor torch::
       "max_nan_gap_s": 0.5,          # shorter NaN gaps are interpolated, longer ones skip the window
       "flat_ptp_mv": 0.02,           # a band-passed window spanning less is reported "flat" (lead off)
       "leads": ["I", "II"],          # leads the model was calibrated and gated on
+      "max_abs_mv": 30.0,            # a sample beyond +-this refuses the record (mis-scaled units?), as the store does
+      "noise": {"kurtosis_max": 4.0, "hf_band_hz": [15.0, 40.0], "hf_fraction_min": 0.4},
+                                     # a window below the kurtosis AND above the high-band power fraction
+                                     # is random noise, not ECG (edge/runtime/quality.py)
       "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid"}}
     }
 """
@@ -31,10 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from .quality import NoiseRule
+
 FORMAT = "clef-edge-preprocess"
 FORMAT_VERSION = 1
 STEP_NAMES = ("resample", "bandpass", "zscore")
-ACTIVATIONS = ("sigmoid", "softmax", "none")
+ACTIVATIONS = ("sigmoid", "softmax", "none", "identity")  # identity = none (regression heads)
 
 
 class SpecError(ValueError):
@@ -82,6 +88,8 @@ class PreprocessSpec:
     flat_ptp_mv: float = 0.02
     leads: tuple[str, ...] = ("I", "II")
     heads: dict[str, Head] = field(default_factory=dict)
+    max_abs_mv: float = 30.0
+    noise: NoiseRule = field(default_factory=NoiseRule)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -137,6 +145,17 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
     window_s = float(_need(d, "window_s", where))
     if sample_rate <= 0 or window_s <= 0 or abs(sample_rate * window_s - round(sample_rate * window_s)) > 1e-6:
         raise SpecError(f"{where}: sample_rate * window_s must be a positive whole number of samples")
+    noise = dict(d.get("noise") or {})
+    band = (float(bandpass.get("low_hz", 0.67)), float(bandpass.get("high_hz", 40.0)))
+    try:
+        rule = NoiseRule(kurtosis_max=float(noise.get("kurtosis_max", 4.0)),
+                         hf_band_hz=tuple(float(v) for v in noise.get("hf_band_hz", (15.0, 40.0))),
+                         hf_fraction_min=float(noise.get("hf_fraction_min", 0.4)), band_hz=band)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: noise: {exc}") from exc
+    max_abs_mv = float(d.get("max_abs_mv", 30.0))
+    if max_abs_mv <= 0 or len(rule.hf_band_hz) != 2:
+        raise SpecError(f"{where}: max_abs_mv must be > 0 and noise.hf_band_hz a [low, high] pair")
     return PreprocessSpec(
         sample_rate=sample_rate,
         window_s=window_s,
@@ -149,6 +168,8 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
         flat_ptp_mv=float(d.get("flat_ptp_mv", 0.02)),
         leads=tuple(d.get("leads", ("I", "II"))),
         heads=heads,
+        max_abs_mv=max_abs_mv,
+        noise=rule,
         raw=d,
     )
 

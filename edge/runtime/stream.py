@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filters import SOSFilter
+from .quality import SignalError, check_range, noise_reason
 from .resample import rate_ratio, resample
 from .spec import PreprocessSpec
 
@@ -108,28 +109,45 @@ class Preprocessor:
         band = y[off : off + t]
         # flat as in training (clef_core.data.preprocess.flat_leads): band-passed peak-to-peak
         flat = bool(np.ptp(band) < self.spec.flat_ptp_mv)
+        noise = None if flat else noise_reason(band, self.spec.sample_rate, self.spec.noise)
+        if noise:
+            return None, noise, False
         return zscore(band, self.spec.zscore_eps), None, flat
 
 
 def iter_windows(chunks: Iterable[np.ndarray], fs_in: float, spec: PreprocessSpec) -> Iterator[Window]:
-    """Model-ready windows from a stream of raw 1-D chunks (any sizes) of one lead at ``fs_in`` Hz."""
+    """Model-ready windows from a stream of raw 1-D chunks (any sizes) of one lead at ``fs_in`` Hz.
+
+    Raises :class:`~.quality.SignalError` (edge/runtime/quality.py) for a sample beyond
+    ``spec.max_abs_mv``, a stream shorter than one window, or one whose every window is noise.
+    """
     pre = Preprocessor(spec, fs_in)
     w, c = pre.window_in, pre.context_in
     buf = np.zeros(0)
     buf_start = 0  # absolute index of buf[0]
     k = 0  # next window
+    noise = 0  # windows skipped as noise
     for chunk in chunks:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        check_range(chunk, spec.max_abs_mv, fs_in, buf_start + buf.size)
         buf = np.concatenate([buf, chunk])
         while buf_start + buf.size >= (k + 1) * w + c:
-            yield _emit(pre, buf, buf_start, k)
+            win = _emit(pre, buf, buf_start, k)
+            noise += bool(win.skipped and win.skipped.startswith("noise-like"))
+            yield win
             k += 1
             keep = max(0, k * w - c)
             buf, buf_start = buf[keep - buf_start :], keep
     n = buf_start + buf.size
     while (k + 1) * w <= n:
-        yield _emit(pre, buf, buf_start, k)
+        win = _emit(pre, buf, buf_start, k)
+        noise += bool(win.skipped and win.skipped.startswith("noise-like"))
+        yield win
         k += 1
+    if k == 0:
+        raise SignalError(f"too_short: {n / fs_in:.2f} s < one {spec.window_s:g} s window")
+    if noise == k:
+        raise SignalError(f"not_ecg: all {k} window(s) are random noise, not ECG (last: {win.skipped})")
 
 
 def _emit(pre: Preprocessor, buf: np.ndarray, buf_start: int, k: int) -> Window:

@@ -1,0 +1,102 @@
+"""MIT-BIH atrial fibrillation at the device's granularity: one label per back-to-back 10 s window.
+
+The rhythm in force at a sample is the last rhythm annotation before it (``.atr`` aux notes such
+as ``(N``, ``(AFIB``, ``(AFL``; a record starts in the rhythm of its first note). A window is
+AF (1) when AFIB holds over all of it and non-AF (0) when AFIB holds nowhere in it; windows that
+straddle a rhythm change are left out, so every label is unambiguous. The MLII lead is resampled
+to the model rate and band-passed over the whole record (as the store does, and as
+:mod:`clef_core.evaluation.mitdb` does for beats), cut into back-to-back windows starting at 0,
+as the device runtime cuts them, and z-scored per window. At most ``per_class`` windows per
+record and class are kept (a uniform draw without replacement, seeded per record).
+
+Of the 22 DS1 records here, 201 and 203 hold AF episodes: a probe fitted on them is a real but
+small AF detector (two patients' AF), useful as the labelled output of the edge path, not as a
+validated classifier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clef_core.data.preprocess import PreprocessConfig, bandpass, resample, zscore
+
+AF_NOTE = "(AFIB"
+
+
+@dataclasses.dataclass
+class RhythmWindows:
+    """Windows ``x`` (N, T) z-scored, ``af`` (N,) 0/1, ``records`` (N,) as groups, ``start_s`` (N,)
+    and per-record counts of the pure AF / non-AF windows available and used."""
+
+    x: np.ndarray
+    af: np.ndarray
+    records: np.ndarray
+    start_s: np.ndarray
+    counts: dict[str, dict[str, int]]
+
+
+def af_fraction(change_samples: np.ndarray, notes: Sequence[str], n_samples: int, starts: np.ndarray,
+                length: int) -> np.ndarray:
+    """Fraction of each window ``[start, start + length)`` (record samples) spent in AFIB, from the
+    rhythm changes at ``change_samples`` with their ``notes``."""
+    in_af = np.zeros(n_samples + 1, dtype=np.int64)
+    if len(change_samples):
+        bounds = list(np.clip(change_samples, 0, n_samples)) + [n_samples]
+        bounds[0] = 0  # the first rhythm holds from the record's start
+        for lo, hi, note in zip(bounds[:-1], bounds[1:], notes):
+            if note == AF_NOTE:
+                in_af[lo:hi] = 1
+    cum = np.concatenate([[0], np.cumsum(in_af[:n_samples])])
+    return (cum[starts + length] - cum[starts]) / length
+
+
+def load_af_windows(records: Sequence[Path], cfg: PreprocessConfig, lead: str = "II", per_class: int = 40,
+                    seed: int = 0) -> RhythmWindows:
+    """Pure AF / non-AF 10 s windows of ``records`` (see the module docstring)."""
+    from clef_core.data.records import read_annotations, read_record
+
+    xs, ys, groups, starts_s = [], [], [], []
+    counts: dict[str, dict[str, int]] = {}
+    T = cfg.window_samples
+    for path in records:
+        rec = read_record(path)
+        if lead not in rec.leads:
+            raise ValueError(f"MIT-BIH record {rec.name}: no lead {lead} (has {rec.source_leads})")
+        ann = read_annotations(path)
+        rhythm = [(s, n) for s, n in zip(ann.sample, ann.aux_note) if n.startswith("(")]
+        n_raw = rec.signal.shape[1]
+        win_raw = int(round(cfg.window_s * rec.fs))
+        starts = np.arange(0, n_raw - win_raw + 1, win_raw)
+        frac = af_fraction(np.array([s for s, _ in rhythm], dtype=np.int64), [n for _, n in rhythm],
+                           n_raw, starts, win_raw)
+        rng = np.random.default_rng([zlib.crc32(rec.name.encode()), seed])
+        chosen = []
+        for pure in (frac == 0.0, frac == 1.0):
+            idx = np.flatnonzero(pure)
+            if per_class and len(idx) > per_class:
+                idx = np.sort(rng.choice(idx, per_class, replace=False))
+            chosen.append(idx)
+        sel = np.sort(np.concatenate(chosen))
+        x = bandpass(resample(rec.signal[rec.leads.index(lead)].astype(np.float64)[None, :], rec.fs, cfg.sample_rate), cfg)[0]
+        first = np.rint(starts[sel] * cfg.sample_rate / rec.fs).astype(np.int64)
+        ok = first + T <= len(x)
+        sel, first = sel[ok], first[ok]
+        xs.append(zscore(x[first[:, None] + np.arange(T)[None, :]]))
+        ys.append((frac[sel] == 1.0).astype(np.float64))
+        groups.append(np.full(len(sel), rec.name))
+        starts_s.append(starts[sel] / rec.fs)
+        counts[rec.name] = {"af_available": int((frac == 1.0).sum()), "non_af_available": int((frac == 0.0).sum()),
+                            "mixed_left_out": int(((frac > 0) & (frac < 1)).sum()),
+                            "af_used": int(ys[-1].sum()), "non_af_used": int(len(sel) - ys[-1].sum())}
+    return RhythmWindows(
+        x=np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, T), np.float32),
+        af=np.concatenate(ys) if ys else np.zeros(0),
+        records=np.concatenate(groups) if groups else np.zeros(0, str),
+        start_s=np.concatenate(starts_s) if starts_s else np.zeros(0),
+        counts=counts,
+    )
