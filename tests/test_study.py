@@ -107,3 +107,18 @@ def test_bad_study_settings_are_named():
         StudyConfig(arms=("clef", "byol"))
     with pytest.raises(ValueError, match="label_fractions"):
         StudyConfig(label_fractions=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("name", ["study-cpu", "study-gpu"])
+def test_study_configs_are_valid(name):
+    from clef_core.config import load_config
+    from clef_core.evaluation.study import StudyConfig
+    from clef_core.synth import SynthConfig
+    from clef_core.train import LossConfig, TrainConfig
+
+    cfg = load_config(name)
+    StudyConfig(**cfg["study"])
+    SynthConfig(**cfg["synth"])
+    TrainConfig(**cfg["train"])
+    LossConfig(**cfg["loss"])
+    assert cfg["synth"]["risk_signal"] > 0 and cfg["synth"]["risk_labels"]

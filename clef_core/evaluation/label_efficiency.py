@@ -6,9 +6,10 @@ linear probe whose L2 is chosen on validation, and a paired bootstrap of AUROC d
 * :func:`subsample_patients`: subsample j of the pool is a fixed random order of its subjects; the
   fraction f takes its first max(ceil(f n_pool), min_patients) subjects, so subsets are nested and
   every arm sees the same labelled patients.
-* :func:`fit_logistic_grid`: every (L2, label) logistic regression at once, minimising
-  sum_{g,c} [ mean_{known rows} BCE(x w_gc + b_gc, y_c) + l2_g / (2 n_c) ||w_gc||^2 ] (separable, so
-  one L-BFGS run solves all of them; the objective of :func:`clef_core.evaluation.probe.fit_logistic`).
+* :func:`fit_logistic_grid`: the logistic regression of every (L2, label), mean_{known rows}
+  BCE(x w_gc + b_gc, y_c) + l2_g / (2 n_c) ||w_gc||^2 (the objective of
+  :func:`clef_core.evaluation.probe.fit_logistic`), by damped Newton warm-started from the next
+  stronger L2 (converged in a few steps; L-BFGS on nearly separable small samples needed hundreds).
   A label with one class among the labelled rows gets w = 0 (a constant score: AUROC 0.5).
 * :func:`weighted_auroc`: the Mann-Whitney AUROC with per-row weights, for B weight vectors at once
   (ties count 1/2); a bootstrap resample of patients is a weight vector of multiplicities.
@@ -50,35 +51,57 @@ def subsample_patients(pool_groups: np.ndarray, fraction: float, subsample: int,
     return np.isin(g, order[:n])
 
 
-def fit_logistic_grid(x: np.ndarray, y: np.ndarray, l2_grid: Sequence[float], iters: int = 150
+def fit_logistic_grid(x: np.ndarray, y: np.ndarray, l2_grid: Sequence[float], iters: int = 50
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(W (G, C, d), b (G, C)) for standardised ``x`` (n, d) and ``y`` (n, C) 0/1/NaN."""
-    xt = torch.as_tensor(np.asarray(x, np.float64))
+    """(W (G, C, d), b (G, C)) for standardised ``x`` (n, d) and ``y`` (n, C) 0/1/NaN: for each label c
+    and L2 value g, the minimiser of mean_{known rows} BCE(x w + b, y_c) + l2_g / (2 n_c) ||w||^2."""
+    x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    known = np.isfinite(y)
-    yt, kt = torch.as_tensor(np.nan_to_num(y)), torch.as_tensor(known, dtype=torch.float64)
-    n_c = torch.as_tensor(np.maximum(known.sum(axis=0), 1), dtype=torch.float64)
-    l2 = torch.as_tensor(np.asarray(l2_grid, np.float64))
-    g, c, d = len(l2_grid), y.shape[1], x.shape[1]
-    prev = np.clip(np.nansum(y, axis=0) / np.maximum(known.sum(axis=0), 1), 1e-3, 1 - 1e-3)
-    w = torch.zeros((g, c, d), dtype=torch.float64, requires_grad=True)
-    b = torch.as_tensor(np.tile(np.log(prev / (1 - prev)), (g, 1))).requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], max_iter=iters, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        logits = torch.einsum("nd,gcd->gnc", xt, w) + b[:, None, :]
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt.expand_as(logits), reduction="none")
-        loss = ((bce * kt).sum(dim=1) / n_c + 0.5 * l2[:, None] * (w * w).sum(dim=2) / n_c).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    W, B = w.detach().numpy().copy(), b.detach().numpy().copy()
-    one_class = np.array([len(np.unique(y[known[:, j], j])) < 2 for j in range(c)])
-    W[:, one_class, :] = 0.0
+    x1 = torch.as_tensor(np.c_[x, np.ones(len(x))])
+    W, B = np.zeros((len(l2_grid), y.shape[1], x.shape[1])), np.zeros((len(l2_grid), y.shape[1]))
+    for c in range(y.shape[1]):
+        known = np.isfinite(y[:, c])
+        yc = y[known, c]
+        if len(np.unique(yc)) < 2:  # one class: w = 0 and the (clipped) prevalence as bias
+            p = float(np.clip(yc.mean(), 1e-3, 1 - 1e-3)) if len(yc) else 0.5
+            B[:, c] = math.log(p / (1 - p))
+            continue
+        beta = torch.zeros(x1.shape[1], dtype=torch.float64)
+        beta[-1] = math.log(yc.mean() / (1 - yc.mean()))
+        for g in np.argsort(l2_grid)[::-1]:  # strongest L2 first: each fit warm-starts the next
+            beta = newton_logistic(x1[known], torch.as_tensor(yc), float(l2_grid[g]), beta, iters)
+            W[g, c], B[g, c] = beta[:-1].numpy(), float(beta[-1])
     return W, B
+
+
+def newton_logistic(x1: torch.Tensor, y: torch.Tensor, l2: float, beta: torch.Tensor, iters: int = 50) -> torch.Tensor:
+    """Damped Newton (Armijo backtracking) for mean BCE + l2 / (2 n) ||w||^2, the last column of
+    ``x1`` the unpenalised bias; strictly convex for l2 > 0, so it converges in a few steps."""
+    n = len(y)
+    reg = torch.full((x1.shape[1],), l2 / n, dtype=torch.float64)
+    reg[-1] = 0.0
+
+    def objective(b: torch.Tensor) -> torch.Tensor:
+        z = x1 @ b
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y) + 0.5 * (reg * b * b).sum()
+
+    f = objective(beta)
+    for _ in range(iters):
+        p = torch.sigmoid(x1 @ beta)
+        grad = x1.T @ (p - y) / n + reg * beta
+        if float(grad.abs().max()) < 1e-9:
+            break
+        hess = (x1.T * (p * (1 - p))) @ x1 / n + torch.diag(reg + 1e-12)
+        step = torch.linalg.solve(hess, grad)
+        t, decrease = 1.0, float(grad @ step)
+        while True:
+            cand = beta - t * step
+            f_cand = objective(cand)
+            if float(f_cand) <= float(f) - 1e-4 * t * decrease or t < 1e-10:
+                break
+            t *= 0.5
+        beta, f = cand, f_cand
+    return beta
 
 
 def weighted_auroc(scores: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

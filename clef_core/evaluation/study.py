@@ -62,7 +62,7 @@ class StudyConfig:
     label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)
     subsamples: int = 5
     min_patients: int = 10
-    l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
     eval_patients: int = 600
     eval_seed: int = 1000
     val_fraction: float = 0.2
