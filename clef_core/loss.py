@@ -10,6 +10,8 @@ s_ij; r_i the SCORE2 risk (NaN = unknown); rho_i in [0, 1] the completeness of p
 Clinical weights (N x N), see :func:`clinical_weights`::
 
     delta_ik = (r_i - r_k)^2 / max_{a != b, r_a and r_b known} (r_a - r_b)^2    (0 when that max is 0)
+             = |q_i - q_k|  with ``risk_scaling="rank"``: q = (average rank - 1) / (n_known - 1) of the
+               batch's known risks (robust to outlying risks; uniform on [0, 1] whatever the risk scale)
     D_ik     = (1 - alpha) delta_ik + alpha    for i != k with both risks known
              = 1                               for i != k with a risk unknown (plain negative)
     D_ii     = 0
@@ -29,6 +31,9 @@ value W~ = 0 (each contributes exp(0) = 1 to the denominator), but their resulti
 used: the positive enters unweighted, the anchor itself not at all. Because a softmax row sums to 1,
 the 2N-2 negatives of an anchor share a total weight below 1, where NT-Xent gives them 2N-2; this is
 what the published models were trained with (the reference also applies the softmax to the tiled W).
+A repair (``weight_norm="mean_one"``, not in the paper): w_ik = W~_ik / mean_{j neg of i} W~_ij, so each
+anchor's negatives keep NT-Xent's total mass 2N-2 and the ratios of W (a softmax of values in [0, 1]
+keeps every weight within e^1 = 2.7x of any other, and in practice within ~1.35x).
 Computed in log space as L_w(i) = softplus(logsumexp_k(log w_ik + (s_ik - s_ip)/tau)); w = 0 drops out.
 
 Alignment::
@@ -58,7 +63,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-WEIGHT_NORMS = ("softmax", "none")
+WEIGHT_NORMS = ("softmax", "none", "mean_one")
+RISK_SCALINGS = ("minmax", "rank")
 
 TensorLike = torch.Tensor | Sequence[float]
 
@@ -73,13 +79,14 @@ def clef_loss(
     use_mask: bool = True,
     weight_norm: str = "softmax",
     align_weight: float = 1.0,
+    risk_scaling: str = "minmax",
 ) -> torch.Tensor:
     """(L_w + align_weight * L_d) / (1 + align_weight) of the module docstring, a scalar tensor.
 
     ``risk`` (N,) SCORE2 risk, NaN when unknown; ``completeness`` (N,) in [0, 1] (may be None only
     when ``use_mask`` is False).
     """
-    _check_options(tau=tau, alpha=alpha, weight_norm=weight_norm, align_weight=align_weight)
+    _check_options(tau=tau, alpha=alpha, weight_norm=weight_norm, align_weight=align_weight, risk_scaling=risk_scaling)
     with _autocast_off(z):
         z, n = _embeddings(z, "clef_loss")
         risk_t = _vector(risk, n, "risk", z)
@@ -93,7 +100,7 @@ def clef_loss(
                 raise ValueError("clef_loss: completeness must lie in [0, 1] (no NaN)")
         else:
             rho = None
-        weights, defined = clinical_weights(risk_t, rho, alpha=alpha)
+        weights, defined = clinical_weights(risk_t, rho, alpha=alpha, risk_scaling=risk_scaling)
         sim = cosine_matrix(z)
         tiled, tiled_defined = weights.repeat(2, 2), defined.repeat(2, 2)
         l_w = weighted_info_nce(sim, tiled, tau=tau, weight_norm=weight_norm)
@@ -114,7 +121,7 @@ def nt_xent(z: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
 
 
 def clinical_weights(
-    risk: torch.Tensor, completeness: torch.Tensor | None, *, alpha: float = 0.2
+    risk: torch.Tensor, completeness: torch.Tensor | None, *, alpha: float = 0.2, risk_scaling: str = "minmax"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, defined): the N x N weights W = D * M (M omitted when ``completeness`` is None) and the
     mask of pairs whose clinical target is defined (diagonal, or both risks known)."""
@@ -122,15 +129,33 @@ def clinical_weights(
     eye = torch.eye(n, dtype=torch.bool, device=risk.device)
     known = ~torch.isnan(risk)
     pair_known = known[:, None] & known[None, :]
-    r = torch.where(known, risk, torch.zeros_like(risk))
     zeros = torch.zeros((n, n), dtype=risk.dtype, device=risk.device)
-    delta = torch.where(pair_known & ~eye, (r[:, None] - r[None, :]) ** 2, zeros)
-    largest = delta.max()
-    delta = delta / torch.where(largest > 0, largest, torch.ones_like(largest))
+    if risk_scaling == "rank":
+        q = batch_quantiles(risk)
+        delta = torch.where(pair_known & ~eye, (q[:, None] - q[None, :]).abs(), zeros)
+    else:
+        r = torch.where(known, risk, torch.zeros_like(risk))
+        delta = torch.where(pair_known & ~eye, (r[:, None] - r[None, :]) ** 2, zeros)
+        largest = delta.max()
+        delta = delta / torch.where(largest > 0, largest, torch.ones_like(largest))
     d = torch.where(pair_known, (1 - alpha) * delta + alpha, torch.ones_like(delta)).masked_fill(eye, 0.0)
     if completeness is not None:
         d = d * torch.exp(-completeness[:, None] * completeness[None, :])
     return d, pair_known | eye
+
+
+def batch_quantiles(risk: torch.Tensor) -> torch.Tensor:
+    """(average rank - 1) / (n_known - 1) of each known risk among the known ones (ties share their
+    mean rank); 0 for a lone known risk, NaN where the risk is unknown."""
+    known = ~torch.isnan(risk)
+    vals = risk[known]
+    m = vals.shape[0]
+    less = (vals[:, None] > vals[None, :]).sum(dim=1).to(risk.dtype)
+    ties = (vals[:, None] == vals[None, :]).sum(dim=1).to(risk.dtype)
+    q = (less + (ties - 1) / 2) / max(m - 1, 1)
+    out = torch.full_like(risk, float("nan"))
+    out[known] = q
+    return out
 
 
 def cosine_matrix(z: torch.Tensor) -> torch.Tensor:
@@ -151,10 +176,7 @@ def weighted_info_nce(sim: torch.Tensor, tiled_w: torch.Tensor, *, tau: float, w
     rows = torch.arange(two_n, device=sim.device)
     is_pos = pos[:, None] == rows[None, :]
     is_neg = ~(is_pos | torch.eye(two_n, dtype=torch.bool, device=sim.device))
-    if weight_norm == "softmax":
-        log_w = torch.log_softmax(tiled_w, dim=1)
-    else:
-        log_w = torch.log(tiled_w)  # w = 0 -> -inf: drops out of the logsumexp
+    log_w = log_weights(tiled_w, weight_norm)
     # L_w(i) = log(1 + sum_k w_ik e^{(s_ik - s_ip)/tau}) = softplus(logsumexp_k(log w_ik + (s_ik - s_ip)/tau)):
     # accurate for tiny losses (no lse - logit cancellation). Absent terms get the most negative finite
     # value, not -inf, so a row without negatives (N = 1, all w = 0) gives softplus(~-inf) = 0 with a
@@ -163,6 +185,21 @@ def weighted_info_nce(sim: torch.Tensor, tiled_w: torch.Tensor, *, tau: float, w
     absent = torch.full_like(shifted, torch.finfo(shifted.dtype).min)
     terms = torch.where(is_neg & (log_w > float("-inf")), log_w + shifted, absent)
     return F.softplus(torch.logsumexp(terms, dim=1)).mean()
+
+
+def log_weights(tiled_w: torch.Tensor, weight_norm: str) -> torch.Tensor:
+    """log w_ik, the weight each anchor i gives negative k (``weight_norm`` of the module docstring);
+    w = 0 gives -inf (drops out). Entries on the diagonal and the positive are not meaningful."""
+    if weight_norm == "softmax":
+        return torch.log_softmax(tiled_w, dim=1)
+    if weight_norm == "mean_one":
+        two_n = tiled_w.shape[0]
+        pos = positive_index(two_n // 2, tiled_w.device)
+        is_neg = ~((pos[:, None] == torch.arange(two_n, device=tiled_w.device)[None, :])
+                   | torch.eye(two_n, dtype=torch.bool, device=tiled_w.device))
+        neg_mean = torch.where(is_neg, tiled_w, torch.zeros_like(tiled_w)).sum(dim=1) / max(two_n - 2, 1)
+        return torch.log(tiled_w) - torch.log(neg_mean.clamp_min(torch.finfo(tiled_w.dtype).tiny))[:, None]
+    return torch.log(tiled_w)
 
 
 def alignment_loss(sim: torch.Tensor, tiled_w: torch.Tensor, tiled_defined: torch.Tensor) -> torch.Tensor:
@@ -199,7 +236,10 @@ def _vector(values: TensorLike, n: int, name: str, like: torch.Tensor) -> torch.
     return t
 
 
-def _check_options(*, tau: float, alpha: float = 0.0, weight_norm: str = "none", align_weight: float = 0.0) -> None:
+def _check_options(*, tau: float, alpha: float = 0.0, weight_norm: str = "none", align_weight: float = 0.0,
+                   risk_scaling: str = "minmax") -> None:
+    if risk_scaling not in RISK_SCALINGS:
+        raise ValueError(f"loss: risk_scaling={risk_scaling!r} is unknown ({' | '.join(RISK_SCALINGS)})")
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"loss: tau={tau!r} must be > 0")
     if not 0 <= alpha <= 1:

@@ -105,3 +105,30 @@ def task_scores(rows: list[dict[str, Any]], path: str | Path, *, title: str) -> 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def label_efficiency(table: Any, diffs: Any, path: str | Path, *, title: str) -> Path:
+    """Left: headline AUROC (+- SD) against the labelled share, one line per arm; right: the paired
+    differences with their bootstrap CIs."""
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for arm, sub in table.groupby("arm", sort=False):
+        ax.errorbar(100 * sub["fraction"], sub["mean_auroc"], yerr=sub["sd_auroc"], marker="o", ms=3, capsize=2, label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled share of the pool (%)")
+    ax.set_ylabel("test AUROC (headline)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    for k, (name, sub) in enumerate(diffs.groupby("comparison", sort=False)):
+        x = 100 * sub["fraction"].to_numpy() * (1 + 0.06 * (k - 1.5))
+        err = np.vstack([sub["diff"] - sub["ci_low"], sub["ci_high"] - sub["diff"]])
+        bx.errorbar(x, sub["diff"], yerr=err, marker="o", ms=3, capsize=2, label=name)
+    bx.axhline(0, color="grey", lw=0.8)
+    bx.set_xscale("log")
+    bx.set_xlabel("labelled share of the pool (%)")
+    bx.set_ylabel("paired AUROC difference (95 % CI)")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -166,12 +166,24 @@ class DPStats:
     nonfinite: int = 0  # patient-steps whose loss or gradient was not finite and counted as zero (site log only)
 
 
+def check_dp_loss(loss_cfg: LossConfig) -> None:
+    """The per-patient bank loss implements the paper's options only: refuse the repairs and the
+    placebo rather than train something else than configured."""
+    extra = {k: v for k, v in (("weight_norm", loss_cfg.weight_norm if loss_cfg.weight_norm == "mean_one" else None),
+                                ("risk_scaling", None if loss_cfg.risk_scaling == "minmax" else loss_cfg.risk_scaling),
+                                ("projection_dim", loss_cfg.projection_dim or None),
+                                ("shuffle_risk", loss_cfg.shuffle_risk or None)) if v is not None}
+    if extra:
+        raise ValueError(f"privacy.mode = patient does not support loss options {extra} (central pretraining only)")
+
+
 class PatientDPSGD:
     """Runs DP-SGD steps on a :class:`~clef_core.train.trainer.Trainer`'s bare model and optimizer."""
 
     def __init__(self, trainer: Any, bank: NegativeBank, *, noise_multiplier: float, clip_norm: float,
                  bank_refresh: int = 1, vmap_chunk: int = 0, seed: int | None = None) -> None:
         check_dp_model(trainer.model)
+        check_dp_loss(trainer.loss_cfg)
         if noise_multiplier <= 0 or clip_norm <= 0:
             raise ValueError(f"PatientDPSGD: noise_multiplier and clip_norm must be > 0 "
                              f"(got {noise_multiplier}, {clip_norm})")

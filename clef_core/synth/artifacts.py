@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from clef_core.synth.beats import FS, N_SAMPLES
+from clef_core.synth.risk_link import nuisance_hz
 
 _T = np.arange(N_SAMPLES, dtype=np.float32) / FS
 _WANDER_STEP = 10  # wander is drawn on a 50 Hz grid and linearly upsampled (it has no power above ~1 Hz)
@@ -47,3 +48,10 @@ def powerline(mains_hz: np.ndarray, amp_mv: np.ndarray, params: np.ndarray) -> n
     if unknown:
         raise ValueError(f"mains frequency must be 50 or 60 Hz, got {sorted(unknown)}")
     return out
+
+
+def site_signature(site: np.ndarray, amp_mv: np.ndarray, phase_u: np.ndarray) -> np.ndarray:
+    """(B, 1, T) a site's own sinusoid (``synth.site_nuisance``), the same on every measured lead;
+    ``phase_u`` (B,) uniforms give each record its phase."""
+    arg = 2 * np.pi * (nuisance_hz(site)[:, None] * _T[None, :] + phase_u[:, None])
+    return (amp_mv[:, None] * np.sin(arg)).astype(np.float32)[:, None, :]

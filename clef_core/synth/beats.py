@@ -78,6 +78,7 @@ class BeatParams:
     strain: np.ndarray  # 0..1 LV strain (T inversion + ST depression laterally)
     st_mv: np.ndarray  # ST depression, mV along the lateral direction
     conduction: np.ndarray  # 0 none, 1 RBBB, 2 LBBB
+    t_scale: np.ndarray | None = None  # factor on the T wave (synth.risk_signal); None: 1
 
     def __len__(self) -> int:
         return len(self.hr)
@@ -128,6 +129,8 @@ def wave_vectors(p: BeatParams) -> np.ndarray:
     t_vec = (1 - 1.8 * p.strain)[:, None] * V_T
     t_vec = np.where(lbbb[:, None], -0.4 * V_T - 0.25 * V_LBBB, t_vec)
     t_vec = np.where(rbbb[:, None], t_vec - 0.3 * V_RBBB, t_vec)
+    if p.t_scale is not None:
+        t_vec = p.t_scale[:, None] * t_vec
     v[:, 5] = 0.45 * t_vec
     v[:, 6] = 0.8 * t_vec
     v[:, 7] = np.where(rbbb[:, None], V_RBBB, np.where(lbbb[:, None], V_LBBB, 0.0))

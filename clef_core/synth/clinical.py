@@ -20,12 +20,13 @@ ECG phenotype (drives the waveform model):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from clef_core.synth.risk import high_risk_threshold, score2_risk
+from clef_core.synth.risk_link import RiskLink, apply_to_subjects, link_sites
 from clef_core.synth.sites import SiteProfile
 
 # MIMIC-IV shifts every patient's dates into 2100-2200 and reports the real era as a group.
@@ -43,6 +44,7 @@ class ClinicalCohort:
     records: pd.DataFrame  # one row per ECG: subject_id, study_id, site, cart_id, ecg_time, age, af, ...
     region: str
     seed: int
+    link: RiskLink = field(default_factory=RiskLink)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -174,7 +176,7 @@ def _schedule_records(
     male = sub["sex"].to_numpy() == "male"
     risk = score2_risk(age, male, sub["sbp"], sub["total_chol"], sub["hdl"], sub["smoking"], sub["diabetes"], region=region)
     high = np.where(np.isnan(risk), np.nan, (risk >= high_risk_threshold(age)).astype(float))
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "subject_id": sub["subject_id"].to_numpy(),
             "study_id": _unique_ids(rng, len(sub), 40_000_000, 50_000_000),
@@ -190,6 +192,9 @@ def _schedule_records(
             "st_dep": sub["ischemia"].to_numpy(),
         }
     )
+    if "cvd_event" in sub:
+        out["cvd_event"] = sub["cvd_event"].to_numpy()
+    return out
 
 
 def draw_clinical(
@@ -199,19 +204,24 @@ def draw_clinical(
     *,
     records_per_patient: tuple[int, int] = (1, 3),
     region: str = "low",
+    link: RiskLink | None = None,
 ) -> ClinicalCohort:
-    """Draw subjects (truth + phenotype) and their ECG schedule; no signals, no files."""
+    """Draw subjects (truth + phenotype) and their ECG schedule; no signals, no files.
+    ``link`` sets the risk/site knobs of :mod:`clef_core.synth.risk_link` (None: all off)."""
     if patients < 1:
         raise ValueError(f"patients must be >= 1, got {patients}")
     lo, hi = records_per_patient
     if not 1 <= lo <= hi:
         raise ValueError(f"records_per_patient must be 1 <= min <= max, got {records_per_patient}")
+    link = link or RiskLink()
+    sites = link_sites(sites, link)
     rng = np.random.default_rng([seed, 0xC11])
     subjects = _draw_subjects(rng, patients, sites, region)
+    apply_to_subjects(subjects, link, seed)
     subjects.insert(0, "subject_id", _unique_ids(rng, patients, 10_000_000, 20_000_000))
     subjects = subjects.sort_values("subject_id").reset_index(drop=True)
     records = _schedule_records(rng, subjects, sites, (lo, hi), region)
     first = records.groupby("subject_id", sort=False).first()
     subjects["index_study_id"] = first.loc[subjects["subject_id"], "study_id"].to_numpy()
     subjects["index_ecg_time"] = first.loc[subjects["subject_id"], "ecg_time"].to_numpy()
-    return ClinicalCohort(sites=sites, subjects=subjects, records=records, region=region, seed=seed)
+    return ClinicalCohort(sites=sites, subjects=subjects, records=records, region=region, seed=seed, link=link)

@@ -16,6 +16,7 @@ import pandas as pd
 from clef_core.synth.beats import FS, LEADS, N_SAMPLES
 from clef_core.synth.clinical import ClinicalCohort, draw_clinical
 from clef_core.synth.risk import REGIONS
+from clef_core.synth.risk_link import RISK_LABELS, RiskLink
 from clef_core.synth.signals import record_frame, render_frame
 from clef_core.synth.sites import make_sites
 from clef_core.synth.tables import build_hosp_tables
@@ -42,6 +43,14 @@ class SynthConfig:
     records_per_patient: tuple[int, int] = (1, 3)
     region: str = "low"
     carts_per_site: tuple[int, int] = (2, 4)
+    # risk / site links (clef_core.synth.risk_link); the defaults keep the default cohort
+    risk_signal: float = 0.0
+    risk_factor_age: float = 0.5
+    risk_labels: bool = False
+    site_nuisance: float = 0.0
+    site_risk_link: float = 0.0
+    site_missing_link: float = 0.0
+    risk_coverage: float = -1.0
 
     def __post_init__(self) -> None:
         self.records_per_patient = tuple(int(v) for v in self.records_per_patient)
@@ -56,6 +65,10 @@ class SynthConfig:
             raise ValueError(f"synth.carts_per_site must be 1 <= min <= max, got {list(self.carts_per_site)}")
         if self.region not in REGIONS:
             raise ValueError(f"synth.region must be one of {REGIONS}, got {self.region!r}")
+        self.link()  # validates the link knobs
+
+    def link(self) -> RiskLink:
+        return RiskLink(**{f: getattr(self, f) for f in RiskLink.__dataclass_fields__})
 
     def as_kwargs(self) -> dict:
         return asdict(self)
@@ -126,9 +139,14 @@ def _machine_measurements(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     )
 
 
+def label_names(records: pd.DataFrame) -> dict[str, str]:
+    """The labels of a cohort: :data:`LABELS`, plus ``cvd_event`` when ``synth.risk_labels``."""
+    return {**LABELS, **{k: v for k, v in RISK_LABELS.items() if k in records.columns}}
+
+
 def _labels(records: pd.DataFrame) -> pd.DataFrame:
     out = records[["study_id", "subject_id"]].copy()
-    for name in LABELS:
+    for name in label_names(records):
         out[name] = pd.array(records[name].to_numpy(), dtype="Float64").astype("Int64")
     return out
 
@@ -158,7 +176,7 @@ def _site_summary(cohort: ClinicalCohort) -> list[dict]:
             bp_on_file=round(float(s["bp_on_file"].mean()), 4) if len(s) else None,
             labs_on_file=round(float(s["labs_on_file"].mean()), 4) if len(s) else None,
             admitted=round(float(s["admitted"].mean()), 4) if len(s) else None,
-            prevalence={k: round(float(r[k].mean()), 4) if len(r) else None for k in LABELS},
+            prevalence={k: round(float(r[k].mean()), 4) if len(r) else None for k in label_names(rec)},
         )
         out.append(info)
     return out
@@ -177,6 +195,7 @@ def generate_cohort(
     diagnosis_window_days: int = 3650,
     overwrite: bool = False,
     progress: bool = False,
+    **link_knobs: float | bool,
 ) -> CohortSummary:
     """Write a synthetic cohort in the MIMIC-IV-ECG + hosp layout to ``out_dir``.
 
@@ -185,11 +204,15 @@ def generate_cohort(
     the extractor's ``[metadata]`` windows: they decide which hosp rows are in/out of time.
     """
     t_start = time.perf_counter()
-    SynthConfig(patients, sites, seed, records_per_patient, region, carts_per_site)  # validates
+    unknown = set(link_knobs) - set(RiskLink.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"generate_cohort: unknown argument(s) {sorted(unknown)}")
+    link = SynthConfig(patients, sites, seed, records_per_patient, region, carts_per_site, **link_knobs).link()  # validates
     out_dir = Path(out_dir)
     tmp = _prepare_out(out_dir, overwrite)
     cohort = draw_clinical(
-        patients, make_sites(sites, seed, tuple(carts_per_site)), seed, records_per_patient=tuple(records_per_patient), region=region
+        patients, make_sites(sites, seed, tuple(carts_per_site)), seed, records_per_patient=tuple(records_per_patient), region=region,
+        link=link,
     )
     tables = build_hosp_tables(cohort, window_days=window_days, diagnosis_window_days=diagnosis_window_days)
     frame = record_frame(cohort)
@@ -240,6 +263,7 @@ def generate_cohort(
             "carts_per_site": list(carts_per_site),
             "window_days": window_days,
             "diagnosis_window_days": diagnosis_window_days,
+            **({} if link.is_default else link.as_dict()),
         },
         "layout": "mimic-iv-ecg",
         "sample_rate": FS,
@@ -248,9 +272,26 @@ def generate_cohort(
         "gain_adu_per_mv": GAIN,
         "patients": int(len(cohort.subjects)),
         "records": int(len(rec)),
-        "labels": LABELS,
+        "labels": label_names(rec),
         "sites": site_info,
     }
+    if not link.is_default:
+        meta["risk_link"] = _link_summary(cohort)
     (tmp / "cohort.json").write_text(json.dumps(meta, indent=2) + "\n")
     _finish_out(tmp, out_dir)
     return CohortSummary(out_dir, len(cohort.subjects), len(rec), seed, time.perf_counter() - t_start, site_info)
+
+
+def _link_summary(cohort: ClinicalCohort) -> dict:
+    """What the risk/site knobs produced: corr(h, age), corr(h, logit risk), label prevalence."""
+    subj = cohort.subjects
+    out: dict = {}
+    if "risk_factor" in subj:
+        h = subj["risk_factor"].to_numpy(float)
+        risk = subj["risk_latent"].to_numpy(float)
+        out["corr_factor_age"] = round(float(np.corrcoef(h, subj["age"].to_numpy(float))[0, 1]), 4)
+        out["corr_factor_logit_risk"] = round(float(np.corrcoef(h, np.log(risk / (1 - risk)))[0, 1]), 4)
+    if "cvd_event" in subj:
+        out["cvd_event_prevalence"] = round(float(subj["cvd_event"].mean()), 4)
+    out["bp_labs_admission_on_file"] = round(float((subj["bp_on_file"] & subj["labs_on_file"] & subj["admitted"]).mean()), 4)
+    return out

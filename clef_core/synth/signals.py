@@ -13,6 +13,7 @@ import pandas as pd
 from clef_core.synth import artifacts, beats
 from clef_core.synth.beats import MAX_BEATS, N_SAMPLES, BeatParams
 from clef_core.synth.clinical import ClinicalCohort
+from clef_core.synth.risk_link import NUISANCE_MV
 
 N_MEASURED = len(beats.MEASURED)
 _N_UNIFORM = 16
@@ -39,6 +40,7 @@ def beat_params(frame: pd.DataFrame) -> BeatParams:
         strain=frame["lvh_strain"].to_numpy(float),
         st_mv=frame["st_depression_mv"].to_numpy(float),
         conduction=frame["conduction"].to_numpy(int),
+        t_scale=frame["t_scale"].to_numpy(float) if "t_scale" in frame else None,
     )
 
 
@@ -55,6 +57,8 @@ def record_frame(cohort: ClinicalCohort, rows: np.ndarray | slice | None = None)
     frame["gain"] = np.array([sites[s].gain for s in site]) * frame["cart_id"].map(cart_gain).to_numpy()
     for field in ("noise_mv", "wander_mv", "powerline_mv", "mains_hz"):
         frame[field] = np.array([getattr(sites[s], field) for s in site])
+    if cohort.link.site_nuisance > 0:
+        frame["nuisance_mv"] = cohort.link.site_nuisance * NUISANCE_MV
     return frame
 
 
@@ -87,6 +91,8 @@ def render_frame(frame: pd.DataFrame, seed: int, *, clean: bool = False) -> np.n
         noise *= (frame["noise_mv"].to_numpy() * (0.7 + 0.6 * u[:, 11])).astype(np.float32)[:, None, None]
         measured += noise
         measured += artifacts.baseline_wander(wander_u, frame["wander_mv"].to_numpy(float), resp_hz)
+        if "nuisance_mv" in frame:
+            measured += artifacts.site_signature(frame["site"].to_numpy(), frame["nuisance_mv"].to_numpy(float), u[:, 13])
         measured += artifacts.powerline(frame["mains_hz"].to_numpy(int), frame["powerline_mv"].to_numpy(float) * (0.3 + 1.2 * u[:, 12]), mains_u)
         measured *= frame["gain"].to_numpy(np.float32)[:, None, None]
     return beats.derive_limb_leads(measured)

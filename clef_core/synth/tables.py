@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from clef_core.synth.clinical import ClinicalCohort
+from clef_core.synth.risk_link import complete_flags
 
 DAY = np.timedelta64(86400, "s")
 ICD10_SWITCH = np.datetime64("2015-10-01T00:00:00")
@@ -71,12 +72,14 @@ class _Builder:
         return options[self.rng.integers(len(options))], version
 
     # --- admissions and diagnoses -------------------------------------------------------
-    def admissions(self, s: pd.Series, prof, t0: np.datetime64, t_last: np.datetime64) -> np.datetime64:
+    def admissions(self, s: pd.Series, prof, t0: np.datetime64, t_last: np.datetime64, complete: bool | None = None) -> np.datetime64:
+        """``complete`` True forces a stay during the index ECG (synth.risk_coverage); the draws
+        are made either way, so the other patients' tables do not change."""
         rng = self.rng
-        if rng.random() >= prof.p_admitted:
+        if rng.random() >= prof.p_admitted and not complete:
             return t_last
         stays = []
-        if rng.random() < 0.35:  # the ECG was taken during a stay
+        if rng.random() < 0.35 or complete:  # the ECG was taken during a stay
             start = t0 - self.days(0.1, 3)
             stays.append((start, t0 + self.days(0.5, 8)))
         for _ in range(1 + min(rng.poisson(1.2), 5)):
@@ -129,9 +132,9 @@ class _Builder:
     def _other(self, true: float, lo: float, hi: float) -> float:
         return true + self.rng.choice((-1, 1)) * self.rng.uniform(lo, hi)
 
-    def blood_pressure(self, s: pd.Series, prof, t0: np.datetime64, t_last: np.datetime64) -> bool:
+    def blood_pressure(self, s: pd.Series, prof, t0: np.datetime64, t_last: np.datetime64, complete: bool | None = None) -> bool:
         rng = self.rng
-        on_file = rng.random() < prof.p_bp
+        on_file = rng.random() < prof.p_bp or bool(complete)
         rows = []
         if on_file:
             when = t0 - self.days(1, 0.8 * self.window)
@@ -160,9 +163,11 @@ class _Builder:
         creat = round(float(self.rng.lognormal(0, 0.25)), 1)
         self.lab.append((subject, int(next(self.specimens)), ITEM_CREAT, when, str(creat), creat, "mg/dL"))
 
-    def lipids(self, s: pd.Series, prof, t0: np.datetime64, t_last: np.datetime64) -> bool:
+    def lipids(self, s: pd.Series, prof, t0: np.datetime64, t_last: np.datetime64, complete: bool | None = None) -> bool:
+        """``complete`` True / False forces the index panel on / off file (None: the site's habit)."""
         rng = self.rng
         on_file = rng.random() < prof.p_lab
+        on_file = on_file if complete is None else bool(complete)
         tc, hdl = int(s.total_chol_mgdl), int(s.hdl_mgdl)
 
         def other() -> tuple[int, int]:
@@ -189,13 +194,15 @@ def build_hosp_tables(cohort: ClinicalCohort, *, window_days: int = 365, diagnos
     subjects = cohort.subjects
     flags = np.zeros((len(subjects), 2), dtype=int)
     dod, admitted = [], []
+    complete = complete_flags(len(subjects), cohort.link, cohort.seed)
     for i, s in enumerate(subjects.itertuples(index=False)):
         prof = cohort.sites[s.site]
         t0 = np.datetime64(rec.at[s.subject_id, "min"], "s")
         t_last = np.datetime64(rec.at[s.subject_id, "max"], "s")
         n_adm_before = len(b.adm)
-        last_seen = b.admissions(s, prof, t0, t_last)
-        flags[i] = b.blood_pressure(s, prof, t0, t_last), b.lipids(s, prof, t0, t_last)
+        forced = None if complete is None else bool(complete[i])
+        last_seen = b.admissions(s, prof, t0, t_last, forced)
+        flags[i] = b.blood_pressure(s, prof, t0, t_last, forced), b.lipids(s, prof, t0, t_last, forced)
         dies = b.rng.random() < 0.03 + 0.5 * s.risk_latent
         dod.append(last_seen + b.days(30, 1500) if dies else None)
         admitted.append(int(len(b.adm) > n_adm_before))

@@ -12,7 +12,8 @@ from typing import Any
 from clef_core.config import ConfigError
 
 LOSS_KINDS = ("clef", "ntxent")
-WEIGHT_NORMS = ("softmax", "none")
+WEIGHT_NORMS = ("softmax", "none", "mean_one")
+RISK_SCALINGS = ("minmax", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,9 @@ class LossConfig:
     use_mask: bool = True
     weight_norm: str = "softmax"
     align_weight: float = 1.0
+    risk_scaling: str = "minmax"  # minmax (reference) | rank (batch quantiles)
+    projection_dim: int = 0  # > 0: the loss sees a SimCLR projection head's output; probes use the encoder
+    shuffle_risk: bool = False  # placebo: (risk, completeness) permuted among the batch's patients every step
 
     def __post_init__(self) -> None:
         _check(self.kind in LOSS_KINDS, "loss.kind", self.kind, " or ".join(LOSS_KINDS))
@@ -67,6 +71,8 @@ class LossConfig:
         _check(0 <= self.alpha <= 1, "loss.alpha", self.alpha, "in [0, 1]")
         _check(self.weight_norm in WEIGHT_NORMS, "loss.weight_norm", self.weight_norm, " or ".join(WEIGHT_NORMS))
         _check(self.align_weight >= 0, "loss.align_weight", self.align_weight, ">= 0")
+        _check(self.risk_scaling in RISK_SCALINGS, "loss.risk_scaling", self.risk_scaling, " or ".join(RISK_SCALINGS))
+        _check(self.projection_dim >= 0, "loss.projection_dim", self.projection_dim, ">= 0 (0: no head)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -155,7 +155,9 @@ def check_resumable(state_path: Path, train_cfg: TrainConfig, loss_cfg: LossConf
     saved_train, saved_loss = state.get("train_config", {}), state.get("loss_config", {})
     changed = [f"train.{k}: {saved_train.get(k)!r} -> {v!r}" for k, v in train_cfg.to_dict().items()
                if k not in RESUMABLE_CHANGES and saved_train.get(k) != v]
-    changed += [f"loss.{k}: {saved_loss.get(k)!r} -> {v!r}" for k, v in loss_cfg.to_dict().items() if saved_loss.get(k) != v]
+    defaults = LossConfig().to_dict()  # keys added later: an older state was trained at their default
+    changed += [f"loss.{k}: {saved_loss.get(k, defaults[k])!r} -> {v!r}" for k, v in loss_cfg.to_dict().items()
+                if saved_loss.get(k, defaults[k]) != v]
     if changed:
         raise ValueError(f"{state_path} was trained with other settings ({'; '.join(changed)}); "
                          "start over (--no-resume) or use another run folder")

@@ -103,7 +103,20 @@ def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Te
         use_mask=cfg.use_mask,
         weight_norm=cfg.weight_norm,
         align_weight=cfg.align_weight,
+        risk_scaling=cfg.risk_scaling,
     )
+
+
+def projection_head(emb_dim: int, out_dim: int) -> nn.Module:
+    """SimCLR's head g(h) = W2 ReLU(W1 h) (Chen et al. 2020, sec. 2.1): the loss sees g(h), the
+    evaluation the encoder output h."""
+    return nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU(), nn.Linear(emb_dim, out_dim))
+
+
+def placebo_permutation(n: int, seed: int, step: int) -> torch.Tensor:
+    """The within-batch permutation of step ``step`` (``loss.shuffle_risk``): a function of (seed, step)
+    only, so a resumed run shuffles as an uninterrupted one."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step) + 0x5EED))
 
 
 class Trainer:
@@ -120,11 +133,14 @@ class Trainer:
         self.train_cfg = train_cfg
         self.device = resolve_device(device if device is not None else train_cfg.device)
         self.model = encoder.to(self.device)
+        self.head = (projection_head(int(encoder.emb_dim), loss_cfg.projection_dim).to(self.device)
+                     if loss_cfg.projection_dim else None)
         self.loss_fn = make_loss(loss_cfg)
         self.use_amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        head_params = list(self.head.parameters()) if self.head is not None else []
         self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
+            [p for p in self.model.parameters() if p.requires_grad] + head_params,
             lr=train_cfg.lr,
             weight_decay=train_cfg.weight_decay,
         )
@@ -233,9 +249,14 @@ class Trainer:
         x = torch.cat([view1, view2]).to(dev, non_blocking=True)
         risk = risk.to(dev, dtype=torch.float32)
         completeness = completeness.to(dev, dtype=torch.float32)
+        if self.loss_cfg.shuffle_risk:
+            perm = placebo_permutation(risk.shape[0], self.train_cfg.seed, self.step).to(dev)
+            risk, completeness = risk[perm], completeness[perm]
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
             z = self.model(x)
+            if self.head is not None:
+                z = self.head(z)
         loss = self.loss_fn(z.float(), risk, completeness)
         loss_value = float(loss.detach())
         where = f"step {self.step + 1} (epoch {self.epoch + 1}, batch {batch_index})"
@@ -341,6 +362,8 @@ class Trainer:
             "rng": capture_rng(),
             "train_config": self.train_cfg.to_dict(),
             "loss_config": self.loss_cfg.to_dict(),
+            **({"head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}}
+               if self.head is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], where: str = "train state") -> None:
@@ -354,6 +377,10 @@ class Trainer:
         except RuntimeError as exc:
             raise ValueError(f"{where}: saved weights don't match this encoder (was the model config changed?): "
                              f"{str(exc).splitlines()[0]}") from exc
+        if self.head is not None:
+            if "head" not in state:
+                raise ValueError(f"{where}: has no projection head but loss.projection_dim = {self.loss_cfg.projection_dim}")
+            self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:

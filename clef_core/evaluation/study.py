@@ -1,0 +1,369 @@
+"""``clef study``: CLEF against its controls and a placebo, at equal compute, over label fractions.
+
+Arms (every trained arm uses the same [train] settings: batch, optimizer, schedule, epochs, step
+cap; two augmented views per patient per step):
+
+  untrained      the [model] encoder at its random initialisation (per seed)
+  features       46 hand-made lead-I features (:mod:`clef_core.evaluation.handmade`), no training
+  ntxent         loss.kind = ntxent (SimCLR)
+  clef           the configured [loss] (the paper's defaults unless the experiment changes them)
+  clef_repaired  [loss] + study.repaired overrides (default: rank risk scaling, mean-one weights, no M)
+  placebo        clef_repaired with (risk, completeness) shuffled among the batch's patients every step
+  supervised     the encoder trained on the pretraining cohort's labels (masked BCE), then probed
+
+Data: pretraining on the [synth] cohort (seed synth.seed); evaluation on another cohort of the same
+generator (study.eval_patients, seed study.eval_seed), one window per ECG on ``evaluate.lead``,
+split by patient into pool / validation / test once for all arms. For every arm, seed, label
+fraction f and label subsample j: a frozen linear probe (logistic, one per label) is fitted on the
+first max(ceil(f n_pool), study.min_patients) pool patients of subsample j, its L2 chosen per
+label from study.l2_grid on the validation patients (all labelled), and scored on the test
+patients (AUROC). The headline is the mean AUROC over the labels that are not saturated (a label
+whose AUROC at f = 1 is >= study.saturated_auroc for every arm is reported but left out). Paired
+differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
+(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`).
+
+Outputs in OUT: ``study.csv`` (one row per arm, seed, fraction, subsample, label), ``table.md`` /
+``table.csv`` (headline per arm and fraction, mean +- SD over seed x subsample units),
+``differences.md`` / ``differences.csv``, ``label_efficiency.png``, ``diagnostics.json`` (the
+weight statistics of the pretraining batches) and ``summary.json``. Each arm and seed caches its
+embeddings in ``arms/<arm>_s<seed>/embeddings.npz`` (and its pretraining run, resumable), so an
+interrupted study resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from clef_core.config import merge, overrides_to_dict
+from clef_core.evaluation.label_efficiency import (fit_logistic_grid, headline_auroc, paired_bootstrap,
+                                                   subsample_patients, three_way_split, weighted_auroc)
+
+ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised")
+COMPARISONS = (("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"))
+UNTRAINED_ARMS = ("untrained", "features")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """The ``[study]`` config section (configs/default.toml documents each key)."""
+
+    arms: tuple[str, ...] = ARMS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)
+    subsamples: int = 5
+    min_patients: int = 10
+    l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+    eval_patients: int = 600
+    eval_seed: int = 1000
+    val_fraction: float = 0.2
+    test_fraction: float = 0.3
+    labels: tuple[str, ...] = ()
+    saturated_auroc: float = 0.98
+    bootstrap: int = 1000
+    repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false")
+    threads: int = 1
+    diagnose_batches: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "repaired"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad or not self.arms:
+            raise ValueError(f"study.arms: unknown arm(s) {bad} (choose from {', '.join(ARMS)})")
+        if not self.seeds or self.subsamples < 1 or self.min_patients < 1 or self.bootstrap < 1:
+            raise ValueError("study.seeds must be non-empty; subsamples, min_patients and bootstrap >= 1")
+        if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
+            raise ValueError(f"study.label_fractions must lie in (0, 1], got {list(self.label_fractions)}")
+        if not self.l2_grid or not all(v > 0 for v in self.l2_grid):
+            raise ValueError(f"study.l2_grid must hold values > 0, got {list(self.l2_grid)}")
+
+
+@dataclasses.dataclass
+class ArmOutput:
+    """One arm and seed: embeddings of every evaluation window and the distance-risk Spearman."""
+
+    emb: np.ndarray
+    rho_truth: float
+    train: dict[str, Any]
+
+
+def arm_config(cfg: dict[str, Any], arm: str, study: StudyConfig, seed: int) -> dict[str, Any]:
+    """The full config an arm trains with (a copy; ``train.seed = seed``)."""
+    out = copy.deepcopy(cfg)
+    out["train"]["seed"] = seed
+    if arm == "ntxent":
+        out["loss"]["kind"] = "ntxent"
+    if arm in ("clef_repaired", "placebo"):
+        out = merge(out, overrides_to_dict(study.repaired), strict=True)
+    if arm == "placebo":
+        out["loss"]["shuffle_risk"] = True
+    return out
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, log: Callable[[str], None] = _log
+              ) -> dict[str, Any]:
+    """Run (or resume) the study of ``cfg`` into ``out``; returns the summary (also summary.json)."""
+    import torch
+
+    from clef_core.evaluation.handmade import features
+    from clef_core.evaluation.run import EvalSettings
+    from clef_core.evaluation.sites import synthetic_site
+    from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
+    from clef_core.pipeline import default_cohort, prepare_site
+
+    study = StudyConfig(**cfg["study"])
+    torch.set_num_threads(study.threads)
+    out = Path(out)
+    started = time.perf_counter()
+    data = out / "data"
+    pre_site = prepare_site(default_cohort(data / "pretrain", cfg, progress=progress), data / "pretrain", cfg, progress=progress)
+    settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
+    eval_site = synthetic_site(cfg, settings, data, progress=progress)
+    lead = settings.lead.split(",")[0].strip()
+    task = synthetic_task(eval_site, lead, list(study.labels) or None)
+    evidence = evidence_inputs(eval_site, lead)
+    fs = float(eval_site.store.preprocess["sample_rate"])
+    pool, val, test = three_way_split(task.groups, study.val_fraction, study.test_fraction, study.eval_seed)
+    pre = pre_site.summary()
+    log(f"study: data ready in {time.perf_counter() - started:.0f} s: pretraining {pre['subjects']} patients "
+        f"(risk known for {pre['risk_known']:.0%} of records); evaluation {len(task)} ECGs of "
+        f"{len(np.unique(task.groups))} patients, labels {task.labels}; pool/val/test patients "
+        f"{len(np.unique(task.groups[pool]))}/{len(np.unique(task.groups[val]))}/{len(np.unique(task.groups[test]))}")
+    diagnostics = _diagnostics(cfg, study, pre_site, out)
+
+    rows: list[dict[str, Any]] = []
+    test_scores: dict[tuple[str, int, float, int], np.ndarray] = {}
+    arm_info: dict[str, dict[str, Any]] = {}
+    for arm in study.arms:
+        for seed in (study.seeds[:1] if arm == "features" else study.seeds):
+            t_arm = time.perf_counter()
+            if arm == "features":
+                result = ArmOutput(features(task.x, fs), math.nan, {"steps": 0, "seconds": 0.0})
+            else:
+                result = _arm_embeddings(cfg, arm, study, seed, pre_site, task.x, evidence, out, progress)
+            arm_info[f"{arm}_s{seed}"] = {"rho_truth": result.rho_truth, **result.train}
+            for frac in study.label_fractions:
+                for j in range(study.subsamples):
+                    scores, unit_rows = _probe_unit(result.emb, task, pool, val, test, frac, j, study)
+                    test_scores[(arm, seed, frac, j)] = scores
+                    rows += [{"arm": arm, "seed": seed, **r} for r in unit_rows]
+            log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
+                f"{time.perf_counter() - t_arm:.0f} s (rho vs true risk {result.rho_truth:.3f})")
+
+    long = pd.DataFrame(rows)
+    long.to_csv(out / "study.csv", index=False)
+    headline_labels, saturated = _headline_labels(long, study)
+    y_test = task.y[test][:, [task.labels.index(c) for c in headline_labels]]
+    table = _headline_table(long, headline_labels, arm_info, study)
+    table.to_csv(out / "table.csv", index=False)
+    diffs = _differences(test_scores, task, test, headline_labels, y_test, study)
+    diffs.to_csv(out / "differences.csv", index=False)
+    summary = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "labels": task.labels, "headline_labels": headline_labels, "saturated_labels": saturated,
+        "pretraining": {k: pre[k] for k in ("subjects", "records", "risk_known", "mean_completeness")},
+        "evaluation": {"ecgs": int(len(task)), "patients": int(len(np.unique(task.groups))),
+                       "pool_patients": int(len(np.unique(task.groups[pool]))),
+                       "val_patients": int(len(np.unique(task.groups[val]))),
+                       "test_patients": int(len(np.unique(task.groups[test]))),
+                       "positives_test": {c: int(np.nansum(task.y[test][:, k])) for k, c in enumerate(task.labels)}},
+        "arms": arm_info, "diagnostics": diagnostics, "study": dataclasses.asdict(study),
+        "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
+        "synth": cfg["synth"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    (out / "table.md").write_text(_table_markdown(table, summary, study), encoding="utf-8")
+    (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels), encoding="utf-8")
+    from clef_core.evaluation.plots import label_efficiency
+
+    label_efficiency(table, diffs, out / "label_efficiency.png", title=f"headline: mean AUROC over {', '.join(headline_labels)}")
+    log(f"study: done in {summary['seconds'] / 60:.1f} min -> {out / 'table.md'}")
+    return summary
+
+
+# ----------------------------------------------------------------------------- arms
+
+
+def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool) -> ArmOutput:
+    """Train (or load) the arm's encoder and embed the evaluation windows; cached in embeddings.npz."""
+    from clef_core.evaluation.embed import embed
+    from clef_core.evaluation.evidence import distance_risk_spearman
+
+    folder = out / "arms" / f"{arm}_s{seed}"
+    cache = folder / "embeddings.npz"
+    if cache.is_file():
+        saved = np.load(cache, allow_pickle=False)
+        return ArmOutput(saved["emb"], float(saved["rho_truth"]), json.loads(str(saved["train"])))
+    folder.mkdir(parents=True, exist_ok=True)
+    acfg = arm_config(cfg, arm, study, seed)
+    encoder, train = _encoder(acfg, arm, site, folder, progress, list(study.labels))
+    emb = embed(encoder, x, batch_size=int(cfg["evaluate"]["batch_size"]))
+    rho = math.nan
+    if evidence.risk_truth is not None:
+        ev = embed(encoder, evidence.x, batch_size=int(cfg["evaluate"]["batch_size"]))
+        rho = float(distance_risk_spearman(ev, evidence.risk_truth, max_patients=int(cfg["evaluate"]["evidence_max_patients"]),
+                                           permutations=0)["rho"])
+    train = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in train.items()}
+    tmp = folder / "embeddings.tmp.npz"
+    np.savez(tmp, emb=emb, rho_truth=rho, train=json.dumps(train))
+    tmp.replace(cache)
+    return ArmOutput(emb, rho, train)
+
+
+def _encoder(cfg, arm, site, folder: Path, progress: bool, labels: list[str]):
+    import torch
+
+    from clef_core.checkpoint import load_model
+    from clef_core.evaluation.supervised import train_supervised
+    from clef_core.train import pretrain
+    from clef_core.train.loop import build_model
+
+    if arm == "untrained":
+        torch.manual_seed(cfg["train"]["seed"])
+        return build_model(cfg).eval(), {"steps": 0, "seconds": 0.0}
+    if arm == "supervised":
+        names = labels or [c for c in site.labels.columns if c not in ("study_id", "subject_id", "record_id")]
+        encoder, info = train_supervised(cfg, site, names)
+        return encoder, {"steps": info["steps"], "seconds": info["seconds"], "final_loss": info["final_loss"]}
+    result = pretrain(cfg, run_dir=folder / "run", site=site, progress=progress)
+    return load_model(result.final_model).encoder, {"steps": result.steps, "seconds": result.seconds,
+                                                    "final_loss": result.final_loss}
+
+
+def _diagnostics(cfg, study: StudyConfig, site, out: Path) -> dict[str, Any]:
+    """Weight statistics of the pretraining batches for the two CLEF arms (random-init encoder)."""
+    import torch
+
+    from clef_core.train.config import LossConfig, TrainConfig
+    from clef_core.train.loop import build_model, make_dataset, make_loader
+    from clef_core.weight_diagnostics import diagnose
+
+    path = out / "diagnostics.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    tc = TrainConfig(**cfg["train"])
+    torch.manual_seed(tc.seed)
+    settings = {arm: LossConfig(**arm_config(cfg, arm, study, tc.seed)["loss"]) for arm in ("clef", "clef_repaired")}
+    loader = make_loader(make_dataset(cfg, site, tc.seed), tc, epoch=0)
+    stats = diagnose(loader, settings, build_model(cfg).eval(), max_batches=study.diagnose_batches, seed=tc.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    return stats
+
+
+# ----------------------------------------------------------------------------- probing
+
+
+def _probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Fit on the labelled subsample, pick L2 per label on validation, score the test rows."""
+    rows_pool = np.flatnonzero(pool)
+    fit_rows = rows_pool[subsample_patients(task.groups[pool], frac, j, study.eval_seed, study.min_patients)]
+    x = np.asarray(emb, np.float64)
+    mean, std = x[fit_rows].mean(axis=0), x[fit_rows].std(axis=0)
+    xs = (x - mean) / np.where(std > 1e-8, std, 1.0)
+    W, b = fit_logistic_grid(xs[fit_rows], task.y[fit_rows], study.l2_grid)
+    scores = np.einsum("nd,gcd->gnc", xs, W) + b[:, None, :]  # (G, n, C)
+    chosen = np.empty(len(task.labels), dtype=int)
+    out_rows = []
+    n_patients = int(len(np.unique(task.groups[fit_rows])))
+    for c, label in enumerate(task.labels):
+        yv = task.y[val, c]
+        kv = np.isfinite(yv)
+        val_auc = np.array([weighted_auroc(scores[g, val, c][kv], yv[kv])[0] for g in range(len(study.l2_grid))])
+        finite = np.where(np.isfinite(val_auc), val_auc, -np.inf)
+        chosen[c] = len(finite) - 1 - int(np.argmax(finite[::-1]))  # ties: the stronger L2
+        yt = task.y[test, c]
+        kt = np.isfinite(yt)
+        test_auc = float(weighted_auroc(scores[chosen[c], test, c][kt], yt[kt])[0])
+        out_rows.append({"fraction": frac, "subsample": j, "label": label, "auroc": test_auc,
+                         "val_auroc": float(val_auc[chosen[c]]), "l2": study.l2_grid[chosen[c]],
+                         "train_patients": n_patients,
+                         "train_positives": int(np.nansum(task.y[fit_rows, c]))})
+    test_scores = np.stack([scores[chosen[c], test, c] for c in range(len(task.labels))], axis=1)
+    return test_scores, out_rows
+
+
+def _headline_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
+    full = long[long["fraction"] == max(study.label_fractions)]
+    by_arm = full.groupby(["label", "arm"])["auroc"].mean().unstack()
+    saturated = sorted(by_arm.index[(by_arm >= study.saturated_auroc).all(axis=1)])
+    labels = [c for c in long["label"].drop_duplicates() if c not in saturated]
+    return labels or list(long["label"].drop_duplicates()), saturated
+
+
+def _headline_table(long: pd.DataFrame, labels: list[str], arm_info: dict, study: StudyConfig) -> pd.DataFrame:
+    head = (long[long["label"].isin(labels)].groupby(["arm", "seed", "fraction", "subsample"])
+            .agg(auroc=("auroc", "mean"), train_patients=("train_patients", "first")).reset_index())
+    rows = []
+    for arm in study.arms:
+        for frac in study.label_fractions:
+            sub = head[(head["arm"] == arm) & (head["fraction"] == frac)]
+            rhos = [v["rho_truth"] for k, v in arm_info.items() if k.rsplit("_s", 1)[0] == arm]
+            rows.append({"arm": arm, "fraction": frac, "train_patients": int(sub["train_patients"].iloc[0]),
+                         "mean_auroc": sub["auroc"].mean(), "sd_auroc": sub["auroc"].std(ddof=1) if len(sub) > 1 else 0.0,
+                         "units": len(sub), "rho_truth": float(np.nanmean(rhos)) if np.isfinite(rhos).any() else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _differences(test_scores, task, test, labels, y_test, study: StudyConfig) -> pd.DataFrame:
+    cols = [task.labels.index(c) for c in labels]
+    groups = task.groups[test]
+    rows = []
+    for a, b in COMPARISONS:
+        if a not in study.arms or b not in study.arms:
+            continue
+        for frac in study.label_fractions:
+            keys = [(s, j) for s in study.seeds for j in range(study.subsamples)
+                    if (a, s, frac, j) in test_scores and (b, s, frac, j) in test_scores]
+            res = paired_bootstrap([test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
+                                   [test_scores[(b, s, frac, j)][:, cols] for s, j in keys],
+                                   y_test, groups, n_boot=study.bootstrap, seed=study.eval_seed)
+            rows.append({"comparison": f"{a} - {b}", "fraction": frac, **res})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> str:
+    fracs = list(study.label_fractions)
+    n_pat = {f: int(table[table["fraction"] == f]["train_patients"].iloc[0]) for f in fracs}
+    head = ["arm"] + [f"{100 * f:g} % ({n_pat[f]} pts)" for f in fracs] + ["rho_truth"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for arm in study.arms:
+        sub = table[table["arm"] == arm].set_index("fraction")
+        cells = [arm] + [f"{sub.at[f, 'mean_auroc']:.3f} ± {sub.at[f, 'sd_auroc']:.3f}" for f in fracs]
+        rho = sub["rho_truth"].iloc[0]
+        cells.append("-" if not math.isfinite(rho) else f"{rho:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nHeadline: test AUROC of a frozen linear probe, mean over {', '.join(summary['headline_labels'])}"
+            + (f" (saturated, left out: {', '.join(summary['saturated_labels'])})" if summary["saturated_labels"] else "")
+            + f"; mean ± SD over {len(study.seeds)} seed(s) x {study.subsamples} label subsamples; columns: share of the "
+            f"{summary['evaluation']['pool_patients']} pool patients labelled (at least {study.min_patients}); "
+            f"{summary['evaluation']['test_patients']} test patients. rho_truth: Spearman of embedding cosine distance "
+            f"vs |true SCORE2 difference|. Total {summary['seconds'] / 60:.1f} min.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _differences_markdown(diffs: pd.DataFrame, labels: list[str]) -> str:
+    lines = ["| comparison | fraction | difference | 95 % CI | P(boot > 0) | units |", "|---|---|---|---|---|---|"]
+    for r in diffs.itertuples(index=False):
+        lines.append(f"| {r.comparison} | {100 * r.fraction:g} % | {r.diff:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | "
+                     f"{r.p_above_0:.2f} | {r.units} |")
+    return "\n".join(lines) + (f"\n\nPaired differences of the headline AUROC (mean over {', '.join(labels)}), same seed, "
+                               "labelled patients and test patients; percentile CI from resampling the units (seed x "
+                               "subsample) and the test patients.\n")

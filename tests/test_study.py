@@ -1,0 +1,124 @@
+"""clef study: the label-efficiency protocol's parts (splits, subsamples, grid probe, weighted AUROC,
+paired bootstrap), the hand-made features, and the whole study end to end at a tiny size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap, subsample_patients,
+                                                   three_way_split, weighted_auroc)
+from clef_core.evaluation.metrics import auroc
+from clef_core.evaluation.probe import fit_logistic
+
+
+def test_weighted_auroc_is_the_mann_whitney_statistic():
+    rng = np.random.default_rng(0)
+    s = np.round(rng.normal(size=200), 1)  # many ties
+    y = (rng.random(200) < 0.3).astype(float)
+    assert weighted_auroc(s, y)[0] == pytest.approx(auroc(y, s))
+    w = rng.integers(0, 4, size=200)
+    assert weighted_auroc(s, y, w[None, :])[0] == pytest.approx(auroc(np.repeat(y, w), np.repeat(s, w)))
+    assert np.isnan(weighted_auroc(s, np.zeros(200))[0])
+
+
+def test_grid_probe_matches_the_single_probe():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 6))
+    y = np.c_[(x[:, 0] + rng.normal(size=120) > 0), np.zeros(120)].astype(float)
+    y[:10, 0] = np.nan
+    W, b = fit_logistic_grid(x, y, [1.0, 100.0])
+    w_ref, b_ref = fit_logistic(x[10:], y[10:, 0], 100.0)
+    assert np.allclose(W[1, 0], w_ref, atol=1e-4) and b[1, 0] == pytest.approx(b_ref, abs=1e-4)
+    assert np.abs(W[0, 0]).sum() > np.abs(W[1, 0]).sum()  # weaker L2, larger weights
+    assert not W[:, 1].any()  # one class only: a constant score
+
+
+def test_splits_and_nested_subsamples_respect_patients():
+    groups = np.repeat(np.arange(100), 2).astype(str)
+    pool, val, test = three_way_split(groups, 0.2, 0.3, seed=0)
+    for a, b in ((pool, val), (pool, test), (val, test)):
+        assert not set(groups[a]) & set(groups[b])
+    assert len(set(groups[test])) == 30 and len(set(groups[val])) == 20
+    small = subsample_patients(groups[pool], 0.1, 0, 0, min_patients=3)
+    large = subsample_patients(groups[pool], 0.5, 0, 0, min_patients=3)
+    assert set(groups[pool][small]) <= set(groups[pool][large])
+    assert len(set(groups[pool][small])) == 5
+    assert len(set(groups[pool][subsample_patients(groups[pool], 0.01, 0, 0, min_patients=3)])) == 3
+    other = subsample_patients(groups[pool], 0.1, 1, 0, min_patients=3)
+    assert set(groups[pool][other]) != set(groups[pool][small])
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(2)
+    n = 150
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    patients = np.arange(n) // 2
+    base = [y + rng.normal(0, 1.0, size=(n, 2)) for _ in range(4)]
+    same = paired_bootstrap(base, base, y, patients, n_boot=200)
+    assert same["diff"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+    better = [s + 0.8 * y for s in base]
+    res = paired_bootstrap(better, base, y, patients, n_boot=200)
+    assert res["diff"] > 0.05 and res["ci_low"] > 0 and res["p_above_0"] == 1.0
+
+
+def test_handmade_features_find_the_heart_rate():
+    from clef_core.data.preprocess import zscore
+    from clef_core.evaluation.handmade import N_FEATURES, features
+    from clef_core.synth import draw_clinical, make_sites, render
+
+    c = draw_clinical(20, make_sites(1, 0), 0)
+    sinus = ~c.records["af"].astype(bool).to_numpy()[:20]
+    f = features(zscore(render(c, slice(0, 20), clean=True)[:, 0]), 500.0)
+    hr = c.subjects.set_index("subject_id").loc[c.records["subject_id"][:20], "hr"].to_numpy()
+    assert f.shape == (20, N_FEATURES) and np.isfinite(f).all()
+    assert np.abs(f[sinus, 0] - hr[sinus]).max() < 6  # bpm
+
+
+def test_study_runs_end_to_end(tmp_path):
+    from clef.cli import main
+
+    out = tmp_path / "study"
+    args = ["study", "--out", str(out), "--set", "synth.patients=24", "--set", "study.eval_patients=40",
+            "--set", 'model.scale="tiny"', "--set", "preprocess.sample_rate=100", "--set", "train.max_steps=2",
+            "--set", "train.batch_size=8", "--set", "study.seeds=[0]", "--set", "study.subsamples=2",
+            "--set", "study.label_fractions=[0.5,1.0]", "--set", "study.bootstrap=20", "--set", "study.min_patients=4",
+            "--set", "study.diagnose_batches=1", "--set", "synth.risk_labels=true", "--set", "synth.risk_signal=1.0"]
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    for arm in ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised"):
+        assert f"| {arm} |" in table
+    diffs = (out / "differences.md").read_text()
+    assert "clef - ntxent" in diffs and "placebo - ntxent" in diffs
+    summary = json.loads((out / "summary.json").read_text())
+    assert "cvd_event" in summary["labels"] and summary["diagnostics"]["clef"]["pairs_with_risk"] >= 0
+    assert (out / "label_efficiency.png").stat().st_size > 1000
+    first = (out / "study.csv").read_text()
+    assert main(args) == 0  # resumes from the cached embeddings: the same numbers
+    assert (out / "study.csv").read_text() == first
+
+
+def test_bad_study_settings_are_named():
+    from clef_core.evaluation.study import StudyConfig
+
+    with pytest.raises(ValueError, match="study.arms"):
+        StudyConfig(arms=("clef", "byol"))
+    with pytest.raises(ValueError, match="label_fractions"):
+        StudyConfig(label_fractions=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("name", ["study-cpu", "study-gpu"])
+def test_study_configs_are_valid(name):
+    from clef_core.config import load_config
+    from clef_core.evaluation.study import StudyConfig
+    from clef_core.synth import SynthConfig
+    from clef_core.train import LossConfig, TrainConfig
+
+    cfg = load_config(name)
+    StudyConfig(**cfg["study"])
+    SynthConfig(**cfg["synth"])
+    TrainConfig(**cfg["train"])
+    LossConfig(**cfg["loss"])
+    assert cfg["synth"]["risk_signal"] > 0 and cfg["synth"]["risk_labels"]
