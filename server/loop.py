@@ -188,7 +188,8 @@ class Federation:
         state = ServerState(server_round, {k: v.numpy() for k, v in self.arrays.items()},
                             self.strategy.state_dict(), line, self.fingerprint)
         self.folder.save_round(state, keep=self.settings.keep_checkpoints)
-        log.info("round %d: train_loss %s, %d/%d sites accepted, %.1f s", server_round, line["train_loss"],
+        loss = "n/a" if line["train_loss"] is None else f"{line['train_loss']:.4f}"
+        log.info("round %d: train_loss %s, %d/%d sites accepted, %.1f s", server_round, loss,
                  line["accepted"], line["sampled"], line["seconds"])
         return line
 

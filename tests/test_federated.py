@@ -603,3 +603,24 @@ def processes_in(folder: Path) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def test_server_probe_is_clef_evaluates_probe() -> None:
+    """The server's probe scores with clef_core.evaluation's folds, probe and AUROC: a label the
+    features carry scores near 1, a label with too few positives is left out."""
+    from clef_core.evaluation.protocol import oof_decisions, score
+    from server.probe import L2, ProbeSet, probe_scores
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 2)
+    signal = rng.integers(0, 2, size=40).repeat(2).astype(float)
+    rare = np.zeros(80)
+    rare[:4] = 1.0
+    features = rng.normal(size=(80, 8)) + 3.0 * signal[:, None]
+    probe = ProbeSet(np.zeros((80, 10)), np.stack([signal, rare], axis=1), groups, ["signal", "rare"])
+    out = probe_scores(features, probe, folds=5, seed=0)
+    assert set(out) == {"probe_auroc", "probe_auroc.signal", "probe_pos.signal", "probe_neg.signal"}
+    assert out["probe_auroc.signal"] > 0.95 and out["probe_pos.signal"] == signal.sum()
+    reference = score("binary", ["signal"], signal[:, None], oof_decisions(
+        features, signal[:, None], "binary", ["signal"], groups, folds=5, seed=0, l2=L2))["labels"]["signal"]["auroc"]
+    assert out["probe_auroc"] == reference
