@@ -615,7 +615,7 @@ def test_server_probe_is_clef_evaluates_probe() -> None:
     groups = np.repeat(np.arange(40), 2)
     signal = rng.integers(0, 2, size=40).repeat(2).astype(float)
     rare = np.zeros(80)
-    rare[:4] = 1.0
+    rare[:3] = 1.0  # below MIN_PER_CLASS positives
     features = rng.normal(size=(80, 8)) + 3.0 * signal[:, None]
     probe = ProbeSet(np.zeros((80, 10)), np.stack([signal, rare], axis=1), groups, ["signal", "rare"])
     out = probe_scores(features, probe, folds=5, seed=0)
