@@ -54,9 +54,12 @@ def resolve_config_path(name: str | Path) -> Path:
                       f"the shipped configs are: {names})")
 
 
+SITE_TEMPLATE = "site-template"  # configs/site-template.toml is a hospital's site file, not an experiment
+
+
 def config_names() -> list[str]:
     """The experiment names in ``configs/`` (``default`` is the base of every one)."""
-    return sorted(p.stem for p in configs_dir().glob("*.toml"))
+    return sorted(p.stem for p in configs_dir().glob("*.toml") if p.stem != SITE_TEMPLATE)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

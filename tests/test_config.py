@@ -43,6 +43,7 @@ def test_unknown_keys_suggest_the_nearest_and_missing_configs_list_the_names(tmp
     with pytest.raises(ConfigError, match=r"unknown config section 'fedration'; did you mean 'federation'"):
         load_config(None, ["fedration.rounds=3"])
     assert {"default", "simulate-small", "simulate-dp"} <= set(config_names())
+    assert "site-template" not in config_names()  # a hospital's site file, not an experiment
     with pytest.raises(ConfigError, match=r"config file not found: simulate-smal .*simulate-small"):
         load_config("simulate-smal")
     bad = tmp_path / "bad.toml"
