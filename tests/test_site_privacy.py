@@ -225,3 +225,23 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
     metrics = call(h, node={**node, "privacy-budget": 0.0}).content.metric_records["metrics"]
     assert metrics["privacy.unit_is_record"] == 0.0 and metrics["num-examples"] == 9.0
     assert json.dumps(dict(metrics)).find("p1") < 0
+
+
+def test_the_request_rules_of_the_policy() -> None:
+    """docs/privacy.md's table: stronger requests are taken, weaker refused, budgets only lowered."""
+    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.privacy.policy import PrivacyPolicyError, PrivacyRefusal, SitePolicy, effective_privacy
+
+    strict = SitePolicy(mode="patient", noise_multiplier=1.0, clip_norm=1.0, delta=1e-5, budget_epsilon=8.0)
+    more = effective_privacy(strict, PrivacyConfig(mode="patient", noise_multiplier=2.0, delta=1e-6, budget_epsilon=20))
+    assert (more.noise_multiplier, more.delta, more.budget_epsilon, more.budget_scope) == (2.0, 1e-6, 8.0, "site")
+    assert effective_privacy(strict, PrivacyConfig(mode="patient", budget_epsilon=3.0)).budget_epsilon == 3.0
+    relaxed = SitePolicy()  # demands no DP: the run's request decides, the ledger stays the site's
+    assert effective_privacy(relaxed, PrivacyConfig(mode="client")).mode == "client"
+    assert effective_privacy(relaxed, PrivacyConfig(mode="patient", noise_multiplier=0.5)).noise_multiplier == 0.5
+    with pytest.raises(PrivacyRefusal, match="delta is too large"):
+        effective_privacy(relaxed, PrivacyConfig(mode="patient", delta=0.5))
+    for bad in ({"privacy-mode": "client"}, {"privacy-delta": 0.5}, {"privacy-budget": "lots"},
+                {"privacy-bugdet": 3.0}, {"privacy-noise-multiplier": 0}):
+        with pytest.raises(PrivacyPolicyError):
+            SitePolicy.from_node_config(bad)

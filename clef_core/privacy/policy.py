@@ -40,6 +40,7 @@ from typing import Any
 from clef_core.privacy.config import BUDGET_SCOPES, PrivacyConfig
 
 POLICY_MODES = ("off", "patient")
+MAX_DELTA = 1e-2  # no site accepts a larger delta: it is the chance that the guarantee fails
 STRENGTH = {"off": 0, "client": 1, "patient": 2}
 NODE_PREFIX = "privacy-"
 NODE_KEYS = {  # node_config key -> SitePolicy field
@@ -85,8 +86,8 @@ class SitePolicy:
         _need(_finite(self.noise_multiplier) and self.noise_multiplier > 0, "noise_multiplier",
               self.noise_multiplier, "> 0")
         _need(_finite(self.clip_norm) and self.clip_norm > 0, "clip_norm", self.clip_norm, "> 0")
-        _need(_finite(self.delta) and 0 < self.delta < 1e-2, "delta", self.delta,
-              "in (0, 0.01): delta is the chance the guarantee fails; keep it below 1 / patients")
+        _need(_finite(self.delta) and 0 < self.delta < MAX_DELTA, "delta", self.delta,
+              f"in (0, {MAX_DELTA:g}): delta is the chance the guarantee fails; keep it below 1 / patients")
         _need(_finite(self.budget_epsilon) and self.budget_epsilon >= 0, "budget", self.budget_epsilon,
               ">= 0 (0: no budget)")
         _need(self.budget_scope in BUDGET_SCOPES, "budget_scope", self.budget_scope, " | ".join(BUDGET_SCOPES))
@@ -132,10 +133,6 @@ class SitePolicy:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_node_config(self) -> dict[str, Any]:
-        out = {key: getattr(self, field) for key, field in NODE_KEYS.items()}
-        return {k: v for k, v in out.items() if v != ""}
-
 
 def effective_privacy(policy: SitePolicy, request: PrivacyConfig) -> PrivacyConfig:
     """The privacy a site trains with for a run that requests ``request``; raises
@@ -155,9 +152,9 @@ def effective_privacy(policy: SitePolicy, request: PrivacyConfig) -> PrivacyConf
                    f"the run requests {request.delta}, the site allows at most {policy.delta}")
         _refuse_if(request.clip_norm != policy.clip_norm, "clip_norm",
                    f"the run requests {request.clip_norm}; the site clips at {policy.clip_norm}")
-    elif not request.delta < 1e-2:
+    elif not request.delta < MAX_DELTA:
         raise PrivacyRefusal("refused by the site: privacy.delta is too large",
-                             f"the run requests delta = {request.delta} (the site accepts < 0.01)")
+                             f"the run requests delta = {request.delta} (the site accepts < {MAX_DELTA:g})")
     return dataclasses.replace(request, **site_owned)
 
 
