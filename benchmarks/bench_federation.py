@@ -8,7 +8,9 @@ processes of its own (the central run is a fresh ``python`` of this file, so bot
 interpreter and torch import). Site stores are built once, before any clock starts; every
 repeat starts from an empty run (no checkpoint to resume). The repeats interleave the two
 (central, federated, federated, central, ...), so a change in the shared machine's load hits
-both alike. Measured per repeat:
+both alike; the central process runs in a session of its own, as the engine's training does
+(SuperExec's), because Linux's scheduler autogroups share the CPU between sessions. Measured per
+repeat:
 
 * wall seconds, and CPU seconds of every process involved: ``getrusage(RUSAGE_CHILDREN)`` of
   this process, which covers the SuperLink, SuperExec, the simulation process, Ray's daemons
@@ -164,7 +166,9 @@ def central_repeat(args: argparse.Namespace, out: Path) -> dict:
            "--steps", str(args.steps), "--batch", str(args.batch or 16), "--patients", str(args.patients)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cpu0, wall0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    # a session of its own: with the scheduler's autogroups (Linux default) CPU is shared between
+    # sessions, and the engine's training runs in a session of its own too (SuperExec's)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, start_new_session=True)
     inner = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"wall": time.perf_counter() - wall0, "cpu": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0, **inner}
 
