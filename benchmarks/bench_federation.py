@@ -12,16 +12,18 @@ both alike; the central process runs in a session of its own, as the engine's tr
 (SuperExec's), because Linux's scheduler autogroups share the CPU between sessions. Measured per
 repeat:
 
-* wall seconds, and CPU seconds of every process involved: ``getrusage(RUSAGE_CHILDREN)`` of
-  this process, which covers the SuperLink, SuperExec, the simulation process, Ray's daemons
-  and workers and ``flwr run`` (each is reaped by its parent or, once orphaned, by the
-  :mod:`simulations.guard` subreaper, so its CPU time reaches this process), plus this
-  process's own ``RUSAGE_SELF``;
+* wall seconds, and CPU seconds of every process involved: the federated side's are this
+  process's own (``RUSAGE_SELF``) plus the CPU counter of each process below it -- the guard,
+  SuperLink, SuperExec, the simulation process, Ray's daemons and workers, ``flwr run`` --
+  read from /proc every 0.25 s until the process is gone (:class:`CpuSampler`; a process's
+  last 0.25 s is missed, so this is a lower bound). ``RUSAGE_CHILDREN`` is not used there: it
+  counts a process only if every parent above it waited for it, and in one repeat it reported
+  17.6 s where the repeat before had 40.1 s. The central side is one process, reaped by this
+  one: its ``RUSAGE_CHILDREN``;
 * with start-up: the whole ``simulate`` call against the whole central process;
 * without start-up: rounds 2..R, from the end of round 1 to the end of round R (metrics.jsonl
   ``time``: round-1 checkpoint write and every gap between rounds included) against (R-1)/R of
-  the central training loop; the federated CPU of that span is the growth of (own + reaped
-  children's + live descendants' /proc CPU, sampled every 0.25 s).
+  the central training loop (its own ``RUSAGE_SELF``).
 
 Reported: each repeat's figures and the median ratios federated / central (target <= 1.2 without
 start-up).
@@ -91,22 +93,18 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def live_descendants_cpu() -> float:
-    """CPU seconds of this process's live descendants and of the children they have reaped:
-    utime + stime + cutime + cstime from /proc (what this process reaped is in RUSAGE_CHILDREN)."""
+def descendants_cpu() -> dict[tuple[int, int], float]:
+    """(pid, start tick) -> own CPU seconds (utime + stime, /proc) of every live descendant of
+    this process; the start tick keeps a reused pid apart."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    out = {}
     for pid in descendants(os.getpid()):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        total += sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime (fields 14-17)
-    return total
-
-
-def all_cpu() -> float:
-    return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) + live_descendants_cpu()
+        out[(pid, int(fields[19]))] = (int(fields[11]) + int(fields[12])) / tick  # stat fields 22, 14, 15
+    return out
 
 
 def reset_run(out: Path) -> None:
@@ -118,17 +116,27 @@ def reset_run(out: Path) -> None:
 
 
 class CpuSampler:
-    """``all_cpu()`` sampled every ``period`` seconds in a thread, for the CPU spent between two
-    moments of a run (interpolated between samples; the sampling itself is counted, ~1 ms each)."""
+    """The CPU time of every process below this one, sampled every ``period`` seconds in a thread.
+
+    Each process's own CPU counter (it starts at 0) is read until the process is gone, so the
+    sum of the last readings is the CPU all of them used, whoever reaps them; what a process
+    does in its last ``period`` is missed. ``between(t0, t1)``: the CPU spent from t0
+    to t1, each process's counter interpolated between its readings."""
 
     def __init__(self, period: float = 0.25) -> None:
-        self.period, self.samples = period, [(time.time(), all_cpu())]
+        self.period = period
+        self.series: dict[tuple[int, int], list[tuple[float, float]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        now = time.time()
+        for key, cpu in descendants_cpu().items():
+            self.series.setdefault(key, []).append((now, cpu))
+
     def _run(self) -> None:
         while not self._stop.wait(self.period):
-            self.samples.append((time.time(), all_cpu()))
+            self._sample()
 
     def __enter__(self) -> CpuSampler:
         self._thread.start()
@@ -138,25 +146,32 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
 
-    def at(self, moment: float) -> float:
-        times = [t for t, _ in self.samples]
-        return float(np.interp(moment, times, [c for _, c in self.samples]))
+    def total(self) -> float:
+        return sum(points[-1][1] for points in self.series.values())
+
+    def between(self, t0: float, t1: float) -> float:
+        spent = 0.0
+        for points in self.series.values():
+            times, cpus = [t for t, _ in points], [c for _, c in points]
+            at = np.interp([t0, t1], [times[0] - self.period, *times], [0.0, *cpus])  # 0 before it appeared
+            spent += float(at[1] - at[0])
+        return spent
 
 
 def federated_repeat(cfg: dict, out: Path, rounds: int) -> dict:
     """One whole simulate call; the CPU of rounds 2..R is read between the end of round 1 and of
     round R (metrics.jsonl ``time``)."""
     reset_run(out)
-    cpu0, wall0 = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(resource.RUSAGE_SELF), time.perf_counter()
     with CpuSampler() as sampler:
         result = simulate(cfg, out)
     wall = time.perf_counter() - wall0
-    cpu = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu0 + sampler.total()
     rows = result.rounds
     if len(rows) != rounds:
         raise RuntimeError(f"{out}: {len(rows)} rounds in metrics.jsonl, expected {rounds}")
     return {"wall": wall, "cpu": cpu, "steady_wall": rows[-1]["time"] - rows[0]["time"],
-            "steady_cpu": sampler.at(rows[-1]["time"]) - sampler.at(rows[0]["time"]), "loss": rows[-1]["train_loss"],
+            "steady_cpu": sampler.between(rows[0]["time"], rows[-1]["time"]), "loss": rows[-1]["train_loss"],
             "rows": rows}
 
 
