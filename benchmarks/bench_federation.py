@@ -41,7 +41,7 @@ synthetic downstream labels), overall and per site (probe on each site's own pat
 leave-one-site-out: FedAvg without the last site, probed on that site's patients.
 
     python benchmarks/bench_federation.py [--sites 3] [--rounds 4] [--steps 3] [--batch 16]
-                                          [--patients 150] [--repeats 3] [--out DIR] [--keep]
+                                          [--patients 200] [--repeats 3] [--out DIR] [--keep]
     python benchmarks/bench_federation.py --quality [--patients 300] [--epochs 4] [--batch 32]
 """
 
@@ -170,7 +170,8 @@ def federated_repeat(cfg: dict, out: Path, rounds: int) -> dict:
     rows = result.rounds
     if len(rows) != rounds:
         raise RuntimeError(f"{out}: {len(rows)} rounds in metrics.jsonl, expected {rounds}")
-    return {"wall": wall, "cpu": cpu, "steady_wall": rows[-1]["time"] - rows[0]["time"],
+    return {"wall": wall, "cpu": cpu, "examples": int(sum(r["train"].get("examples", 0) for r in rows)),
+            "steady_wall": rows[-1]["time"] - rows[0]["time"],
             "steady_cpu": sampler.between(rows[0]["time"], rows[-1]["time"]), "loss": rows[-1]["train_loss"],
             "rows": rows}
 
@@ -193,29 +194,30 @@ def central_child(args: argparse.Namespace) -> None:
     cfg = experiment(args)
     fed = prepare_federation(cfg, args.central)
     cpu0 = cpu_seconds(resource.RUSAGE_SELF)
-    loop, loss, _ = central_training(cfg, fed.sites, 1, steps=args.rounds * args.sites * args.steps)
-    print(json.dumps({"loop_wall": loop, "loop_cpu": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "loss": loss}))
+    loop, loss, _, examples = central_training(cfg, fed.sites, 1, steps=args.rounds * args.sites * args.steps)
+    print(json.dumps({"loop_wall": loop, "loop_cpu": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "loss": loss,
+                      "examples": examples}))
 
 
 def central_training(cfg: dict, sites: list, threads: int, *, steps: int = 0,
-                     epochs: int = 0) -> tuple[float, float, torch.nn.Module]:
+                     epochs: int = 0) -> tuple[float, float, torch.nn.Module, int]:
     """Train one encoder over the union of the sites' patients for ``steps`` steps (or
-    ``epochs`` epochs); returns wall seconds, the last loss and the encoder."""
+    ``epochs`` epochs); returns wall seconds, the last loss, the encoder and the examples seen."""
     torch.set_num_threads(threads)
     train_cfg = TrainConfig(**cfg["train"])
     datasets = [make_dataset(cfg, prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
     union = torch.utils.data.ConcatDataset(datasets)
     seed_everything(train_cfg.seed)
     trainer = Trainer(build_model(cfg), LossConfig(**cfg["loss"]), train_cfg)
-    start, done, epoch, loss = time.perf_counter(), 0, 0, math.nan
+    start, done, epoch, loss, examples = time.perf_counter(), 0, 0, math.nan, 0
     while (steps and done < steps) or (epochs and epoch < epochs):
         for d in datasets:
             d.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(union, batch_size=train_cfg.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(epoch))
         stats = trainer.train_epoch(loader, lr=train_cfg.lr, max_steps=(steps - done) if steps else None)
-        done, epoch, loss = done + stats.steps, epoch + 1, stats.loss
-    return time.perf_counter() - start, loss, trainer.model
+        done, epoch, loss, examples = done + stats.steps, epoch + 1, stats.loss, examples + stats.examples
+    return time.perf_counter() - start, loss, trainer.model, examples
 
 
 def parameter_counts() -> dict[str, int]:
@@ -256,7 +258,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help=">= 2")
     parser.add_argument("--steps", type=int, default=3, help="local steps per site and round")
     parser.add_argument("--batch", type=int, default=None, help="default 16 (overhead), 32 (--quality)")
-    parser.add_argument("--patients", type=int, default=None, help="default 150 (overhead), 300 (--quality)")
+    parser.add_argument("--patients", type=int, default=None,
+                        help="default 200 (overhead: every site has >= steps x batch patients, so all batches are "
+                             "full on both sides), 300 (--quality)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved central/federated pairs")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folder")
@@ -269,7 +273,7 @@ def main() -> None:
         args.patients = args.patients or 300
         quality(args)
         return
-    args.patients = args.patients or 150
+    args.patients = args.patients or 200
     if args.central is not None:
         central_child(args)
         return
@@ -294,7 +298,7 @@ def overhead(args: argparse.Namespace, out: Path) -> None:
           f"thread and one site at a time on both sides; {os.cpu_count()} cores shared with other work "
           f"(load average {os.getloadavg()[0]:.1f} at the start)")
     print(f"site store preparation (before any clock): {prep:.1f} s; {args.repeats} interleaved repeats", flush=True)
-    header = (f"{'repeat':<7} {'side':<10} {'wall s':>7} {'CPU s':>7} {'wall s, no start-up':>20} "
+    header = (f"{'repeat':<7} {'side':<10} {'examples':>8} {'wall s':>7} {'CPU s':>7} {'wall s, no start-up':>20} "
               f"{'CPU s, no start-up':>19}")
     print(header)
     print("-" * len(header))
@@ -312,7 +316,8 @@ def overhead(args: argparse.Namespace, out: Path) -> None:
                 got[side] = federated_repeat(cfg, out, args.rounds)
                 rows = got[side]["rows"]
             g = got[side]
-            print(f"{i + 1:<7} {side:<10} {g['wall']:>7.1f} {g['cpu']:>7.1f} {g['steady_wall']:>20.1f} "
+            print(f"{i + 1:<7} {side:<10} {g['examples']:>8} {g['wall']:>7.1f} {g['cpu']:>7.1f} "
+                  f"{g['steady_wall']:>20.1f} "
                   f"{g['steady_cpu']:>19.1f}", flush=True)
         for key in ratios:
             ratios[key].append(got["federated"][key] / got["central"][key])
@@ -390,7 +395,7 @@ def quality(args: argparse.Namespace) -> None:
               "(central epochs = federated rounds x 1 local epoch); linear-probe AUROC, mean over labels", flush=True)
         iid, cart = splits["iid"], splits["cart"]
         union = [SiteSpec(s.site_id, s.dir, root / "work" / f"central-{s.site_id}") for s in iid.sites]
-        _, _, central = central_training(base, union, os.cpu_count() or 1, epochs=args.epochs)
+        _, _, central, _ = central_training(base, union, os.cpu_count() or 1, epochs=args.epochs)
         score("central", central, iid)
         federated("fedavg-iid", iid, iid.sites)
         federated("fedavg-cart", cart, cart.sites)
