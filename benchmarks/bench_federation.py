@@ -8,18 +8,22 @@ processes of its own (the central run is a fresh ``python`` of this file, so bot
 interpreter and torch import). Site stores are built once, before any clock starts; every
 repeat starts from an empty run (no checkpoint to resume). The repeats interleave the two
 (central, federated, federated, central, ...), so a change in the shared machine's load hits
-both alike. Measured per repeat:
+both alike; the central process runs in a session of its own, as the engine's training does
+(SuperExec's), because Linux's scheduler autogroups share the CPU between sessions. Measured per
+repeat:
 
-* wall seconds, and CPU seconds of every process involved: ``getrusage(RUSAGE_CHILDREN)`` of
-  this process, which covers the SuperLink, SuperExec, the simulation process, Ray's daemons
-  and workers and ``flwr run`` (each is reaped by its parent or, once orphaned, by the
-  :mod:`simulations.guard` subreaper, so its CPU time reaches this process), plus this
-  process's own ``RUSAGE_SELF``;
+* wall seconds, and CPU seconds of every process involved: the federated side's are this
+  process's own (``RUSAGE_SELF``) plus the CPU counter of each process below it -- the guard,
+  SuperLink, SuperExec, the simulation process, Ray's daemons and workers, ``flwr run`` --
+  read from /proc every 0.25 s until the process is gone (:class:`CpuSampler`; a process's
+  last 0.25 s is missed, so this is a lower bound). ``RUSAGE_CHILDREN`` is not used there: it
+  counts a process only if every parent above it waited for it, and in one repeat it reported
+  17.6 s where the repeat before had 40.1 s. The central side is one process, reaped by this
+  one: its ``RUSAGE_CHILDREN``;
 * with start-up: the whole ``simulate`` call against the whole central process;
 * without start-up: rounds 2..R, from the end of round 1 to the end of round R (metrics.jsonl
   ``time``: round-1 checkpoint write and every gap between rounds included) against (R-1)/R of
-  the central training loop; the federated CPU of that span is the growth of (own + reaped
-  children's + live descendants' /proc CPU, sampled every 0.25 s).
+  the central training loop (its own ``RUSAGE_SELF``).
 
 Reported: each repeat's figures and the median ratios federated / central (target <= 1.2 without
 start-up).
@@ -37,7 +41,7 @@ synthetic downstream labels), overall and per site (probe on each site's own pat
 leave-one-site-out: FedAvg without the last site, probed on that site's patients.
 
     python benchmarks/bench_federation.py [--sites 3] [--rounds 4] [--steps 3] [--batch 16]
-                                          [--patients 150] [--repeats 3] [--out DIR] [--keep]
+                                          [--patients 200] [--repeats 3] [--out DIR] [--keep]
     python benchmarks/bench_federation.py --quality [--patients 300] [--epochs 4] [--batch 32]
 """
 
@@ -89,22 +93,18 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def live_descendants_cpu() -> float:
-    """CPU seconds of this process's live descendants and of the children they have reaped:
-    utime + stime + cutime + cstime from /proc (what this process reaped is in RUSAGE_CHILDREN)."""
+def descendants_cpu() -> dict[tuple[int, int], float]:
+    """(pid, start tick) -> own CPU seconds (utime + stime, /proc) of every live descendant of
+    this process; the start tick keeps a reused pid apart."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    out = {}
     for pid in descendants(os.getpid()):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        total += sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime (fields 14-17)
-    return total
-
-
-def all_cpu() -> float:
-    return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) + live_descendants_cpu()
+        out[(pid, int(fields[19]))] = (int(fields[11]) + int(fields[12])) / tick  # stat fields 22, 14, 15
+    return out
 
 
 def reset_run(out: Path) -> None:
@@ -116,17 +116,27 @@ def reset_run(out: Path) -> None:
 
 
 class CpuSampler:
-    """``all_cpu()`` sampled every ``period`` seconds in a thread, for the CPU spent between two
-    moments of a run (interpolated between samples; the sampling itself is counted, ~1 ms each)."""
+    """The CPU time of every process below this one, sampled every ``period`` seconds in a thread.
+
+    Each process's own CPU counter (it starts at 0) is read until the process is gone, so the
+    sum of the last readings is the CPU all of them used, whoever reaps them; what a process
+    does in its last ``period`` is missed. ``between(t0, t1)``: the CPU spent from t0
+    to t1, each process's counter interpolated between its readings."""
 
     def __init__(self, period: float = 0.25) -> None:
-        self.period, self.samples = period, [(time.time(), all_cpu())]
+        self.period = period
+        self.series: dict[tuple[int, int], list[tuple[float, float]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        now = time.time()
+        for key, cpu in descendants_cpu().items():
+            self.series.setdefault(key, []).append((now, cpu))
+
     def _run(self) -> None:
         while not self._stop.wait(self.period):
-            self.samples.append((time.time(), all_cpu()))
+            self._sample()
 
     def __enter__(self) -> CpuSampler:
         self._thread.start()
@@ -136,25 +146,33 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
 
-    def at(self, moment: float) -> float:
-        times = [t for t, _ in self.samples]
-        return float(np.interp(moment, times, [c for _, c in self.samples]))
+    def total(self) -> float:
+        return sum(points[-1][1] for points in self.series.values())
+
+    def between(self, t0: float, t1: float) -> float:
+        spent = 0.0
+        for points in self.series.values():
+            times, cpus = [t for t, _ in points], [c for _, c in points]
+            at = np.interp([t0, t1], [times[0] - self.period, *times], [0.0, *cpus])  # 0 before it appeared
+            spent += float(at[1] - at[0])
+        return spent
 
 
 def federated_repeat(cfg: dict, out: Path, rounds: int) -> dict:
     """One whole simulate call; the CPU of rounds 2..R is read between the end of round 1 and of
     round R (metrics.jsonl ``time``)."""
     reset_run(out)
-    cpu0, wall0 = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(resource.RUSAGE_SELF), time.perf_counter()
     with CpuSampler() as sampler:
         result = simulate(cfg, out)
     wall = time.perf_counter() - wall0
-    cpu = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu0 + sampler.total()
     rows = result.rounds
     if len(rows) != rounds:
         raise RuntimeError(f"{out}: {len(rows)} rounds in metrics.jsonl, expected {rounds}")
-    return {"wall": wall, "cpu": cpu, "steady_wall": rows[-1]["time"] - rows[0]["time"],
-            "steady_cpu": sampler.at(rows[-1]["time"]) - sampler.at(rows[0]["time"]), "loss": rows[-1]["train_loss"],
+    return {"wall": wall, "cpu": cpu, "examples": int(sum(r["train"].get("examples", 0) for r in rows)),
+            "steady_wall": rows[-1]["time"] - rows[0]["time"],
+            "steady_cpu": sampler.between(rows[0]["time"], rows[-1]["time"]), "loss": rows[-1]["train_loss"],
             "rows": rows}
 
 
@@ -164,7 +182,9 @@ def central_repeat(args: argparse.Namespace, out: Path) -> dict:
            "--steps", str(args.steps), "--batch", str(args.batch or 16), "--patients", str(args.patients)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cpu0, wall0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    # a session of its own: with the scheduler's autogroups (Linux default) CPU is shared between
+    # sessions, and the engine's training runs in a session of its own too (SuperExec's)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, start_new_session=True)
     inner = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"wall": time.perf_counter() - wall0, "cpu": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0, **inner}
 
@@ -174,29 +194,30 @@ def central_child(args: argparse.Namespace) -> None:
     cfg = experiment(args)
     fed = prepare_federation(cfg, args.central)
     cpu0 = cpu_seconds(resource.RUSAGE_SELF)
-    loop, loss, _ = central_training(cfg, fed.sites, 1, steps=args.rounds * args.sites * args.steps)
-    print(json.dumps({"loop_wall": loop, "loop_cpu": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "loss": loss}))
+    loop, loss, _, examples = central_training(cfg, fed.sites, 1, steps=args.rounds * args.sites * args.steps)
+    print(json.dumps({"loop_wall": loop, "loop_cpu": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "loss": loss,
+                      "examples": examples}))
 
 
 def central_training(cfg: dict, sites: list, threads: int, *, steps: int = 0,
-                     epochs: int = 0) -> tuple[float, float, torch.nn.Module]:
+                     epochs: int = 0) -> tuple[float, float, torch.nn.Module, int]:
     """Train one encoder over the union of the sites' patients for ``steps`` steps (or
-    ``epochs`` epochs); returns wall seconds, the last loss and the encoder."""
+    ``epochs`` epochs); returns wall seconds, the last loss, the encoder and the examples seen."""
     torch.set_num_threads(threads)
     train_cfg = TrainConfig(**cfg["train"])
     datasets = [make_dataset(cfg, prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
     union = torch.utils.data.ConcatDataset(datasets)
     seed_everything(train_cfg.seed)
     trainer = Trainer(build_model(cfg), LossConfig(**cfg["loss"]), train_cfg)
-    start, done, epoch, loss = time.perf_counter(), 0, 0, math.nan
+    start, done, epoch, loss, examples = time.perf_counter(), 0, 0, math.nan, 0
     while (steps and done < steps) or (epochs and epoch < epochs):
         for d in datasets:
             d.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(union, batch_size=train_cfg.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(epoch))
         stats = trainer.train_epoch(loader, lr=train_cfg.lr, max_steps=(steps - done) if steps else None)
-        done, epoch, loss = done + stats.steps, epoch + 1, stats.loss
-    return time.perf_counter() - start, loss, trainer.model
+        done, epoch, loss, examples = done + stats.steps, epoch + 1, stats.loss, examples + stats.examples
+    return time.perf_counter() - start, loss, trainer.model, examples
 
 
 def parameter_counts() -> dict[str, int]:
@@ -237,7 +258,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help=">= 2")
     parser.add_argument("--steps", type=int, default=3, help="local steps per site and round")
     parser.add_argument("--batch", type=int, default=None, help="default 16 (overhead), 32 (--quality)")
-    parser.add_argument("--patients", type=int, default=None, help="default 150 (overhead), 300 (--quality)")
+    parser.add_argument("--patients", type=int, default=None,
+                        help="default 200 (overhead: every site has >= steps x batch patients, so all batches are "
+                             "full on both sides), 300 (--quality)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved central/federated pairs")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folder")
@@ -250,7 +273,7 @@ def main() -> None:
         args.patients = args.patients or 300
         quality(args)
         return
-    args.patients = args.patients or 150
+    args.patients = args.patients or 200
     if args.central is not None:
         central_child(args)
         return
@@ -275,7 +298,7 @@ def overhead(args: argparse.Namespace, out: Path) -> None:
           f"thread and one site at a time on both sides; {os.cpu_count()} cores shared with other work "
           f"(load average {os.getloadavg()[0]:.1f} at the start)")
     print(f"site store preparation (before any clock): {prep:.1f} s; {args.repeats} interleaved repeats", flush=True)
-    header = (f"{'repeat':<7} {'side':<10} {'wall s':>7} {'CPU s':>7} {'wall s, no start-up':>20} "
+    header = (f"{'repeat':<7} {'side':<10} {'examples':>8} {'wall s':>7} {'CPU s':>7} {'wall s, no start-up':>20} "
               f"{'CPU s, no start-up':>19}")
     print(header)
     print("-" * len(header))
@@ -293,7 +316,8 @@ def overhead(args: argparse.Namespace, out: Path) -> None:
                 got[side] = federated_repeat(cfg, out, args.rounds)
                 rows = got[side]["rows"]
             g = got[side]
-            print(f"{i + 1:<7} {side:<10} {g['wall']:>7.1f} {g['cpu']:>7.1f} {g['steady_wall']:>20.1f} "
+            print(f"{i + 1:<7} {side:<10} {g['examples']:>8} {g['wall']:>7.1f} {g['cpu']:>7.1f} "
+                  f"{g['steady_wall']:>20.1f} "
                   f"{g['steady_cpu']:>19.1f}", flush=True)
         for key in ratios:
             ratios[key].append(got["federated"][key] / got["central"][key])
@@ -371,7 +395,7 @@ def quality(args: argparse.Namespace) -> None:
               "(central epochs = federated rounds x 1 local epoch); linear-probe AUROC, mean over labels", flush=True)
         iid, cart = splits["iid"], splits["cart"]
         union = [SiteSpec(s.site_id, s.dir, root / "work" / f"central-{s.site_id}") for s in iid.sites]
-        _, _, central = central_training(base, union, os.cpu_count() or 1, epochs=args.epochs)
+        _, _, central, _ = central_training(base, union, os.cpu_count() or 1, epochs=args.epochs)
         score("central", central, iid)
         federated("fedavg-iid", iid, iid.sites)
         federated("fedavg-cart", cart, cart.sites)

@@ -57,7 +57,7 @@ def test_similarity_plot_stays_within_the_cosine_range() -> None:
     assert ax.get_ylim()[1] <= 1.0
     for line in ax.get_lines():
         assert max(line.get_ydata(), default=0) <= 1.0
-    assert "quartile" in ax.get_ylabel() and legend_texts(ax)[0].startswith("truth risk (50 pairs")
+    assert "quartile" in ax.get_ylabel() and legend_texts(ax)[0].startswith("truth risk (50 pairs in 1 equal-count bins")
     plt.close(fig)
 
 

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store the trained heads in OUT/model.pt (copy, default), in CHECKPOINT itself, or nowhere")
     parser.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the baseline row (the same encoder untrained, scored the same way; doubles the time)")
+                        help="skip the baseline row (the same encoder untrained, scored the same way; it repeats "
+                             "every embedding and probe)")
 
 
 def _tasks(spec: str) -> list[str]:

@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
         site = prepare_site(cohort, work / "pretrain", point_cfg, progress=progress)
         result = pretrain(point_cfg, run_dir=folder, site=site, progress=progress)
         encoder = load_model(result.final_model).encoder
-        probe = evaluate_task(encoder, task, settings, mode="probe").metrics
+        say = (lambda m: print(f"clef sweep: {folder.name}: {m}", file=sys.stderr, flush=True)) if progress else None
+        probe = evaluate_task(encoder, task, settings, mode="probe", say=say).metrics
+        if say is not None:
+            say(f"distance-risk Spearman over {len(evidence.x)} patients")
         emb = embed(encoder, evidence.x, settings.batch_size)
         out = {"final_loss": result.final_loss, "steps": result.steps, "mean_auroc": probe["mean_auroc"]}
         out.update({f"auroc_{k}": v.get("auroc") for k, v in probe["labels"].items()})

@@ -62,7 +62,7 @@ def draw_similarity_vs_risk(ax: Any, bins: dict[str, list[dict[str, Any]]]) -> N
                   np.array([r["q75_similarity"] for r in rows]) - median]
         pairs = sum(r["n_pairs"] for r in rows)
         ax.errorbar(centre, median, yerr=spread, marker="o", ms=3, capsize=2,
-                    label=f"{name} risk ({pairs} pairs, {len(rows)} bins of equal size)")
+                    label=f"{name} risk ({pairs} pairs in {len(rows)} equal-count bins)")
     ax.set_xlabel("|risk difference| of the pair (percentage points, bin centre)")
     ax.set_ylabel("cosine similarity of embeddings\n(median, bars: 1st-3rd quartile)")
     top = max([r["q75_similarity"] for name in sources for r in bins[name]], default=1.0)
