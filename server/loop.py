@@ -179,7 +179,9 @@ class Federation:
             "sites": self._site_entries(screen.verdicts),
         }
         if server_round == 1 and self.probe is not None and self.settings.eval_every:
-            line["probe_auroc_initial"] = self._probe(sent_arrays).get("probe_auroc")
+            initial = self._probe(sent_arrays)  # the encoder before any training: round 0 of the plots
+            line["probe_auroc_initial"] = initial.get("probe_auroc")
+            line["probe_initial"] = initial
         if self.privacy is not None:
             line.update(self.privacy.round_fields(self.strategy, screen))
         line.update(self.evaluate(grid, server_round))

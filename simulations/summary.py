@@ -106,8 +106,9 @@ def _probe_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> bool:
     labels = probe_labels(rows)
     if not labels:
         return False
+    start = [{**rows[0]["probe_initial"], "round": 0}] if rows[0].get("probe_initial") else []
     for k, label in enumerate(labels):
-        pts = [r for r in rows if r.get(f"probe_auroc.{label}") is not None]
+        pts = [r for r in start + list(rows) if r.get(f"probe_auroc.{label}") is not None]
         x = [r["round"] + (k - (len(labels) - 1) / 2) * 0.06 for r in pts]  # side by side: bars stay readable
         y = [r[f"probe_auroc.{label}"] for r in pts]
         counted = all(f"probe_pos.{label}" in r for r in pts)
@@ -117,12 +118,12 @@ def _probe_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> bool:
         ax.errorbar(x, y, yerr=err, marker=".", lw=0.9, capsize=2, alpha=0.8, label=f"{label}{n}")
     mean = [(r["round"], r["probe_auroc"]) for r in rows if r.get("probe_auroc") is not None]
     initial = [(0, r["probe_auroc_initial"]) for r in rows[:1] if r.get("probe_auroc_initial") is not None]
-    ax.plot(*zip(*(initial + mean)), marker="o", color="black", lw=2, label="mean over labels (0: before training)")
+    ax.plot(*zip(*(initial + mean)), marker="o", color="black", lw=2, label="mean over labels")
     ax.axhline(0.5, color="tab:red", ls=":", lw=1.2, label="chance (0.5)")
     ax.set_ylim(min(0.3, *(v for _, v in mean)) - 0.02, 1.0)
     ax.set_xlabel("round")
     ax.set_ylabel("linear-probe AUROC, held-out patients")
-    ax.set_title("held-out linear probe per label (bars: 95 % CI)", fontsize=10)
+    ax.set_title("held-out linear probe per label (round 0: before training; bars: 95 % CI)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return True
 

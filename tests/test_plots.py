@@ -25,6 +25,8 @@ def rounds(n: int = 4) -> list[dict]:
         row["probe_auroc"] = 0.6 + 0.05 * r
         rows.append(row)
     rows[0]["probe_auroc_initial"] = 0.52
+    rows[0]["probe_initial"] = {"probe_auroc": 0.52, "probe_auroc.af": 0.5, "probe_pos.af": 10, "probe_neg.af": 40,
+                                "probe_auroc.lvh": 0.54, "probe_pos.lvh": 20, "probe_neg.lvh": 30}
     return rows
 
 
@@ -42,6 +44,7 @@ def test_summary_panels_have_legends_per_label_curves_ci_and_chance(tmp_path: Pa
     assert "95 % CI" in right.get_title()
     bars = [c for c in right.containers if getattr(c, "has_yerr", False)]
     assert len(bars) == 2  # one error-bar series per label
+    assert all(min(line.get_xdata()) < 0.5 for line in (b.lines[0] for b in bars))  # each label starts at round 0
     plt.close(fig)
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds()))
     text, png = summarise(tmp_path)
