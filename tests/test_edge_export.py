@@ -52,6 +52,10 @@ def test_to_2d_is_exact(tiny_checkpoint):
     x = torch.randn(2, 1, 4999) * 3  # odd length: the shortcut pools' zero padding is read
     with torch.no_grad():
         assert (enc(x) - to_2d(enc)(x[:, :, None, :])).abs().max() < 1e-5
+        # the stem's and first block's conv + Swish in channel slices (TFLM arena): exact too
+        split = to_2d(enc, split_parts=2)
+        assert len(split.stem.convs) == 2 and len(split.blocks[0].conv1.convs) == 2
+        assert (enc(x) - split(x[:, :, None, :])).abs().max() < 1e-5
 
 
 def test_gate_thresholds_and_centring():

@@ -102,6 +102,20 @@ def annotate_final_mean(gm: GraphModule, config) -> None:
     )
 
 
+def share_cat_input_scales(gm: GraphModule) -> None:
+    """Every input of a channel ``cat`` (the sliced conv + Swish of to2d.SplitConvSwish) produced
+    with the first input's quantisation parameters: one observer over all slices, so the
+    converter adds no requantising QUANTIZE op (and its extra live tensor) before the cat."""
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target != aten.cat.default:
+            continue
+        first, *rest = n.args[0]
+        for x in rest:
+            a = x.meta.get("quantization_annotation")
+            if a is not None and a._annotated and a.output_qspec is not None:
+                a.output_qspec = SharedQuantizationSpec(first)
+
+
 class FullIntegerQuantizer(PT2EQuantizer):
     """``PT2EQuantizer`` + the three fixes above (global config only)."""
 
@@ -115,5 +129,6 @@ class FullIntegerQuantizer(PT2EQuantizer):
             OP_TO_ANNOTATOR["fixed_qparams"](model, config, None)
             OP_TO_ANNOTATOR["mul"](model, config, None)
         annotate_final_mean(model, config)
+        share_cat_input_scales(model)
         propagate_annotation(model)
         return model
