@@ -102,18 +102,36 @@ def annotate_final_mean(gm: GraphModule, config) -> None:
     )
 
 
-def share_cat_input_scales(gm: GraphModule) -> None:
-    """Every input of a channel ``cat`` (the sliced conv + Swish of to2d.SplitConvSwish) produced
-    with the first input's quantisation parameters: one observer over all slices, so the
-    converter adds no requantising QUANTIZE op (and its extra live tensor) before the cat."""
+def share_cat_scales(gm: GraphModule) -> None:
+    """One quantisation for a channel ``cat``, its inputs and its consumers' reading of it (the
+    sliced conv + Swish of to2d.SplitConvSwish): every slice is written with the first slice's
+    observer, and the ops reading the cat take its output as it is. Otherwise the converter
+    requantises the other slices and the cat's output (a QUANTIZE op and a second full-size live
+    tensor, which costs more TFLM arena than the slicing saves)."""
     for n in gm.graph.nodes:
         if n.op != "call_function" or n.target != aten.cat.default:
             continue
         first, *rest = n.args[0]
+        if not _has_output_qspec(first):
+            continue
+        shared = SharedQuantizationSpec(first)
         for x in rest:
-            a = x.meta.get("quantization_annotation")
-            if a is not None and a._annotated and a.output_qspec is not None:
-                a.output_qspec = SharedQuantizationSpec(first)
+            if _has_output_qspec(x):
+                x.meta["quantization_annotation"].output_qspec = shared
+        n.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={x: shared for x in n.args[0]}, output_qspec=shared, _annotated=True)
+        _read_as_is(n)
+        for user in n.users:  # the shortcut's max-pool shares the cat's scale; so must the add reading it
+            if user.op == "call_function" and user.target == aten.max_pool2d.default:
+                _read_as_is(user)
+
+
+def _read_as_is(n: Node) -> None:
+    """The annotated consumers of ``n`` take its output with its own quantisation (no requantise)."""
+    for user in n.users:
+        a = user.meta.get("quantization_annotation")
+        if a is not None and a._annotated and n in a.input_qspec_map:
+            a.input_qspec_map[n] = SharedQuantizationSpec(n)
 
 
 class FullIntegerQuantizer(PT2EQuantizer):
@@ -129,6 +147,6 @@ class FullIntegerQuantizer(PT2EQuantizer):
             OP_TO_ANNOTATOR["fixed_qparams"](model, config, None)
             OP_TO_ANNOTATOR["mul"](model, config, None)
         annotate_final_mean(model, config)
-        share_cat_input_scales(model)
+        share_cat_scales(model)
         propagate_annotation(model)
         return model
