@@ -120,18 +120,18 @@ def share_cat_scales(gm: GraphModule) -> None:
                 x.meta["quantization_annotation"].output_qspec = shared
         n.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map={x: shared for x in n.args[0]}, output_qspec=shared, _annotated=True)
-        _read_as_is(n)
-        for user in n.users:  # the shortcut's max-pool shares the cat's scale; so must the add reading it
+        _read_as(n, n)
+        for user in n.users:  # the shortcut's max-pool keeps the cat's scale; so must the add reading it
             if user.op == "call_function" and user.target == aten.max_pool2d.default:
-                _read_as_is(user)
+                _read_as(user, n)
 
 
-def _read_as_is(n: Node) -> None:
-    """The annotated consumers of ``n`` take its output with its own quantisation (no requantise)."""
+def _read_as(n: Node, source: Node) -> None:
+    """The annotated consumers of ``n`` read it with ``source``'s quantisation (no requantise)."""
     for user in n.users:
         a = user.meta.get("quantization_annotation")
         if a is not None and a._annotated and n in a.input_qspec_map:
-            a.input_qspec_map[n] = SharedQuantizationSpec(n)
+            a.input_qspec_map[n] = SharedQuantizationSpec(source)
 
 
 class FullIntegerQuantizer(PT2EQuantizer):
