@@ -91,6 +91,8 @@ def main() -> int:
     p.add_argument("--checkpoint")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--split-parts", type=int, default=1,
+                   help="clef export --split-parts: stem/first-block conv + Swish in N slices (TFLM arena)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "edge.md"))
     p.add_argument("--auroc", action="store_true", help="also the downstream AUROC change int8 vs float (edge_auroc.py)")
     p.add_argument("--auroc-synthetic", action="store_true", help="with --auroc: also the synthetic-labels task")
@@ -102,7 +104,8 @@ def main() -> int:
         ckpt = Path(a.checkpoint) if a.checkpoint else random_checkpoint(work / "random_small.pt")
         out = work / "export"
         t = time.time()
-        report = export_model(ckpt, out, ExportOptions(calibration=data / "ecg", float_tflite=True), log=lambda m: None)
+        report = export_model(ckpt, out, ExportOptions(calibration=data / "ecg", float_tflite=True,
+                                                                    split_parts=a.split_parts), log=lambda m: None)
         export_s = time.time() - t
         tfl = next((out / n for n in ("model_int8.tflite", "model_int8.rejected.tflite") if (out / n).exists()), None)
         q_onnx = next(out / n for n in ("model_int8.onnx", "model_int8.rejected.onnx") if (out / n).exists())

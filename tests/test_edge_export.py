@@ -52,6 +52,10 @@ def test_to_2d_is_exact(tiny_checkpoint):
     x = torch.randn(2, 1, 4999) * 3  # odd length: the shortcut pools' zero padding is read
     with torch.no_grad():
         assert (enc(x) - to_2d(enc)(x[:, :, None, :])).abs().max() < 1e-5
+        # the stem's and first block's conv + Swish in channel slices (TFLM arena): exact too
+        split = to_2d(enc, split_parts=2)
+        assert len(split.stem.convs) == 2 and len(split.blocks[0].conv1.convs) == 2
+        assert (enc(x) - split(x[:, :, None, :])).abs().max() < 1e-5
 
 
 def test_gate_thresholds_and_centring():
@@ -129,6 +133,34 @@ def test_tflite_runtime_runs_int8_on_its_xnnpack_int8_kernels(tiny_export, tmp_p
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["kernels"] == ["xnnpack-int8", "default"]
     assert res["max_diff"] <= 2.01 * res["step"], res
+
+
+def test_split_stem_converts_full_integer_without_requantising(tiny_checkpoint, tmp_path, shared_data):
+    """--split-parts 2: the stem's and first block's conv + Swish in channel slices convert to a
+    full-integer file with two CONCATENATIONs and no QUANTIZE (one scale for a cat, its slices
+    and its readers), whose embeddings match the float encoder like the unsplit file's."""
+    if not (EXPORT_VENV / "bin" / "python").exists():
+        pytest.skip(f"no export venv at {EXPORT_VENV}: {EXPORT_VENV_CMD}")
+    from edge.export.calibration import real_windows
+    from edge.export.preprocess_json import build_preprocess_json
+    from edge.runtime import spec_from_dict
+
+    sets = real_windows(shared_data / "ecg", spec_from_dict(build_preprocess_json({})), windows_per_record=1, cuts=0)
+    np.save(tmp_path / "cal.npy", sets.calibration)
+    np.save(tmp_path / "held.npy", sets.heldout)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(EXPORT_VENV / "bin" / "python"), "-m", "edge.export.litert.convert", "--checkpoint",
+                           str(tiny_checkpoint), "--calibration", str(tmp_path / "cal.npy"), "--heldout",
+                           str(tmp_path / "held.npy"), "--out", str(tmp_path / "m.tflite"), "--embeddings",
+                           str(tmp_path / "emb.npy"), "--report", str(tmp_path / "r.json"), "--per-tensor",
+                           "--split-parts", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((tmp_path / "r.json").read_text())
+    assert info["full_integer"] and info["ops"]["CONCATENATION"] == 2 and "QUANTIZE" not in info["ops"]
+    from clef_core.checkpoint import load_model
+
+    ref = torch_embed(load_model(tiny_checkpoint).encoder, sets.heldout)
+    assert fidelity(ref, np.load(tmp_path / "emb.npy")).rel_l2_error < 0.1
 
 
 def test_int8_tflite_runs_in_tflite_micro(tiny_export, tmp_path):

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-channel", action="store_true",
                         help="per-channel int8 weights in the .tflite (default per-tensor: ~100 KiB smaller, "
                              "same measured fidelity)")
+    parser.add_argument("--split-parts", type=int, default=1, metavar="N",
+                        help="compute the stem's and first block's conv + Swish in N channel slices: exact, "
+                             "lowers the TFLite Micro arena (the 250 Hz small encoder: see docs/edge.md)")
     parser.add_argument("--no-tflite", action="store_true",
                         help="skip model_int8.tflite (no export venv); the report's gate is then 'fail'")
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         {"report_data": None if args.report_data.lower() == "none" else Path(args.report_data)}
     opts = ExportOptions(calibration=cal[0] if cal and len(cal) == 1 else cal, **extra,
                          leads=tuple(x.strip() for x in args.leads.split(",") if x.strip()),
-                         per_tensor=not args.per_channel, tflite=not args.no_tflite)
+                         per_tensor=not args.per_channel, tflite=not args.no_tflite, split_parts=args.split_parts)
     try:
         report = export_model(args.checkpoint, args.out, opts)
     except (CheckpointError, ExportError, ValueError, OSError) as exc:

@@ -78,6 +78,7 @@ class ExportOptions:
     windows_per_record: int = 3
     cuts: int = 2
     float_tflite: bool = False  # also model_fp32.tflite (benchmarks)
+    split_parts: int = 1  # > 1: stem and first block's conv + Swish in channel slices (TFLM arena; exact)
     # report-only fidelity on other data (default MIT-BIH lead II), beside the gate; None skips it
     report_data: Path | None = field(default_factory=default_report_data)
     report_windows_per_record: int = 2
@@ -130,6 +131,8 @@ def run_litert_convert(checkpoint: Path, calibration: np.ndarray, heldout: np.nd
            "--out", str(out), "--embeddings", str(work / "tflite_heldout.npy"), "--report", str(work / "tflite.json")]
     if opts.per_tensor:
         cmd.append("--per-tensor")
+    if opts.split_parts > 1:
+        cmd += ["--split-parts", str(opts.split_parts)]
     if opts.float_tflite:
         cmd += ["--float-out", str(out.with_name("model_fp32.tflite"))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 
-def build_int8(encoder: torch.nn.Module, calibration: np.ndarray, per_tensor: bool, out: Path) -> None:
+def build_int8(encoder: torch.nn.Module, calibration: np.ndarray, per_tensor: bool, out: Path,
+               split_parts: int = 1) -> None:
     import litert_torch
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
@@ -37,7 +38,7 @@ def build_int8(encoder: torch.nn.Module, calibration: np.ndarray, per_tensor: bo
     from edge.export.litert.to2d import to_2d
 
     layout_patch.install()
-    m2 = to_2d(encoder.eval())
+    m2 = to_2d(encoder.eval(), split_parts)
     t = calibration.shape[1]
     args = (torch.zeros(1, 1, 1, t),)
     gm = torch.export.export(m2, args).module()
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", required=True)
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--float-out", help="also write the float32 .tflite of the same 2-D graph (benchmarks)")
+    p.add_argument("--split-parts", type=int, default=1,
+                   help="stem's and first block's conv + Swish in N channel slices (lower TFLM arena; exact)")
     args = p.parse_args(argv)
 
     from clef_core.checkpoint import load_model
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_model(args.checkpoint).encoder
     out = Path(args.out)
     calibration = np.load(args.calibration)
-    build_int8(encoder, calibration, args.per_tensor, out)
+    build_int8(encoder, calibration, args.per_tensor, out, args.split_parts)
     if args.float_out:
         build_float(encoder, calibration.shape[1], Path(args.float_out))
     info = inspect_tflite(out)
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import litert_torch
 
     info.update({"runtime": "ai-edge-litert", "weights": "per-tensor" if args.per_tensor else "per-channel",
+                 "split_parts": args.split_parts,
                  "litert_torch": getattr(litert_torch, "__version__", "?"),
                  "ai_edge_litert": getattr(ai_edge_litert, "__version__", "?"),
                  "torch": torch.__version__, "seconds": round(time.time() - t0, 1)})

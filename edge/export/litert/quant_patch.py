@@ -102,6 +102,38 @@ def annotate_final_mean(gm: GraphModule, config) -> None:
     )
 
 
+def share_cat_scales(gm: GraphModule) -> None:
+    """One quantisation for a channel ``cat``, its inputs and its consumers' reading of it (the
+    sliced conv + Swish of to2d.SplitConvSwish): every slice is written with the first slice's
+    observer, and the ops reading the cat take its output as it is. Otherwise the converter
+    requantises the other slices and the cat's output (a QUANTIZE op and a second full-size live
+    tensor, which costs more TFLM arena than the slicing saves)."""
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target != aten.cat.default:
+            continue
+        first, *rest = n.args[0]
+        if not _has_output_qspec(first):
+            continue
+        shared = SharedQuantizationSpec(first)
+        for x in rest:
+            if _has_output_qspec(x):
+                x.meta["quantization_annotation"].output_qspec = shared
+        n.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={x: shared for x in n.args[0]}, output_qspec=shared, _annotated=True)
+        _read_as(n, n)
+        for user in n.users:  # the shortcut's max-pool keeps the cat's scale; so must the add reading it
+            if user.op == "call_function" and user.target == aten.max_pool2d.default:
+                _read_as(user, n)
+
+
+def _read_as(n: Node, source: Node) -> None:
+    """The annotated consumers of ``n`` read it with ``source``'s quantisation (no requantise)."""
+    for user in n.users:
+        a = user.meta.get("quantization_annotation")
+        if a is not None and a._annotated and n in a.input_qspec_map:
+            a.input_qspec_map[n] = SharedQuantizationSpec(source)
+
+
 class FullIntegerQuantizer(PT2EQuantizer):
     """``PT2EQuantizer`` + the three fixes above (global config only)."""
 
@@ -115,5 +147,6 @@ class FullIntegerQuantizer(PT2EQuantizer):
             OP_TO_ANNOTATOR["fixed_qparams"](model, config, None)
             OP_TO_ANNOTATOR["mul"](model, config, None)
         annotate_final_mean(model, config)
+        share_cat_scales(model)
         propagate_annotation(model)
         return model
