@@ -153,7 +153,7 @@ def test_clef_diagnose_command(tiny_site, tmp_path, capsys):
                  "--set", "train.batch_size=8", "--set", "model.scale=\"tiny\"", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "pairs_with_risk" in text and "repaired (rank, mean_one)" in text
+    assert "pairs_with_risk" in text and "repaired (study.repaired)" in text
     stats = json.loads(out.read_text())["statistics"]["paper defaults"]
     assert 0 <= stats["risk_known"] <= 1 and -1 <= stats["grad_cosine_placebo"] <= 1
     assert main(["diagnose", "--cohort", str(tmp_path / "nothing"), "--work", str(tmp_path / "w2")]) == 1

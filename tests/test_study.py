@@ -85,7 +85,8 @@ def test_study_runs_end_to_end(tmp_path):
             "--set", 'model.scale="tiny"', "--set", "preprocess.sample_rate=100", "--set", "train.max_steps=2",
             "--set", "train.batch_size=8", "--set", "study.seeds=[0]", "--set", "study.subsamples=2",
             "--set", "study.label_fractions=[0.5,1.0]", "--set", "study.bootstrap=20", "--set", "study.min_patients=4",
-            "--set", "study.diagnose_batches=1", "--set", "synth.risk_labels=true", "--set", "synth.risk_signal=1.0"]
+            "--set", "study.diagnose_batches=1", "--set", "synth.risk_labels=true", "--set", "synth.risk_signal=1.0",
+            "--set", "study.mitdb=true", "--set", "study.mitdb_stride_s=600.0"]
     assert main(args) == 0
     table = (out / "table.md").read_text()
     for arm in ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised"):
@@ -95,6 +96,10 @@ def test_study_runs_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert "cvd_event" in summary["labels"] and summary["diagnostics"]["clef"]["pairs_with_risk"] >= 0
     assert (out / "label_efficiency.png").stat().st_size > 1000
+    from tests.conftest import SHARED_DATA
+
+    if (SHARED_DATA / "mitdb" / "101.hea").is_file():  # the real-data part runs when the data is there
+        assert "MIT-BIH DS1 as 10 s window tasks" in table and summary["mitdb_windows"]["records"] == 22
     first = (out / "study.csv").read_text()
     assert main(args) == 0  # resumes from the cached embeddings: the same numbers
     assert (out / "study.csv").read_text() == first
@@ -122,3 +127,34 @@ def test_study_configs_are_valid(name):
     TrainConfig(**cfg["train"])
     LossConfig(**cfg["loss"])
     assert cfg["synth"]["risk_signal"] > 0 and cfg["synth"]["risk_labels"]
+
+
+def test_rhythm_share_follows_rhythm_annotations():
+    from clef_core.evaluation.mitdb_windows import rhythm_share
+
+    samples = np.array([0, 100, 300, 400])
+    symbols = ["+", "N", "+", "+"]
+    notes = ["(N", "", "(AFIB", "(N"]
+    share = rhythm_share(samples, symbols, notes, np.array([0, 250, 300, 350, 450]), 100, 1000)
+    assert share == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    # a rhythm still running at the end of the record
+    assert rhythm_share(np.array([500]), ["+"], ["(AFIB"], np.array([450, 900]), 100, 1000) == pytest.approx([0.5, 1.0])
+
+
+def test_mitdb_window_labels_on_real_records(shared_data):
+    from clef_core.data.preprocess import PreprocessConfig
+    from clef_core.data.records import read_annotations
+    from clef_core.evaluation.mitdb import aami_class
+    from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, load_windows, record_cv_auroc
+
+    cfg = PreprocessConfig(sample_rate=100)
+    x, y, g = load_windows([shared_data / "mitdb" / "203", shared_data / "mitdb" / "101"], cfg, stride_s=60.0)
+    assert x.shape[1] == 1000 and y.shape == (len(x), len(WINDOW_LABELS)) and set(g) == {"203", "101"}
+    assert y[g == "203", 2].mean() > 0.5 and y[g == "101", 2].sum() == 0  # 203 is mostly AF, 101 never
+    ann = read_annotations(shared_data / "mitdb" / "101")
+    v_samples = ann.sample[[aami_class(s) == "V" for s in ann.symbol]]
+    starts = np.arange((g == "101").sum()) * 60 * 360
+    expected = [((v_samples >= s) & (v_samples < s + 3600)).any() for s in starts]
+    assert np.array_equal(y[g == "101", 0].astype(bool), expected)
+    res = record_cv_auroc(np.c_[y[:, 2], np.random.default_rng(0).normal(size=len(y))], y, g, l2=1.0, folds=2)
+    assert np.isnan(res["af"])  # AF positives in one record only: no record split can fit and score it

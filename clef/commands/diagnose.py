@@ -15,7 +15,6 @@ from clef.commands._site import prepare_cohort_site
 NAME = "diagnose"
 HELP = "weight statistics of CLEF batches: pairs with risk, weight spread, Spearman vs risk / completeness, placebo gradient cosine"
 
-REPAIRED = {"risk_scaling": "rank", "weight_norm": "mean_one"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from clef_core.checkpoint import CheckpointError, load_model
+    from clef_core.config import merge, overrides_to_dict
     from clef_core.train.config import LossConfig, TrainConfig
     from clef_core.train.loop import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import STATS, diagnose
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(train_cfg.seed)
         encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(cfg)
         configured = LossConfig(**cfg["loss"])
-        settings = {"paper defaults": LossConfig(), "repaired (rank, mean_one)": LossConfig(**REPAIRED)}
+        repaired = merge(cfg, overrides_to_dict(cfg["study"]["repaired"]), strict=True)["loss"]
+        settings = {"paper defaults": LossConfig(), "repaired (study.repaired)": LossConfig(**repaired)}
         if configured not in settings.values():
             settings["configured [loss]"] = configured
         loader = make_loader(make_dataset(cfg, site, train_cfg.seed), train_cfg, epoch=0)

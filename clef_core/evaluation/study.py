@@ -18,7 +18,8 @@ fraction f and label subsample j: a frozen linear probe (logistic, one per label
 first max(ceil(f n_pool), study.min_patients) pool patients of subsample j, its L2 chosen per
 label from study.l2_grid on the validation patients (all labelled), and scored on the test
 patients (AUROC). The headline is the mean AUROC over the labels that are not saturated (a label
-whose AUROC at f = 1 is >= study.saturated_auroc for every arm is reported but left out). Paired
+whose median AUROC over the arms at the largest f is >= study.saturated_auroc is reported but left
+out: it cannot tell encoders apart). Paired
 differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
 (:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`).
 
@@ -45,6 +46,8 @@ import numpy as np
 import pandas as pd
 
 from clef_core.config import merge, overrides_to_dict
+from clef_core.data.preprocess import zscore
+from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, headline_auroc, paired_bootstrap,
                                                    subsample_patients, three_way_split, weighted_auroc)
 
@@ -68,11 +71,13 @@ class StudyConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.3
     labels: tuple[str, ...] = ()
-    saturated_auroc: float = 0.98
+    saturated_auroc: float = 0.97
     bootstrap: int = 1000
     repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false")
     threads: int = 1
     diagnose_batches: int = 10
+    mitdb: bool = False
+    mitdb_stride_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "repaired"):
@@ -95,6 +100,7 @@ class ArmOutput:
     emb: np.ndarray
     rho_truth: float
     train: dict[str, Any]
+    mitdb_emb: np.ndarray | None = None
 
 
 def arm_config(cfg: dict[str, Any], arm: str, study: StudyConfig, seed: int) -> dict[str, Any]:
@@ -144,18 +150,25 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         f"{len(np.unique(task.groups))} patients, labels {task.labels}; pool/val/test patients "
         f"{len(np.unique(task.groups[pool]))}/{len(np.unique(task.groups[val]))}/{len(np.unique(task.groups[test]))}")
     diagnostics = _diagnostics(cfg, study, pre_site, out)
+    mitdb = _mitdb_windows(cfg, settings, study, log)
 
     rows: list[dict[str, Any]] = []
     test_scores: dict[tuple[str, int, float, int], np.ndarray] = {}
     arm_info: dict[str, dict[str, Any]] = {}
+    mitdb_rows: list[dict[str, Any]] = []
     for arm in study.arms:
         for seed in (study.seeds[:1] if arm == "features" else study.seeds):
             t_arm = time.perf_counter()
             if arm == "features":
-                result = ArmOutput(features(task.x, fs), math.nan, {"steps": 0, "seconds": 0.0})
+                result = ArmOutput(features(task.x, fs), math.nan, {"steps": 0, "seconds": 0.0},
+                                   None if mitdb is None else features(zscore(mitdb[0]), fs))
             else:
-                result = _arm_embeddings(cfg, arm, study, seed, pre_site, task.x, evidence, out, progress)
+                result = _arm_embeddings(cfg, arm, study, seed, pre_site, task.x, evidence, out, progress,
+                                         None if mitdb is None else mitdb[0])
             arm_info[f"{arm}_s{seed}"] = {"rho_truth": result.rho_truth, **result.train}
+            if mitdb is not None:
+                mitdb_rows.append({"arm": arm, "seed": seed, **record_cv_auroc(
+                    result.mitdb_emb, mitdb[1], mitdb[2], float(cfg["evaluate"]["probe_l2"]), seed=study.eval_seed)})
             for frac in study.label_fractions:
                 for j in range(study.subsamples):
                     scores, unit_rows = _probe_unit(result.emb, task, pool, val, test, frac, j, study)
@@ -186,7 +199,17 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         "synth": cfg["synth"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    (out / "table.md").write_text(_table_markdown(table, summary, study), encoding="utf-8")
+    mitdb_md = ""
+    if mitdb is not None:
+        mt = pd.DataFrame(mitdb_rows)
+        mt.to_csv(out / "mitdb_windows.csv", index=False)
+        summary["mitdb_windows"] = {"windows": int(len(mitdb[1])), "records": int(len(np.unique(mitdb[2]))),
+                                    "positive_windows": {c: int(mitdb[1][:, k].sum()) for k, c in enumerate(WINDOW_LABELS)},
+                                    "stride_s": study.mitdb_stride_s}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
+    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study) + mitdb_md,
+                                  encoding="utf-8")
     (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels), encoding="utf-8")
     from clef_core.evaluation.plots import label_efficiency
 
@@ -198,8 +221,10 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
 # ----------------------------------------------------------------------------- arms
 
 
-def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool) -> ArmOutput:
-    """Train (or load) the arm's encoder and embed the evaluation windows; cached in embeddings.npz."""
+def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool,
+                    mitdb_x: np.ndarray | None = None) -> ArmOutput:
+    """Train (or load) the arm's encoder and embed the evaluation windows (and the MIT-BIH windows);
+    cached in embeddings.npz (a cache without the MIT-BIH embeddings the run needs is redone)."""
     from clef_core.evaluation.embed import embed
     from clef_core.evaluation.evidence import distance_risk_spearman
 
@@ -207,11 +232,14 @@ def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progres
     cache = folder / "embeddings.npz"
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
-        return ArmOutput(saved["emb"], float(saved["rho_truth"]), json.loads(str(saved["train"])))
+        if mitdb_x is None or "mitdb_emb" in saved:
+            return ArmOutput(saved["emb"], float(saved["rho_truth"]), json.loads(str(saved["train"])),
+                             saved["mitdb_emb"] if mitdb_x is not None else None)
     folder.mkdir(parents=True, exist_ok=True)
     acfg = arm_config(cfg, arm, study, seed)
     encoder, train = _encoder(acfg, arm, site, folder, progress, list(study.labels))
     emb = embed(encoder, x, batch_size=int(cfg["evaluate"]["batch_size"]))
+    extra = {} if mitdb_x is None else {"mitdb_emb": embed(encoder, mitdb_x, batch_size=int(cfg["evaluate"]["batch_size"]))}
     rho = math.nan
     if evidence.risk_truth is not None:
         ev = embed(encoder, evidence.x, batch_size=int(cfg["evaluate"]["batch_size"]))
@@ -219,9 +247,9 @@ def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progres
                                            permutations=0)["rho"])
     train = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in train.items()}
     tmp = folder / "embeddings.tmp.npz"
-    np.savez(tmp, emb=emb, rho_truth=rho, train=json.dumps(train))
+    np.savez(tmp, emb=emb, rho_truth=rho, train=json.dumps(train), **extra)
     tmp.replace(cache)
-    return ArmOutput(emb, rho, train)
+    return ArmOutput(emb, rho, train, extra.get("mitdb_emb"))
 
 
 def _encoder(cfg, arm, site, folder: Path, progress: bool, labels: list[str]):
@@ -265,6 +293,22 @@ def _diagnostics(cfg, study: StudyConfig, site, out: Path) -> dict[str, Any]:
     return stats
 
 
+def _mitdb_windows(cfg, settings, study: StudyConfig, log) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """MIT-BIH DS1 as 10 s window tasks (``study.mitdb``); None when off or the folder is absent (logged)."""
+    if not study.mitdb:
+        return None
+    from clef_core.data.preprocess import PreprocessConfig
+    from clef_core.evaluation.mitdb import resolve_records
+    from clef_core.evaluation.mitdb_windows import load_windows
+    from clef_core.paths import shared_data_dir
+
+    folder = shared_data_dir("mitdb", settings.mitdb_dir)
+    if not folder.is_dir():
+        log(f"study: MIT-BIH window tasks skipped: no folder {folder} (set evaluate.mitdb_dir)")
+        return None
+    return load_windows(resolve_records("DS1", folder), PreprocessConfig(**cfg["preprocess"]), study.mitdb_stride_s)
+
+
 # ----------------------------------------------------------------------------- probing
 
 
@@ -300,7 +344,7 @@ def _probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tupl
 def _headline_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
     full = long[long["fraction"] == max(study.label_fractions)]
     by_arm = full.groupby(["label", "arm"])["auroc"].mean().unstack()
-    saturated = sorted(by_arm.index[(by_arm >= study.saturated_auroc).all(axis=1)])
+    saturated = sorted(by_arm.index[by_arm.median(axis=1) >= study.saturated_auroc])
     labels = [c for c in long["label"].drop_duplicates() if c not in saturated]
     return labels or list(long["label"].drop_duplicates()), saturated
 
@@ -357,6 +401,30 @@ def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> s
             f"{summary['evaluation']['test_patients']} test patients. rho_truth: Spearman of embedding cosine distance "
             f"vs |true SCORE2 difference|. Total {summary['seconds'] / 60:.1f} min.\n")
     return "\n".join(lines) + "\n" + note
+
+
+def _label_markdown(long: pd.DataFrame, study: StudyConfig) -> str:
+    """Per-label test AUROC at the largest fraction (mean over units), every label including saturated ones."""
+    frac = max(study.label_fractions)
+    by = long[long["fraction"] == frac].groupby(["arm", "label"])["auroc"].mean().unstack()
+    labels = list(long["label"].drop_duplicates())
+    lines = ["", f"Per label at {100 * frac:g} % labels:", "", "| arm | " + " | ".join(labels) + " |",
+             "|" + "|".join("---" for _ in range(len(labels) + 1)) + "|"]
+    for arm in study.arms:
+        lines.append(f"| {arm} | " + " | ".join(f"{by.at[arm, c]:.3f}" for c in labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mitdb_markdown(mt: pd.DataFrame, study: StudyConfig, info: dict[str, Any]) -> str:
+    lines = ["", f"MIT-BIH DS1 as 10 s window tasks ({info['windows']} windows every {info['stride_s']:g} s of "
+             f"{info['records']} records, MLII; positives {info['positive_windows']}): AUROC of a logistic probe "
+             "(evaluate.probe_l2), 5-fold cross-validation by record, mean ± SD over seeds:", "",
+             "| arm | " + " | ".join(WINDOW_LABELS) + " |", "|" + "|".join("---" for _ in range(len(WINDOW_LABELS) + 1)) + "|"]
+    for arm in study.arms:
+        sub = mt[mt["arm"] == arm]
+        cells = [f"{sub[c].mean():.3f} ± {sub[c].std(ddof=1) if len(sub) > 1 else 0.0:.3f}" for c in WINDOW_LABELS]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _differences_markdown(diffs: pd.DataFrame, labels: list[str]) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 
 from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model, make_dataset, make_loader
-from clef_core.train.trainer import seed_everything
+from clef_core.train.trainer import resolve_device, seed_everything
 
 
 def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
@@ -41,8 +41,9 @@ def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> t
     started = time.perf_counter()
     tc = TrainConfig(**cfg["train"])
     seed_everything(tc.seed)
-    encoder = build_model(cfg)
-    head = nn.Linear(int(encoder.emb_dim), len(labels))
+    device = resolve_device(tc.device)
+    encoder = build_model(cfg).to(device)
+    head = nn.Linear(int(encoder.emb_dim), len(labels)).to(device)
     y_rows = torch.as_tensor(record_labels(site, labels))
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -57,8 +58,8 @@ def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> t
             if tc.max_steps and step >= tc.max_steps:
                 break
             sched.step(epoch + i / max(len(loader), 1))
-            x = torch.cat([batch["view1"], batch["view2"]])
-            target = y_rows[batch["window"]].repeat(2, 1)
+            x = torch.cat([batch["view1"], batch["view2"]]).to(device)
+            target = y_rows[batch["window"]].repeat(2, 1).to(device)
             known = torch.isfinite(target)
             out = head(encoder(x))
             loss = nn.functional.binary_cross_entropy_with_logits(out[known], target[known]) if known.any() else out.sum() * 0
@@ -73,5 +74,5 @@ def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> t
         last = total / max(count, 1)
         if tc.max_steps and step >= tc.max_steps:
             break
-    return encoder.eval(), {"steps": step, "examples": examples, "final_loss": last,
+    return encoder.cpu().eval(), {"steps": step, "examples": examples, "final_loss": last,
                             "seconds": time.perf_counter() - started}
