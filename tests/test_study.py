@@ -103,6 +103,7 @@ def test_study_runs_end_to_end(tmp_path):
     first = (out / "study.csv").read_text()
     assert main(args) == 0  # resumes from the cached embeddings: the same numbers
     assert (out / "study.csv").read_text() == first
+    assert main(args + ["--set", "train.lr=0.01"]) == 1  # other settings never reuse the cache
 
 
 def test_bad_study_settings_are_named():

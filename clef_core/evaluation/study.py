@@ -230,13 +230,16 @@ def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progres
 
     folder = out / "arms" / f"{arm}_s{seed}"
     cache = folder / "embeddings.npz"
+    acfg = arm_config(cfg, arm, study, seed)
+    key = json.dumps({k: v for k, v in acfg.items() if k != "study"}, sort_keys=True, default=str)
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
+        if str(saved["config"]) != key:
+            raise ValueError(f"{cache} was made with other settings than this study's; use another --out")
         if mitdb_x is None or "mitdb_emb" in saved:
             return ArmOutput(saved["emb"], float(saved["rho_truth"]), json.loads(str(saved["train"])),
                              saved["mitdb_emb"] if mitdb_x is not None else None)
     folder.mkdir(parents=True, exist_ok=True)
-    acfg = arm_config(cfg, arm, study, seed)
     encoder, train = _encoder(acfg, arm, site, folder, progress, list(study.labels))
     emb = embed(encoder, x, batch_size=int(cfg["evaluate"]["batch_size"]))
     extra = {} if mitdb_x is None else {"mitdb_emb": embed(encoder, mitdb_x, batch_size=int(cfg["evaluate"]["batch_size"]))}
@@ -247,7 +250,7 @@ def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progres
                                            permutations=0)["rho"])
     train = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in train.items()}
     tmp = folder / "embeddings.tmp.npz"
-    np.savez(tmp, emb=emb, rho_truth=rho, train=json.dumps(train), **extra)
+    np.savez(tmp, emb=emb, rho_truth=rho, train=json.dumps(train), config=key, **extra)
     tmp.replace(cache)
     return ArmOutput(emb, rho, train, extra.get("mitdb_emb"))
 
