@@ -245,3 +245,17 @@ def test_the_request_rules_of_the_policy() -> None:
                 {"privacy-bugdet": 3.0}, {"privacy-noise-multiplier": 0}):
         with pytest.raises(PrivacyPolicyError):
             SitePolicy.from_node_config(bad)
+
+
+def test_a_broken_patients_file_is_named(tmp_path: Path) -> None:
+    from clef_core.data.records import read_patients_file
+
+    (tmp_path / "patients.csv").write_text("record_id,subject_id\nA1,p1\nA2,\n")
+    with pytest.raises(ValueError, match=r"patients.csv: line 3 has an empty record_id or subject_id"):
+        read_patients_file(tmp_path)
+    (tmp_path / "patients.csv").write_text("record,patient\nA1,p1\n")
+    with pytest.raises(ValueError, match=r"patients.csv: missing column\(s\) \['record_id', 'subject_id'\]"):
+        read_patients_file(tmp_path)
+    (tmp_path / "patients.csv").write_text("record_id,subject_id\nA1,p1\nA1,p2\n")
+    with pytest.raises(ValueError, match="record 'A1' is listed more than once"):
+        read_patients_file(tmp_path)
