@@ -19,6 +19,7 @@ import dataclasses
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +40,28 @@ def aami_class(symbol: str) -> str | None:
     return _SYMBOL_TO_CLASS.get(symbol)
 
 
+def read_lead(path: Path, lead: str) -> tuple[Any, np.ndarray, Any]:
+    """(record, its ``lead`` in mV at the record's rate, its annotations); an error naming the
+    record when it has no such lead."""
+    from clef_core.data.records import read_annotations, read_record
+
+    rec = read_record(path)
+    if lead not in rec.leads:
+        raise ValueError(f"MIT-BIH record {rec.name}: no lead {lead} (has {rec.source_leads})")
+    return rec, rec.signal[rec.leads.index(lead)], read_annotations(path)
+
+
+def model_rate(signal: np.ndarray, fs: float, cfg: PreprocessConfig) -> np.ndarray:
+    """The 1-D ``signal`` resampled to the model rate (polyphase) and band-passed over its whole
+    length (zero-phase), as the store does."""
+    return bandpass(resample(np.asarray(signal, np.float64)[None, :], fs, cfg.sample_rate), cfg)[0]
+
+
 def beat_windows(signal: np.ndarray, fs: float, samples: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Windows (M, T) float32 in mV centred on ``samples`` (indices at ``fs``) of the 1-D
     ``signal``, after resampling to ``cfg.sample_rate`` and band-passing; and the boolean mask over
     ``samples`` of the beats kept (window inside the record)."""
-    x = bandpass(resample(np.asarray(signal, np.float64)[None, :], fs, cfg.sample_rate), cfg)[0]
+    x = model_rate(signal, fs, cfg)
     T = cfg.window_samples
     centre = np.rint(np.asarray(samples, np.float64) * cfg.sample_rate / fs).astype(np.int64)
     start = centre - T // 2
@@ -90,15 +108,10 @@ def load_beats(
     seed: int = 0,
 ) -> BeatSet:
     """Beat windows of ``records`` (see the module docstring); Q beats and non-beats left out."""
-    from clef_core.data.records import read_annotations, read_record
-
     xs, ys, groups = [], [], []
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for path in records:
-        rec = read_record(path)
-        if lead not in rec.leads:
-            raise ValueError(f"MIT-BIH record {rec.name}: no lead {lead} (has {rec.source_leads})")
-        ann = read_annotations(path)
+        rec, signal, ann = read_lead(path, lead)
         classes = np.array([aami_class(s) or "" for s in ann.symbol])
         rng = np.random.default_rng([zlib.crc32(rec.name.encode()), seed])
         chosen = []
@@ -109,7 +122,7 @@ def load_beats(
                 idx = np.sort(rng.choice(idx, beats_per_class, replace=False))
             chosen.append(idx)
         sel = np.sort(np.concatenate(chosen))
-        windows, keep = beat_windows(rec.signal[rec.leads.index(lead)], rec.fs, ann.sample[sel], cfg)
+        windows, keep = beat_windows(signal, rec.fs, ann.sample[sel], cfg)
         labels = np.array([AAMI_CLASSES.index(c) for c in classes[sel][keep]], dtype=np.int64)
         xs.append(windows)
         ys.append(labels)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.data.preprocess import PreprocessConfig, bandpass, resample, zscore
+from clef_core.data.preprocess import PreprocessConfig, zscore
+from clef_core.evaluation.mitdb import model_rate, read_lead
 
 AF_NOTE = "(AFIB"
 
@@ -58,16 +59,11 @@ def af_fraction(change_samples: np.ndarray, notes: Sequence[str], n_samples: int
 def load_af_windows(records: Sequence[Path], cfg: PreprocessConfig, lead: str = "II", per_class: int = 40,
                     seed: int = 0) -> RhythmWindows:
     """Pure AF / non-AF 10 s windows of ``records`` (see the module docstring)."""
-    from clef_core.data.records import read_annotations, read_record
-
     xs, ys, groups, starts_s = [], [], [], []
     counts: dict[str, dict[str, int]] = {}
     T = cfg.window_samples
     for path in records:
-        rec = read_record(path)
-        if lead not in rec.leads:
-            raise ValueError(f"MIT-BIH record {rec.name}: no lead {lead} (has {rec.source_leads})")
-        ann = read_annotations(path)
+        rec, signal, ann = read_lead(path, lead)
         rhythm = [(s, n) for s, n in zip(ann.sample, ann.aux_note) if n.startswith("(")]
         n_raw = rec.signal.shape[1]
         win_raw = int(round(cfg.window_s * rec.fs))
@@ -82,7 +78,7 @@ def load_af_windows(records: Sequence[Path], cfg: PreprocessConfig, lead: str = 
                 idx = np.sort(rng.choice(idx, per_class, replace=False))
             chosen.append(idx)
         sel = np.sort(np.concatenate(chosen))
-        x = bandpass(resample(rec.signal[rec.leads.index(lead)].astype(np.float64)[None, :], rec.fs, cfg.sample_rate), cfg)[0]
+        x = model_rate(signal, rec.fs, cfg)
         first = np.rint(starts[sel] * cfg.sample_rate / rec.fs).astype(np.int64)
         ok = first + T <= len(x)
         sel, first = sel[ok], first[ok]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.data.preprocess import PreprocessConfig, bandpass, resample
-from clef_core.evaluation.mitdb import aami_class
+from clef_core.data.preprocess import PreprocessConfig
+from clef_core.evaluation.mitdb import aami_class, model_rate, read_lead
 
 WINDOW_LABELS = ("any_pvc", "any_sveb", "af")
 
@@ -48,17 +48,11 @@ def rhythm_share(samples: np.ndarray, symbols: Sequence[str], notes: Sequence[st
 def load_windows(records: Sequence[Path], cfg: PreprocessConfig, stride_s: float = 30.0, lead: str = "II"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x (N, T) mV, y (N, 3) 0/1 for :data:`WINDOW_LABELS`, groups (N,) record names)."""
-    from clef_core.data.records import read_annotations, read_record
-
     xs, ys, groups = [], [], []
     T = cfg.window_samples
     for path in records:
-        rec = read_record(path)
-        if lead not in rec.leads:
-            raise ValueError(f"MIT-BIH record {rec.name}: no lead {lead} (has {rec.source_leads})")
-        ann = read_annotations(path)
-        x = bandpass(resample(np.asarray(rec.signal[rec.leads.index(lead)], np.float64)[None, :], rec.fs,
-                              cfg.sample_rate), cfg)[0]
+        rec, signal, ann = read_lead(path, lead)
+        x = model_rate(signal, rec.fs, cfg)
         starts = np.arange(0, len(x) - T + 1, max(int(round(stride_s * cfg.sample_rate)), 1))
         xs.append(x[starts[:, None] + np.arange(T)[None, :]].astype(np.float32))
         scale = rec.fs / cfg.sample_rate  # model-rate sample -> record sample
