@@ -42,7 +42,7 @@ from clef_core.data.augment import ViewConfig  # noqa: E402
 from clef_core.data.noise import NoiseBank  # noqa: E402
 from clef_core.data.preprocess import PreprocessConfig  # noqa: E402
 from clef_core.encoders import build_encoder  # noqa: E402
-from clef_core.privacy.accounting import epsilon, steps_per_epoch  # noqa: E402
+from clef_core.privacy.accounting import epsilon, noise_for_epsilon, steps_per_epoch  # noqa: E402
 from clef_core.privacy.bank import synthetic_bank  # noqa: E402
 from clef_core.privacy.dpsgd import PatientDPSGD  # noqa: E402
 from clef_core.train import LossConfig, TrainConfig, Trainer  # noqa: E402
@@ -106,18 +106,6 @@ def step_cost(args: argparse.Namespace) -> None:
 CONTROL_SIGMA = 1e-6
 
 
-def solve_sigma(target: float, q: float, steps: int) -> float:
-    """The smallest noise multiplier whose epsilon after ``steps`` steps at rate q is <= target."""
-    lo, hi = 0.3, 50.0
-    for _ in range(40):
-        mid = math.sqrt(lo * hi)
-        if epsilon([(mid, q, steps)], DELTA) > target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
-
-
 def probe(args: argparse.Namespace) -> None:
     from clef_core.config import load_config
     from clef_core.pipeline import default_cohort, prepare_site
@@ -161,7 +149,7 @@ def probe(args: argparse.Namespace) -> None:
                     trainer.train_epoch(make_loader(train, trainer.train_cfg, e), lr=args.lr)
                 sigma, spent = 0.0, math.inf
             else:
-                sigma = CONTROL_SIGMA if target == CONTROL_SIGMA else solve_sigma(target, q, steps)
+                sigma = CONTROL_SIGMA if target == CONTROL_SIGMA else noise_for_epsilon(target, q, steps, DELTA)
                 dp = PatientDPSGD(trainer, bank, noise_multiplier=sigma, clip_norm=1.0, bank_refresh=args.refresh,
                                   vmap_chunk=args.chunk, seed=seed)
                 dataset.set_epoch(0)

@@ -223,6 +223,17 @@ def test_epsilon_grows_survives_a_restart_and_matches_an_independent_accountant(
     assert epsilon(history, 1e-5) == eps[2]
 
 
+def test_noise_for_epsilon_is_the_smallest_sigma_within_the_target() -> None:
+    from clef_core.privacy.accounting import noise_for_epsilon
+
+    for target, q, steps in ((8.0, 0.16, 24), (1.0, 0.05, 200), (3.0, 1.0, 5)):
+        sigma = noise_for_epsilon(target, q, steps, 1e-5)
+        assert epsilon([(sigma, q, steps)], 1e-5) <= target
+        assert epsilon([(sigma * (1 - 1e-4), q, steps)], 1e-5) > target  # any less noise spends more
+    with pytest.raises(ValueError, match="above"):
+        noise_for_epsilon(1e-3, 1.0, 10_000, 1e-5)
+
+
 def test_a_cut_ledger_line_stops_the_site(tmp_path: Path) -> None:
     ledger = PrivacyLedger(tmp_path)
     ledger.append(entry(1))

@@ -10,6 +10,7 @@ Adjacency: add or remove one patient.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 from opacus.accountants import RDPAccountant
@@ -42,3 +43,27 @@ def sample_rate(patients: int, expected_batch: int) -> float:
     if patients < 1:
         raise ValueError("sample_rate: a site needs at least one patient")
     return min(1.0, expected_batch / patients)
+
+
+def noise_for_epsilon(target: float, q: float, steps: int, delta: float, *, lo: float = 0.3, hi: float = 50.0) -> float:
+    """The smallest noise multiplier (to 1e-6 relative, by bisection in log sigma on the accountant
+    above) whose epsilon after ``steps`` steps at rate ``q`` is <= ``target``; ValueError when even
+    ``hi`` spends more than ``target``."""
+    if not target > 0:
+        raise ValueError(f"accounting: target epsilon must be > 0, got {target}")
+    with warnings.catch_warnings():  # Opacus warns when a trial sigma's best alpha is its largest: trials only bound the search
+        warnings.simplefilter("ignore", UserWarning)
+        return _bisect_noise(target, q, steps, delta, lo, hi)
+
+
+def _bisect_noise(target: float, q: float, steps: int, delta: float, lo: float, hi: float) -> float:
+    if epsilon([(hi, q, steps)], delta) > target:
+        raise ValueError(f"accounting: epsilon {target} at q = {q}, {steps} steps needs a noise multiplier above {hi}")
+    while lo > 1e-3 and epsilon([(lo, q, steps)], delta) <= target:
+        lo /= 2
+    for _ in range(60):
+        if hi / lo < 1 + 1e-6:
+            break
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if epsilon([(mid, q, steps)], delta) > target else (lo, mid)
+    return hi
