@@ -15,18 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from clef_core.evaluation.mitdb_rhythm import af_fraction, load_af_windows
+from clef_core.evaluation.mitdb_rhythm import load_af_windows
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(windows_per_record=1, cuts=0)
-
-
-def test_af_fraction_follows_rhythm_changes():
-    changes = np.array([5, 40, 70])  # the first rhythm holds from sample 0
-    frac = af_fraction(changes, ["(N", "(AFIB", "(N"], 100, np.array([0, 30, 40, 60, 90]), 10)
-    assert frac.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]
-    assert af_fraction(changes, ["(N", "(AFIB", "(N"], 100, np.array([35]), 10)[0] == 0.5
-    assert af_fraction(np.array([], dtype=np.int64), [], 50, np.array([0]), 10)[0] == 0.0
 
 
 def test_af_windows_of_a_real_af_record(shared_data):

@@ -131,15 +131,17 @@ def test_study_configs_are_valid(name):
 
 
 def test_rhythm_share_follows_rhythm_annotations():
-    from clef_core.evaluation.mitdb_windows import rhythm_share
+    from clef_core.data.records import Annotations
+    from clef_core.evaluation.mitdb import rhythm_share
 
-    samples = np.array([0, 100, 300, 400])
-    symbols = ["+", "N", "+", "+"]
-    notes = ["(N", "", "(AFIB", "(N"]
-    share = rhythm_share(samples, symbols, notes, np.array([0, 250, 300, 350, 450]), 100, 1000)
+    ann = Annotations(record="x", fs=100.0, sample=np.array([20, 100, 300, 400]), symbol=["+", "N", "+", "+"],
+                      aux_note=["(N", "", "(AFIB", "(N"])
+    share = rhythm_share(ann.rhythm_changes, 1000, np.array([0, 250, 300, 350, 450]), 100)
     assert share == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
-    # a rhythm still running at the end of the record
-    assert rhythm_share(np.array([500]), ["+"], ["(AFIB"], np.array([450, 900]), 100, 1000) == pytest.approx([0.5, 1.0])
+    # the first rhythm holds from the record's start, a rhythm still running at the end holds to it,
+    # and a window past the end counts the missing part as outside
+    assert rhythm_share([(60, "AFIB")], 1000, np.array([0, 450, 900, 950]), 100) == pytest.approx([1.0, 1.0, 1.0, 0.5])
+    assert rhythm_share([], 50, np.array([0]), 10) == pytest.approx([0.0])
 
 
 def test_mitdb_window_labels_on_real_records(shared_data):

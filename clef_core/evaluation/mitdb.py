@@ -28,6 +28,7 @@ from clef_core.data.preprocess import PreprocessConfig, bandpass, resample
 AAMI_CLASSES = ("N", "S", "V", "F")
 AAMI_SYMBOLS = {"N": "NLRej", "S": "AaJS", "V": "VE", "F": "F", "Q": "/fQ"}
 _SYMBOL_TO_CLASS = {sym: cls for cls, syms in AAMI_SYMBOLS.items() for sym in syms}
+AF_RHYTHM = "AFIB"
 
 DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124",
        "201", "203", "205", "207", "208", "209", "215", "220", "223", "230")
@@ -49,6 +50,24 @@ def read_lead(path: Path, lead: str) -> tuple[Any, np.ndarray, Any]:
     if lead not in rec.leads:
         raise ValueError(f"MIT-BIH record {rec.name}: no lead {lead} (has {rec.source_leads})")
     return rec, rec.signal[rec.leads.index(lead)], read_annotations(path)
+
+
+def rhythm_share(changes: Sequence[tuple[int, str]], n_samples: int, starts: np.ndarray, length: int,
+                 rhythm: str = AF_RHYTHM) -> np.ndarray:
+    """Share of each window ``[start, start + length)`` (record samples; a window running past the
+    record's end counts the missing part as outside) spent in ``rhythm``, from the record's rhythm
+    ``changes`` ((sample, rhythm) in time order: ``Annotations.rhythm_changes``). The rhythm in
+    force at a sample is the last change at or before it; the first rhythm holds from the record's
+    start (in MIT-BIH the first note sits within the first second)."""
+    inside = np.zeros(n_samples, dtype=np.int64)
+    if changes:
+        bounds = [0, *(min(max(int(s), 0), n_samples) for s, _ in changes[1:]), n_samples]
+        for lo, hi, (_, note) in zip(bounds[:-1], bounds[1:], changes):
+            if note == rhythm:
+                inside[lo:hi] = 1
+    cum = np.concatenate([[0], np.cumsum(inside)])
+    starts = np.clip(np.asarray(starts, np.int64), 0, n_samples)
+    return (cum[np.minimum(starts + length, n_samples)] - cum[starts]) / length
 
 
 def model_rate(signal: np.ndarray, fs: float, cfg: PreprocessConfig) -> np.ndarray:

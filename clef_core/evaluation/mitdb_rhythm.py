@@ -24,10 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from clef_core.data.preprocess import PreprocessConfig, zscore
-from clef_core.evaluation.mitdb import model_rate, read_lead
-
-AF_NOTE = "(AFIB"
-
+from clef_core.evaluation.mitdb import model_rate, read_lead, rhythm_share
 
 @dataclasses.dataclass
 class RhythmWindows:
@@ -41,21 +38,6 @@ class RhythmWindows:
     counts: dict[str, dict[str, int]]
 
 
-def af_fraction(change_samples: np.ndarray, notes: Sequence[str], n_samples: int, starts: np.ndarray,
-                length: int) -> np.ndarray:
-    """Fraction of each window ``[start, start + length)`` (record samples) spent in AFIB, from the
-    rhythm changes at ``change_samples`` with their ``notes``."""
-    in_af = np.zeros(n_samples + 1, dtype=np.int64)
-    if len(change_samples):
-        bounds = list(np.clip(change_samples, 0, n_samples)) + [n_samples]
-        bounds[0] = 0  # the first rhythm holds from the record's start
-        for lo, hi, note in zip(bounds[:-1], bounds[1:], notes):
-            if note == AF_NOTE:
-                in_af[lo:hi] = 1
-    cum = np.concatenate([[0], np.cumsum(in_af[:n_samples])])
-    return (cum[starts + length] - cum[starts]) / length
-
-
 def load_af_windows(records: Sequence[Path], cfg: PreprocessConfig, lead: str = "II", per_class: int = 40,
                     seed: int = 0) -> RhythmWindows:
     """Pure AF / non-AF 10 s windows of ``records`` (see the module docstring)."""
@@ -64,12 +46,10 @@ def load_af_windows(records: Sequence[Path], cfg: PreprocessConfig, lead: str = 
     T = cfg.window_samples
     for path in records:
         rec, signal, ann = read_lead(path, lead)
-        rhythm = [(s, n) for s, n in zip(ann.sample, ann.aux_note) if n.startswith("(")]
         n_raw = rec.signal.shape[1]
         win_raw = int(round(cfg.window_s * rec.fs))
         starts = np.arange(0, n_raw - win_raw + 1, win_raw)
-        frac = af_fraction(np.array([s for s, _ in rhythm], dtype=np.int64), [n for _, n in rhythm],
-                           n_raw, starts, win_raw)
+        frac = rhythm_share(ann.rhythm_changes, n_raw, starts, win_raw)
         rng = np.random.default_rng([zlib.crc32(rec.name.encode()), seed])
         chosen = []
         for pure in (frac == 0.0, frac == 1.0):

@@ -5,8 +5,8 @@ see (docs/evaluation.md, "MIT-BIH"). Here every window gets window-level labels 
 
 * ``any_pvc``: at least one V beat (AAMI V = {V, E}) annotated inside the window;
 * ``any_sveb``: at least one S beat (AAMI S = {A, a, J, S});
-* ``af``: at least half of the window in atrial fibrillation (rhythm annotation ``(AFIB``; a
-  rhythm holds from its annotation to the next one).
+* ``af``: at least half of the window in atrial fibrillation (rhythm annotation ``(AFIB``;
+  :func:`clef_core.evaluation.mitdb.rhythm_share`).
 
 The MLII lead is resampled to the model rate and band-passed over the whole record (as the beat
 task and the store do), then cut into windows of ``cfg.window_s`` every ``stride_s`` seconds.
@@ -21,28 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from clef_core.data.preprocess import PreprocessConfig
-from clef_core.evaluation.mitdb import aami_class, model_rate, read_lead
+from clef_core.evaluation.mitdb import aami_class, model_rate, read_lead, rhythm_share
 
 WINDOW_LABELS = ("any_pvc", "any_sveb", "af")
-
-
-def rhythm_share(samples: np.ndarray, symbols: Sequence[str], notes: Sequence[str], starts: np.ndarray,
-                 length: int, n_samples: int, rhythm: str = "(AFIB") -> np.ndarray:
-    """Share of each window [start, start + length) spent in ``rhythm`` (record samples)."""
-    inside = np.zeros(n_samples + 1, dtype=np.int64)
-    current, since = None, 0
-    for s, sym, note in zip(samples, symbols, notes):
-        if sym == "+" and note:
-            if current == rhythm:
-                inside[since] += 1
-                inside[min(int(s), n_samples)] -= 1
-            current, since = note, min(int(s), n_samples)
-    if current == rhythm:
-        inside[since] += 1
-        inside[n_samples] -= 1
-    cum = np.r_[0, np.cumsum(np.cumsum(inside)[:-1])]  # cum[i] = samples in rhythm before i
-    ends = np.minimum(starts + length, n_samples)
-    return (cum[ends] - cum[starts]) / length
 
 
 def load_windows(records: Sequence[Path], cfg: PreprocessConfig, stride_s: float = 30.0, lead: str = "II"
@@ -63,7 +44,7 @@ def load_windows(records: Sequence[Path], cfg: PreprocessConfig, stride_s: float
             beats = np.sort(ann.sample[classes == cls])
             y[:, k] = (np.searchsorted(beats, rec_starts + rec_len) - np.searchsorted(beats, rec_starts)) > 0
         n_rec = int(round(len(x) * scale))
-        y[:, 2] = rhythm_share(ann.sample, ann.symbol, ann.aux_note, rec_starts, rec_len, n_rec) >= 0.5
+        y[:, 2] = rhythm_share(ann.rhythm_changes, n_rec, rec_starts, rec_len) >= 0.5
         ys.append(y)
         groups.append(np.full(len(starts), rec.name))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
