@@ -33,9 +33,10 @@ LABELS = {
 }
 
 
-@dataclass
-class SynthConfig:
-    """The ``[synth]`` config section."""
+@dataclass(frozen=True)
+class SynthConfig(RiskLink):
+    """The ``[synth]`` config section: the cohort's size and shape, plus the risk / site links of
+    :class:`~clef_core.synth.risk_link.RiskLink` (whose defaults keep the default cohort)."""
 
     patients: int = 300
     sites: int = 3
@@ -43,18 +44,11 @@ class SynthConfig:
     records_per_patient: tuple[int, int] = (1, 3)
     region: str = "low"
     carts_per_site: tuple[int, int] = (2, 4)
-    # risk / site links (clef_core.synth.risk_link); the defaults keep the default cohort
-    risk_signal: float = 0.0
-    risk_factor_age: float = 0.5
-    risk_labels: bool = False
-    site_nuisance: float = 0.0
-    site_risk_link: float = 0.0
-    site_missing_link: float = 0.0
-    risk_coverage: float = -1.0
 
     def __post_init__(self) -> None:
-        self.records_per_patient = tuple(int(v) for v in self.records_per_patient)
-        self.carts_per_site = tuple(int(v) for v in self.carts_per_site)
+        super().__post_init__()
+        object.__setattr__(self, "records_per_patient", tuple(int(v) for v in self.records_per_patient))
+        object.__setattr__(self, "carts_per_site", tuple(int(v) for v in self.carts_per_site))
         if len(self.records_per_patient) != 2 or len(self.carts_per_site) != 2:
             raise ValueError("synth.records_per_patient and synth.carts_per_site are [min, max] pairs")
         if self.patients < 1 or self.sites < 1:
@@ -65,10 +59,6 @@ class SynthConfig:
             raise ValueError(f"synth.carts_per_site must be 1 <= min <= max, got {list(self.carts_per_site)}")
         if self.region not in REGIONS:
             raise ValueError(f"synth.region must be one of {REGIONS}, got {self.region!r}")
-        self.link()  # validates the link knobs
-
-    def link(self) -> RiskLink:
-        return RiskLink(**{f: getattr(self, f) for f in RiskLink.__dataclass_fields__})
 
     def as_kwargs(self) -> dict:
         return asdict(self)
@@ -207,7 +197,8 @@ def generate_cohort(
     unknown = set(link_knobs) - set(RiskLink.__dataclass_fields__)
     if unknown:
         raise TypeError(f"generate_cohort: unknown argument(s) {sorted(unknown)}")
-    link = SynthConfig(patients, sites, seed, records_per_patient, region, carts_per_site, **link_knobs).link()  # validates
+    link = SynthConfig(patients=patients, sites=sites, seed=seed, records_per_patient=records_per_patient, region=region,
+                       carts_per_site=carts_per_site, **link_knobs).link()  # validates
     out_dir = Path(out_dir)
     tmp = _prepare_out(out_dir, overwrite)
     cohort = draw_clinical(

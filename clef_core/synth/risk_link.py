@@ -69,12 +69,16 @@ class RiskLink:
         """True when the hidden factor h is used (a waveform term or a label)."""
         return self.risk_signal > 0 or self.risk_labels
 
+    def link(self) -> RiskLink:
+        """The knobs alone (for a :class:`~clef_core.synth.cohort.SynthConfig`, its link part)."""
+        return RiskLink(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RiskLink)})
+
     @property
     def is_default(self) -> bool:
-        return self == RiskLink()
+        return self.link() == RiskLink()
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self.link())
 
 
 def _z(x: np.ndarray) -> np.ndarray:
