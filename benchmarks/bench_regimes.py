@@ -16,8 +16,9 @@ BatchNorm), one batch size, and the same number of passes over the same patients
 so federated - central is what federation costs, federated_dp0 - federated what the DP objective
 costs, and federated_dp - federated_dp0 what the noise costs. Examples (patients per
 optimizer step, expected under Poisson sampling, summed over steps and sites) are counted from each run and printed: the claim of
-"equal examples" is checked, not assumed. Learning-rate schedules are each path's own (central:
-SGDR over epochs; federated: cosine over rounds).
+"equal examples" is checked, not assumed. One learning-rate shape for all: a cosine over the P
+passes (central: SGDR with a period of P epochs, per step; federated: the server's cosine over
+rounds, constant within a round).
 
 Scoring: the protocol of ``clef study`` (clef_core.evaluation.study): a separate evaluation cohort
 (study.eval_patients, seed study.eval_seed) split by patient into pool / validation / test; a frozen
@@ -100,13 +101,19 @@ def dp_noise(cfg: dict[str, Any], site_sizes: list[int], args: argparse.Namespac
     return noise_for_epsilon(args.epsilon, q, steps, DELTA), q, steps
 
 
-def train_central(cfg: dict[str, Any], seed: int, site: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
+def central_config(cfg: dict[str, Any], args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """P epochs of ``clef pretrain`` under one cosine over the run (SGDR period = P epochs), the shape
+    of the federated schedule (a cosine over the P rounds)."""
+    out = copy.deepcopy(cfg)
+    out["train"].update({"seed": seed, "warm_restart_t0": args.passes, "warm_restart_tmult": 1})
+    out["privacy"] = {**out["privacy"], "mode": "off"}
+    return out
+
+
+def train_central(cfg: dict[str, Any], site: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
     from clef_core.train import pretrain
 
-    run_cfg = copy.deepcopy(cfg)
-    run_cfg["train"]["seed"] = seed
-    run_cfg["privacy"] = {**run_cfg["privacy"], "mode": "off"}
-    result = pretrain(run_cfg, run_dir=folder / "run", site=site, progress=False)
+    result = pretrain(cfg, run_dir=folder / "run", site=site, progress=False)
     metrics = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     examples = sum(float(m.get("examples", 0)) for m in metrics if m.get("kind", "epoch") == "epoch")
     return result.final_model, {"steps": int(result.steps), "examples": examples, "seconds": float(result.seconds)}
@@ -133,23 +140,29 @@ def arm_embeddings(arm: str, seed: int, cfg: dict[str, Any], args: argparse.Name
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.embed import embed
 
+    if arm == "central":
+        run_cfg, sigma = central_config(cfg, args, seed), None
+    else:
+        sigma = {"federated": None, "federated_dp0": CONTROL_SIGMA, "federated_dp": data["sigma"]}[arm]
+        run_cfg = federation_config(cfg, args, seed, sigma, args.epsilon if arm == "federated_dp" else 0.0)
+    key = json.dumps(run_cfg, sort_keys=True, default=str)
     folder = args.out / "arms" / f"{arm}_s{seed}"
     cache = folder / "embeddings.npz"
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
+        if "config" not in saved or str(saved["config"]) != key:
+            raise SystemExit(f"{folder} was trained with other settings than this run's: use another --out")
         return saved["emb"], json.loads(str(saved["info"]))
     folder.mkdir(parents=True, exist_ok=True)
     if arm == "central":
-        model, info = train_central(cfg, seed, data["site"], folder)
+        model, info = train_central(run_cfg, data["site"], folder)
     else:
-        sigma = {"federated": None, "federated_dp0": CONTROL_SIGMA, "federated_dp": data["sigma"]}[arm]
-        fed_cfg = federation_config(cfg, args, seed, sigma, args.epsilon if arm == "federated_dp" else 0.0)
-        model, info = train_federated(fed_cfg, data["site_dirs"], folder)
+        model, info = train_federated(run_cfg, data["site_dirs"], folder)
         if sigma is not None:
             info["sigma"] = sigma
     emb = embed(load_model(model).encoder, x_eval, batch_size=int(cfg["evaluate"]["batch_size"]))
     tmp = folder / "embeddings.tmp.npz"
-    np.savez(tmp, emb=emb, info=json.dumps(info))
+    np.savez(tmp, emb=emb, info=json.dumps(info), config=key)
     tmp.replace(cache)
     return emb, info
 
@@ -235,7 +248,6 @@ def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dic
     for r in diffs.itertuples(index=False):
         lines.append(f"| {r.comparison} | {100 * r.fraction:g} % | {r.diff:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | "
                      f"{r.p_above_0:.2f} | {r.units} |")
-    study = data["study"]
     lines += ["", f"Headline: test AUROC of a frozen linear probe, mean over {', '.join(labels)}; mean ± SD over "
               f"{len(args.seeds)} seed(s) x {args.subsamples} label subsamples of {int(data['pool'].sum())} pool ECGs; "
               f"{int(data['test'].sum())} test ECGs. Pretraining: {sum(data['site_sizes'])} patients, "
@@ -244,7 +256,6 @@ def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dic
               f"{data['clip']:g}, bank {data['bank']}. Examples: patients per optimizer step (expected, q n, under DP) summed over "
               f"steps and sites, mean over seeds. Wall {wall / 60:.1f} min on {os.cpu_count()} cores "
               f"(load {os.getloadavg()[0]:.1f} at the end)."]
-    del study
     return "\n".join(lines) + "\n"
 
 

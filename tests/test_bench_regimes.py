@@ -29,6 +29,9 @@ def test_arms_share_cohort_batch_and_passes_and_are_valid_experiments(bench, tmp
     args = bench.parse_args(["--out", str(tmp_path), "--passes", "3", "--sites", "3", "--epsilon", "4"])
     cfg = bench.experiment(args)
     assert cfg["model"]["norm"] == "group" and cfg["train"]["epochs"] == 3 and cfg["train"]["max_steps"] == 0
+    central = bench.central_config(cfg, args, seed=1)
+    assert (central["train"]["warm_restart_t0"], central["train"]["warm_restart_tmult"]) == (3, 1)  # one cosine
+    assert central["privacy"]["mode"] == "off" and central["train"]["seed"] == 1
     sigma, q, steps = bench.dp_noise(cfg, [401, 399, 400], args)
     assert q == pytest.approx(cfg["train"]["batch_size"] / 399) and steps == 3 * round(399 / cfg["train"]["batch_size"])
     assert 3.99 < epsilon([(sigma, q, steps)], bench.DELTA) <= 4.0
