@@ -46,3 +46,11 @@ def test_select_sees_the_current_model_and_nan_never_wins():
     tuned = finetune(_encoder(), x, y, "binary", ["a", "b"], FinetuneConfig(epochs=3, lr=1e-3, batch_size=16), select=select)
     assert seen[0].shape == (5, 2) and not np.allclose(seen[0], seen[2])  # the model moves between epochs
     assert tuned.best_epoch == 1 and np.allclose(tuned.decision(x[:5]), seen[0])
+
+
+def test_select_every_scores_only_some_epochs_and_the_last():
+    x, y = _data(16)
+    calls = []
+    tuned = finetune(_encoder(), x, y, "binary", ["a", "b"], FinetuneConfig(epochs=5, batch_size=16),
+                     select=lambda decide: calls.append(1) or float(len(calls)), select_every=2)
+    assert len(calls) == 3 and tuned.best_epoch == 5  # after epochs 2, 4 and 5

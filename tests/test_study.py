@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap, subsample_patients,
@@ -86,13 +87,19 @@ def test_study_runs_end_to_end(tmp_path):
             "--set", "train.batch_size=8", "--set", "study.seeds=[0]", "--set", "study.subsamples=2",
             "--set", "study.label_fractions=[0.5,1.0]", "--set", "study.bootstrap=20", "--set", "study.min_patients=4",
             "--set", "study.diagnose_batches=1", "--set", "synth.risk_labels=true", "--set", "synth.risk_signal=1.0",
-            "--set", "study.mitdb=true", "--set", "study.mitdb_stride_s=600.0"]
+            "--set", "study.mitdb=true", "--set", "study.mitdb_stride_s=600.0", "--set", "study.finetune_steps=2"]
     assert main(args) == 0
     table = (out / "table.md").read_text()
     for arm in ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised"):
         assert f"| {arm} |" in table
     diffs = (out / "differences.md").read_text()
     assert "clef - ntxent" in diffs and "placebo - ntxent" in diffs
+    fine = table.split("## Fine-tuned")[1]  # the fine-tune protocol: every arm with an encoder, its own CIs
+    assert "| untrained |" in fine and "| supervised |" in fine and "| features |" not in fine
+    assert "| 10 % (4 pts) | 100 % (" in fine and "clef_repaired - placebo" in diffs.split("### Fine-tuned")[1]
+    ft = pd.read_csv(out / "finetune.csv")
+    assert set(ft["fraction"]) == {0.1, 1.0} and set(ft["subsample"]) == {0, 1} and ft["epoch"].ge(1).all()
+    ft_first = (out / "finetune.csv").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert "cvd_event" in summary["labels"] and summary["diagnostics"]["clef"]["pairs_with_risk"] >= 0
     assert (out / "label_efficiency.png").stat().st_size > 1000
@@ -103,7 +110,9 @@ def test_study_runs_end_to_end(tmp_path):
     first = (out / "study.csv").read_text()
     assert main(args) == 0  # resumes from the cached embeddings: the same numbers
     assert (out / "study.csv").read_text() == first
+    assert (out / "finetune.csv").read_text() == ft_first  # fine-tunes come from their caches
     assert main(args + ["--set", "train.lr=0.01"]) == 1  # other settings never reuse the cache
+    assert main(args + ["--set", "study.finetune_lr=0.01"]) == 1  # nor other fine-tune settings
 
 
 def test_bad_study_settings_are_named():
@@ -113,6 +122,10 @@ def test_bad_study_settings_are_named():
         StudyConfig(arms=("clef", "byol"))
     with pytest.raises(ValueError, match="label_fractions"):
         StudyConfig(label_fractions=(0.0, 1.0))
+    with pytest.raises(ValueError, match="finetune_fractions"):
+        StudyConfig(finetune_fractions=(0.1, 2.0))
+    with pytest.raises(ValueError, match="study.workers"):
+        StudyConfig(workers=0)
 
 
 @pytest.mark.parametrize("name", ["study-cpu", "study-gpu"])

@@ -5,9 +5,10 @@ cross-entropy for single-label classes, MSE on the standardised target for regre
 head learns 10x faster than the encoder (a fresh head on a pretrained body); gradients are
 clipped to norm 1. Windows are z-scored per window as in pretraining; no augmentation.
 
-Epoch choice: given ``select`` (a score of the model after each epoch, higher is better, e.g. a
-validation AUROC), the encoder and head of the best epoch are kept (ties: the earlier epoch) and
-``best_epoch`` says which; without it, the last epoch's.
+Epoch choice: given ``select`` (a score of the model after each epoch, or every ``select_every``
+epochs and after the last; higher is better, e.g. a validation AUROC), the encoder and head of the
+best scored epoch are kept (ties: the earlier epoch) and ``best_epoch`` says which; without it,
+the last epoch's.
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ def finetune(
     cfg: FinetuneConfig = FinetuneConfig(),
     class_weight: str | None = None,
     select: Callable[[Callable[[np.ndarray], np.ndarray]], float] | None = None,
+    select_every: int = 1,
 ) -> FineTuned:
     """Fine-tune a copy of ``encoder`` with a new linear head on windows ``x`` (N, T); ``y`` as in
     :func:`clef_core.evaluation.probe.fit_probe`. The given encoder is left untouched.
 
     ``select(decide)`` scores the model after each epoch, ``decide(windows) -> (N, C)`` being its
-    raw outputs (logits; standardised targets for regression); the best epoch's weights are kept."""
+    raw outputs (logits; standardised targets for regression); the best epoch's weights are kept.
+    ``select_every``: score only every that many epochs (and after the last)."""
     if kind not in KINDS:
         raise ValueError(f"finetune: kind {kind!r} is not one of {KINDS}")
     torch.manual_seed(cfg.seed)
@@ -116,9 +119,9 @@ def finetune(
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(list(enc.parameters()) + list(head.parameters()), cfg.grad_clip)
             opt.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         history.append(total / max(count, 1))
-        if select is not None:
+        if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == cfg.epochs):
             selection.append(float(select(lambda w: _outputs(enc, head, w))))
             score = selection[-1] if np.isfinite(selection[-1]) else -np.inf
             if best is None or score > best_score:
