@@ -172,3 +172,17 @@ def test_mitdb_window_labels_on_real_records(shared_data):
     assert np.array_equal(y[g == "101", 0].astype(bool), expected)
     res = record_cv_auroc(np.c_[y[:, 2], np.random.default_rng(0).normal(size=len(y))], y, g, l2=1.0, folds=2)
     assert np.isnan(res["af"])  # AF positives in one record only: no record split can fit and score it
+
+
+def test_a_study_without_paired_arms_still_reports(tmp_path):
+    from clef.cli import main
+
+    out = tmp_path / "study"
+    args = ["study", "--out", str(out), "--set", "synth.patients=24", "--set", "study.eval_patients=40",
+            "--set", 'model.scale="tiny"', "--set", "preprocess.sample_rate=100", "--set", "study.seeds=[0]",
+            "--set", "study.subsamples=1", "--set", "study.label_fractions=[1.0]", "--set", "study.min_patients=4",
+            "--set", "study.diagnose_batches=1", "--set", 'study.arms=["untrained","features"]',
+            "--set", "study.finetune_fractions=[]", "--set", "train.batch_size=8"]
+    assert main(args) == 0  # no comparison to bootstrap, no fine-tune: the tables are still written
+    assert "| features |" in (out / "table.md").read_text() and not (out / "finetune.csv").exists()
+    assert (out / "differences.csv").read_text().startswith("comparison,fraction,diff")

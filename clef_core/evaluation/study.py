@@ -83,7 +83,7 @@ class StudyConfig:
     workers: int = 1
     finetune_fractions: tuple[float, ...] = (0.1, 1.0)
     finetune_subsamples: int = 2
-    finetune_steps: int = 48
+    finetune_steps: int = 128
     finetune_batch: int = 32
     finetune_lr: float = 1e-3
     finetune_checks: int = 4
@@ -180,10 +180,11 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     out = Path(out)
     started = time.perf_counter()
     data = out / "data"
+    store_workers = max(study.workers, study.threads)  # preprocessing records is one process per record
     pre_site = prepare_site(default_cohort(data / "pretrain", cfg, progress=progress), data / "pretrain", cfg,
-                            progress=progress, workers=study.workers)
+                            progress=progress, workers=store_workers)
     settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
-    eval_site = synthetic_site(cfg, settings, data, progress=progress, workers=study.workers)
+    eval_site = synthetic_site(cfg, settings, data, progress=progress, workers=store_workers)
     lead = settings.lead.split(",")[0].strip()
     task = synthetic_task(eval_site, lead, list(study.labels) or None)
     evidence = evidence_inputs(eval_site, lead)
@@ -486,21 +487,32 @@ def _headline_table(long: pd.DataFrame, labels: list[str], arm_info: dict, study
     return pd.DataFrame(rows)
 
 
+DIFF_COLUMNS = ("comparison", "fraction", "diff", "ci_low", "ci_high", "p_above_0", "units")
+
+
 def _differences(test_scores, task, test, labels, y_test, study: StudyConfig) -> pd.DataFrame:
+    """One row per (comparison, fraction): the paired bootstrap of the headline; the bootstraps run in
+    ``study.workers`` processes (each is seeded by itself: the same numbers for any count)."""
     cols = [task.labels.index(c) for c in labels]
-    groups = task.groups[test]
-    rows = []
+    jobs = []
     for a, b in COMPARISONS:
         if a not in study.arms or b not in study.arms:
             continue
         for frac in study.label_fractions:
             keys = [(s, j) for s in study.seeds for j in range(study.subsamples)
                     if (a, s, frac, j) in test_scores and (b, s, frac, j) in test_scores]
-            res = paired_bootstrap([test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
-                                   [test_scores[(b, s, frac, j)][:, cols] for s, j in keys],
-                                   y_test, groups, n_boot=study.bootstrap, seed=study.eval_seed)
-            rows.append({"comparison": f"{a} - {b}", "fraction": frac, **res})
-    return pd.DataFrame(rows)
+            jobs.append((f"{a} - {b}", frac, [test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
+                         [test_scores[(b, s, frac, j)][:, cols] for s, j in keys]))
+    context = (y_test, task.groups[test], study.bootstrap, study.eval_seed)
+    rows = map_units(_bootstrap_job, context, jobs, study.workers, study.threads)
+    return pd.DataFrame(rows, columns=list(DIFF_COLUMNS))
+
+
+def _bootstrap_job(context, job) -> dict[str, Any]:
+    y_test, groups, n_boot, seed = context
+    name, frac, scores_a, scores_b = job
+    return {"comparison": name, "fraction": frac,
+            **paired_bootstrap(scores_a, scores_b, y_test, groups, n_boot=n_boot, seed=seed)}
 
 
 # ----------------------------------------------------------------------------- fine-tuning
