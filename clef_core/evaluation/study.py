@@ -21,14 +21,21 @@ patients (AUROC). The headline is the mean AUROC over the labels that are not sa
 whose median AUROC over the arms at the largest f is >= study.saturated_auroc is reported but left
 out: it cannot tell encoders apart). Paired
 differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
-(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`).
+(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`). Beside the probe, every arm with
+an encoder is fine-tuned at study.finetune_fractions (:mod:`clef_core.evaluation.study_finetune`),
+with its own table and differences.
+
+Every arm and seed is one unit (encoder, embeddings, probes, fine-tunes, MIT-BIH); units and
+bootstraps run in study.workers processes (:mod:`clef_core.evaluation.study_workers`) and are put
+back in order, so the outputs do not depend on the worker count.
 
 Outputs in OUT: ``study.csv`` (one row per arm, seed, fraction, subsample, label), ``table.md`` /
 ``table.csv`` (headline per arm and fraction, mean +- SD over seed x subsample units),
-``differences.md`` / ``differences.csv``, ``label_efficiency.png``, ``diagnostics.json`` (the
-weight statistics of the pretraining batches) and ``summary.json``. Each arm and seed caches its
-embeddings in ``arms/<arm>_s<seed>/embeddings.npz`` (and its pretraining run, resumable), so an
-interrupted study resumes.
+``differences.md`` / ``differences.csv``, ``finetune.csv`` / ``finetune_table.csv`` /
+``finetune_differences.csv``, ``label_efficiency.png``, ``diagnostics.json`` (the weight
+statistics of the pretraining batches) and ``summary.json``. Each arm and seed caches its
+embeddings in ``arms/<arm>_s<seed>/embeddings.npz``, its encoder (``encoder.pt``), its fine-tunes
+(``finetune/``) and its pretraining run (resumable), so an interrupted study resumes.
 """
 
 from __future__ import annotations
