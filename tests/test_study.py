@@ -108,6 +108,11 @@ def test_study_runs_end_to_end(tmp_path):
     if (SHARED_DATA / "mitdb" / "101.hea").is_file():  # the real-data part runs when the data is there
         assert "MIT-BIH DS1 as 10 s window tasks" in table and summary["mitdb_windows"]["records"] == 22
     first = (out / "study.csv").read_text()
+    import shutil
+
+    for arm in ("ntxent_s0", "supervised_s0"):  # a cache of before encoder.pt: the encoder is resumed or retrained
+        (out / "arms" / arm / "encoder.pt").unlink()
+        shutil.rmtree(out / "arms" / arm / "finetune")
     assert main(args) == 0  # resumes from the cached embeddings: the same numbers
     assert (out / "study.csv").read_text() == first
     assert (out / "finetune.csv").read_text() == ft_first  # fine-tunes come from their caches
