@@ -81,10 +81,12 @@ def prepare_site(
     *,
     progress: bool = True,
     verify: bool = False,
+    workers: int = 1,
 ) -> PreparedSite:
     """Clinical table + store for ``cohort_dir``, cached under ``work_dir`` (a store cached there
     with other [preprocess] settings or from another cohort is rebuilt). ``verify`` re-reads the
-    whole store to check its sha256 sums (file sizes and the manifest are always checked)."""
+    whole store to check its sha256 sums (file sizes and the manifest are always checked).
+    ``workers`` > 1 preprocesses records in that many processes (the same store)."""
     from clef_core.data.preprocess import PreprocessConfig
     from clef_core.data.store import ECGStore, build_store
 
@@ -100,7 +102,8 @@ def prepare_site(
         (work / CLINICAL_CACHE).unlink(missing_ok=True)
         (work / CLINICAL_KEY).unlink(missing_ok=True)
     clinical = clinical_table(root, work, cfg)
-    report = build_store(root, work / "store", PreprocessConfig(**cfg["preprocess"]), progress=progress, overwrite=True)
+    report = build_store(root, work / "store", PreprocessConfig(**cfg["preprocess"]), progress=progress, overwrite=True,
+                         workers=workers)
     store = ECGStore.open(work / "store", verify=verify)
     key_file.write_text(json.dumps(source, indent=2), encoding="utf-8")
     return PreparedSite(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap, subsample_patients,
@@ -86,13 +87,19 @@ def test_study_runs_end_to_end(tmp_path):
             "--set", "train.batch_size=8", "--set", "study.seeds=[0]", "--set", "study.subsamples=2",
             "--set", "study.label_fractions=[0.5,1.0]", "--set", "study.bootstrap=20", "--set", "study.min_patients=4",
             "--set", "study.diagnose_batches=1", "--set", "synth.risk_labels=true", "--set", "synth.risk_signal=1.0",
-            "--set", "study.mitdb=true", "--set", "study.mitdb_stride_s=600.0"]
+            "--set", "study.mitdb=true", "--set", "study.mitdb_stride_s=600.0", "--set", "study.finetune_steps=2"]
     assert main(args) == 0
     table = (out / "table.md").read_text()
     for arm in ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised"):
         assert f"| {arm} |" in table
     diffs = (out / "differences.md").read_text()
     assert "clef - ntxent" in diffs and "placebo - ntxent" in diffs
+    fine = table.split("## Fine-tuned")[1]  # the fine-tune protocol: every arm with an encoder, its own CIs
+    assert "| untrained |" in fine and "| supervised |" in fine and "| features |" not in fine
+    assert "| 10 % (4 pts) | 100 % (" in fine and "clef_repaired - placebo" in diffs.split("### Fine-tuned")[1]
+    ft = pd.read_csv(out / "finetune.csv")
+    assert set(ft["fraction"]) == {0.1, 1.0} and set(ft["subsample"]) == {0, 1} and ft["epoch"].ge(1).all()
+    ft_first = (out / "finetune.csv").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert "cvd_event" in summary["labels"] and summary["diagnostics"]["clef"]["pairs_with_risk"] >= 0
     assert (out / "label_efficiency.png").stat().st_size > 1000
@@ -101,9 +108,16 @@ def test_study_runs_end_to_end(tmp_path):
     if (SHARED_DATA / "mitdb" / "101.hea").is_file():  # the real-data part runs when the data is there
         assert "MIT-BIH DS1 as 10 s window tasks" in table and summary["mitdb_windows"]["records"] == 22
     first = (out / "study.csv").read_text()
+    import shutil
+
+    for arm in ("ntxent_s0", "supervised_s0"):  # a cache of before encoder.pt: the encoder is resumed or retrained
+        (out / "arms" / arm / "encoder.pt").unlink()
+        shutil.rmtree(out / "arms" / arm / "finetune")
     assert main(args) == 0  # resumes from the cached embeddings: the same numbers
     assert (out / "study.csv").read_text() == first
+    assert (out / "finetune.csv").read_text() == ft_first  # fine-tunes come from their caches
     assert main(args + ["--set", "train.lr=0.01"]) == 1  # other settings never reuse the cache
+    assert main(args + ["--set", "study.finetune_lr=0.01"]) == 1  # nor other fine-tune settings
 
 
 def test_bad_study_settings_are_named():
@@ -113,6 +127,10 @@ def test_bad_study_settings_are_named():
         StudyConfig(arms=("clef", "byol"))
     with pytest.raises(ValueError, match="label_fractions"):
         StudyConfig(label_fractions=(0.0, 1.0))
+    with pytest.raises(ValueError, match="finetune_fractions"):
+        StudyConfig(finetune_fractions=(0.1, 2.0))
+    with pytest.raises(ValueError, match="study.workers"):
+        StudyConfig(workers=0)
 
 
 @pytest.mark.parametrize("name", ["study-cpu", "study-gpu"])
@@ -161,3 +179,17 @@ def test_mitdb_window_labels_on_real_records(shared_data):
     assert np.array_equal(y[g == "101", 0].astype(bool), expected)
     res = record_cv_auroc(np.c_[y[:, 2], np.random.default_rng(0).normal(size=len(y))], y, g, l2=1.0, folds=2)
     assert np.isnan(res["af"])  # AF positives in one record only: no record split can fit and score it
+
+
+def test_a_study_without_paired_arms_still_reports(tmp_path):
+    from clef.cli import main
+
+    out = tmp_path / "study"
+    args = ["study", "--out", str(out), "--set", "synth.patients=24", "--set", "study.eval_patients=40",
+            "--set", 'model.scale="tiny"', "--set", "preprocess.sample_rate=100", "--set", "study.seeds=[0]",
+            "--set", "study.subsamples=1", "--set", "study.label_fractions=[1.0]", "--set", "study.min_patients=4",
+            "--set", "study.diagnose_batches=1", "--set", 'study.arms=["untrained","features"]',
+            "--set", "study.finetune_fractions=[]", "--set", "train.batch_size=8"]
+    assert main(args) == 0  # no comparison to bootstrap, no fine-tune: the tables are still written
+    assert "| features |" in (out / "table.md").read_text() and not (out / "finetune.csv").exists()
+    assert (out / "differences.csv").read_text().startswith("comparison,fraction,diff")

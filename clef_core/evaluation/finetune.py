@@ -4,13 +4,18 @@ Loss: masked mean BCE for binary labels (NaN = unknown, left out), class-weighte
 cross-entropy for single-label classes, MSE on the standardised target for regression. The
 head learns 10x faster than the encoder (a fresh head on a pretrained body); gradients are
 clipped to norm 1. Windows are z-scored per window as in pretraining; no augmentation.
+
+Epoch choice: given ``select`` (a score of the model after each epoch, or every ``select_every``
+epochs and after the last; higher is better, e.g. a validation AUROC), the encoder and head of the
+best scored epoch are kept (ties: the earlier epoch) and ``best_epoch`` says which; without it,
+the last epoch's.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +45,8 @@ class FineTuned:
     encoder: nn.Module
     head: nn.Linear
     history: list[float]  # mean training loss per epoch
+    best_epoch: int = 0  # 1-based epoch kept (the last one without ``select``)
+    selection: list[float] = dataclasses.field(default_factory=list)  # select's score after each epoch
 
     @property
     def activation(self) -> str:
@@ -47,13 +54,7 @@ class FineTuned:
 
     def decision(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Logits or regression predictions (N, C) for windows ``x`` (N, T)."""
-        self.encoder.eval()
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, len(x), batch_size):
-                xb = torch.from_numpy(zscore(np.asarray(x[i : i + batch_size], np.float32))[:, None, :])
-                outs.append(self.head(self.encoder(xb)).double().numpy())
-        return np.concatenate(outs) if outs else np.zeros((0, len(self.labels)))
+        return _outputs(self.encoder, self.head, x, batch_size)
 
 
 def finetune(
@@ -64,9 +65,15 @@ def finetune(
     labels: Sequence[str],
     cfg: FinetuneConfig = FinetuneConfig(),
     class_weight: str | None = None,
+    select: Callable[[Callable[[np.ndarray], np.ndarray]], float] | None = None,
+    select_every: int = 1,
 ) -> FineTuned:
     """Fine-tune a copy of ``encoder`` with a new linear head on windows ``x`` (N, T); ``y`` as in
-    :func:`clef_core.evaluation.probe.fit_probe`. The given encoder is left untouched."""
+    :func:`clef_core.evaluation.probe.fit_probe`. The given encoder is left untouched.
+
+    ``select(decide)`` scores the model after each epoch, ``decide(windows) -> (N, C)`` being its
+    raw outputs (logits; standardised targets for regression); the best epoch's weights are kept.
+    ``select_every``: score only every that many epochs (and after the last)."""
     if kind not in KINDS:
         raise ValueError(f"finetune: kind {kind!r} is not one of {KINDS}")
     torch.manual_seed(cfg.seed)
@@ -94,8 +101,11 @@ def finetune(
         {"params": head.parameters(), "lr": cfg.lr * cfg.head_lr_factor},
     ], weight_decay=cfg.weight_decay)
     xz = zscore(np.asarray(x, np.float32))
-    history = []
-    for _ in range(cfg.epochs):
+    history: list[float] = []
+    selection: list[float] = []
+    best: tuple[dict, dict] | None = None
+    best_epoch, best_score = 0, -np.inf
+    for epoch in range(cfg.epochs):
         order = rng.permutation(len(xz))
         total, count = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
@@ -109,14 +119,36 @@ def finetune(
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(list(enc.parameters()) + list(head.parameters()), cfg.grad_clip)
             opt.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         history.append(total / max(count, 1))
+        if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == cfg.epochs):
+            selection.append(float(select(lambda w: _outputs(enc, head, w))))
+            score = selection[-1] if np.isfinite(selection[-1]) else -np.inf
+            if best is None or score > best_score:
+                best, best_epoch, best_score = (copy.deepcopy(enc.state_dict()), copy.deepcopy(head.state_dict())), epoch + 1, score
+            enc.train()
+    if best is not None:
+        enc.load_state_dict(best[0])
+        head.load_state_dict(best[1])
+    else:
+        best_epoch = len(history)
     enc.eval()
     if kind == "regression":  # fold the target scaling into the head
         with torch.no_grad():
             head.weight.mul_(torch.as_tensor(y_std, dtype=torch.float32)[:, None])
             head.bias.mul_(torch.as_tensor(y_std, dtype=torch.float32)).add_(torch.as_tensor(y_mean, dtype=torch.float32))
-    return FineTuned(kind, labels, enc, head.eval(), history)
+    return FineTuned(kind, labels, enc, head.eval(), history, best_epoch, selection)
+
+
+def _outputs(enc: nn.Module, head: nn.Linear, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Raw head outputs (N, C) for windows ``x`` (N, T) in eval mode (the caller restores train mode)."""
+    enc.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = torch.from_numpy(zscore(np.asarray(x[i : i + batch_size], np.float32))[:, None, :])
+            outs.append(head(enc(xb)).double().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, head.out_features))
 
 
 def _masked_bce(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,11 @@ def with_model_preprocess(cfg: dict[str, Any], preprocess: dict[str, Any]) -> di
 
 
 def synthetic_site(cfg: dict[str, Any], settings: EvalSettings, work: str | Path, cohort: str | Path | None = None,
-                   *, progress: bool = False) -> Any:
+                   *, progress: bool = False, workers: int = 1) -> Any:
     """``cohort`` prepared under ``work/synthetic``; without one, the built-in evaluation cohort:
     [synth] with ``evaluate.synth_seed`` (and ``evaluate.synth_patients`` when > 0), so the
-    patients differ from those of a default pretraining run (seed ``synth.seed``)."""
+    patients differ from those of a default pretraining run (seed ``synth.seed``). ``workers``:
+    processes preparing the store (:func:`clef_core.pipeline.prepare_site`)."""
     from clef_core.pipeline import default_cohort, prepare_site
 
     work = Path(work) / "synthetic"
@@ -32,7 +33,7 @@ def synthetic_site(cfg: dict[str, Any], settings: EvalSettings, work: str | Path
         if settings.synth_patients > 0:
             gen["synth"]["patients"] = settings.synth_patients
         cohort = default_cohort(work, gen)
-    return prepare_site(cohort, work, cfg, progress=progress)
+    return prepare_site(cohort, work, cfg, progress=progress, workers=workers)
 
 
 def snomed_site(cfg: dict[str, Any], settings: EvalSettings, work: str | Path, *, progress: bool = False) -> Any:

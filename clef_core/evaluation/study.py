@@ -21,14 +21,21 @@ patients (AUROC). The headline is the mean AUROC over the labels that are not sa
 whose median AUROC over the arms at the largest f is >= study.saturated_auroc is reported but left
 out: it cannot tell encoders apart). Paired
 differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
-(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`).
+(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`). Beside the probe, every arm with
+an encoder is fine-tuned at study.finetune_fractions (:mod:`clef_core.evaluation.study_finetune`),
+with its own table and differences.
+
+Every arm and seed is one unit (encoder, embeddings, probes, fine-tunes, MIT-BIH); units and
+bootstraps run in study.workers processes (:mod:`clef_core.evaluation.study_workers`) and are put
+back in order, so the outputs do not depend on the worker count.
 
 Outputs in OUT: ``study.csv`` (one row per arm, seed, fraction, subsample, label), ``table.md`` /
 ``table.csv`` (headline per arm and fraction, mean +- SD over seed x subsample units),
-``differences.md`` / ``differences.csv``, ``label_efficiency.png``, ``diagnostics.json`` (the
-weight statistics of the pretraining batches) and ``summary.json``. Each arm and seed caches its
-embeddings in ``arms/<arm>_s<seed>/embeddings.npz`` (and its pretraining run, resumable), so an
-interrupted study resumes.
+``differences.md`` / ``differences.csv``, ``finetune.csv`` / ``finetune_table.csv`` /
+``finetune_differences.csv``, ``label_efficiency.png``, ``diagnostics.json`` (the weight
+statistics of the pretraining batches) and ``summary.json``. Each arm and seed caches its
+embeddings in ``arms/<arm>_s<seed>/embeddings.npz``, its encoder (``encoder.pt``), its fine-tunes
+(``finetune/``) and its pretraining run (resumable), so an interrupted study resumes.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from clef_core.data.preprocess import zscore
 from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, headline_auroc, paired_bootstrap,
                                                    subsample_patients, three_way_split, weighted_auroc)
+from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
+from clef_core.evaluation.study_workers import map_units
 
 ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised")
 COMPARISONS = (("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"))
@@ -78,9 +87,16 @@ class StudyConfig:
     diagnose_batches: int = 10
     mitdb: bool = False
     mitdb_stride_s: float = 30.0
+    workers: int = 1
+    finetune_fractions: tuple[float, ...] = (0.1, 1.0)
+    finetune_subsamples: int = 2
+    finetune_steps: int = 128
+    finetune_batch: int = 32
+    finetune_lr: float = 1e-3
+    finetune_checks: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "repaired"):
+        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "repaired", "finetune_fractions"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
@@ -91,6 +107,11 @@ class StudyConfig:
             raise ValueError(f"study.label_fractions must lie in (0, 1], got {list(self.label_fractions)}")
         if not self.l2_grid or not all(v > 0 for v in self.l2_grid):
             raise ValueError(f"study.l2_grid must hold values > 0, got {list(self.l2_grid)}")
+        if not all(0 < f <= 1 for f in self.finetune_fractions):
+            raise ValueError(f"study.finetune_fractions must lie in (0, 1] ([] = no fine-tuning), got {list(self.finetune_fractions)}")
+        if min(self.workers, self.threads, self.finetune_subsamples, self.finetune_steps, self.finetune_batch,
+               self.finetune_checks) < 1 or self.finetune_lr <= 0:
+            raise ValueError("study.workers, threads and the finetune_ counts must be >= 1, finetune_lr > 0")
 
 
 @dataclasses.dataclass
@@ -120,12 +141,42 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+@dataclasses.dataclass
+class _Context:
+    """What every arm-and-seed unit reads (inherited by forked workers, never changed by a unit)."""
+
+    cfg: dict[str, Any]
+    study: StudyConfig
+    pre_site: Any
+    task: Any
+    evidence: Any
+    pool: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    fs: float
+    mitdb: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    out: Path
+    progress: bool
+    log: Callable[[str], None]
+
+
+@dataclasses.dataclass
+class _UnitResult:
+    """One arm and seed: probe rows and test scores, fine-tune rows and test scores, MIT-BIH row."""
+
+    info: dict[str, Any]
+    rows: list[dict[str, Any]]
+    scores: dict[tuple[str, int, float, int], np.ndarray]
+    ft_rows: list[dict[str, Any]]
+    ft_scores: dict[tuple[str, int, float, int], np.ndarray]
+    mitdb_row: dict[str, Any] | None
+
+
 def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, log: Callable[[str], None] = _log
               ) -> dict[str, Any]:
     """Run (or resume) the study of ``cfg`` into ``out``; returns the summary (also summary.json)."""
     import torch
 
-    from clef_core.evaluation.handmade import features
     from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
@@ -136,9 +187,11 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     out = Path(out)
     started = time.perf_counter()
     data = out / "data"
-    pre_site = prepare_site(default_cohort(data / "pretrain", cfg, progress=progress), data / "pretrain", cfg, progress=progress)
+    store_workers = max(study.workers, study.threads)  # preprocessing records is one process per record
+    pre_site = prepare_site(default_cohort(data / "pretrain", cfg, progress=progress), data / "pretrain", cfg,
+                            progress=progress, workers=store_workers)
     settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
-    eval_site = synthetic_site(cfg, settings, data, progress=progress)
+    eval_site = synthetic_site(cfg, settings, data, progress=progress, workers=store_workers)
     lead = settings.lead.split(",")[0].strip()
     task = synthetic_task(eval_site, lead, list(study.labels) or None)
     evidence = evidence_inputs(eval_site, lead)
@@ -151,32 +204,14 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         f"{len(np.unique(task.groups[pool]))}/{len(np.unique(task.groups[val]))}/{len(np.unique(task.groups[test]))}")
     diagnostics = _diagnostics(cfg, study, pre_site, out)
     mitdb = _mitdb_windows(cfg, settings, study, log)
+    ctx = _Context(cfg, study, pre_site, task, evidence, pool, val, test, fs, mitdb, out, progress, log)
+    units = [(arm, seed) for arm in study.arms for seed in (study.seeds[:1] if arm == "features" else study.seeds)]
+    results = map_units(_arm_unit, ctx, units, study.workers, study.threads)
 
-    rows: list[dict[str, Any]] = []
-    test_scores: dict[tuple[str, int, float, int], np.ndarray] = {}
-    arm_info: dict[str, dict[str, Any]] = {}
-    mitdb_rows: list[dict[str, Any]] = []
-    for arm in study.arms:
-        for seed in (study.seeds[:1] if arm == "features" else study.seeds):
-            t_arm = time.perf_counter()
-            if arm == "features":
-                result = ArmOutput(features(task.x, fs), math.nan, {"steps": 0, "seconds": 0.0},
-                                   None if mitdb is None else features(zscore(mitdb[0]), fs))
-            else:
-                result = _arm_embeddings(cfg, arm, study, seed, pre_site, task.x, evidence, out, progress,
-                                         None if mitdb is None else mitdb[0])
-            arm_info[f"{arm}_s{seed}"] = {"rho_truth": result.rho_truth, **result.train}
-            if mitdb is not None:
-                mitdb_rows.append({"arm": arm, "seed": seed, **record_cv_auroc(
-                    result.mitdb_emb, mitdb[1], mitdb[2], float(cfg["evaluate"]["probe_l2"]), seed=study.eval_seed)})
-            for frac in study.label_fractions:
-                for j in range(study.subsamples):
-                    scores, unit_rows = _probe_unit(result.emb, task, pool, val, test, frac, j, study)
-                    test_scores[(arm, seed, frac, j)] = scores
-                    rows += [{"arm": arm, "seed": seed, **r} for r in unit_rows]
-            log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
-                f"{time.perf_counter() - t_arm:.0f} s (rho vs true risk {result.rho_truth:.3f})")
-
+    rows = [r for res in results for r in res.rows]
+    test_scores = {k: v for res in results for k, v in res.scores.items()}
+    arm_info = {f"{arm}_s{seed}": res.info for (arm, seed), res in zip(units, results)}
+    mitdb_rows = [res.mitdb_row for res in results if res.mitdb_row is not None]
     long = pd.DataFrame(rows)
     long.to_csv(out / "study.csv", index=False)
     headline_labels, saturated = _headline_labels(long, study)
@@ -185,6 +220,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     table.to_csv(out / "table.csv", index=False)
     diffs = _differences(test_scores, task, test, headline_labels, y_test, study)
     diffs.to_csv(out / "differences.csv", index=False)
+    ft_table_md, ft_diffs_md = _finetune_reports(results, task, test, headline_labels, y_test, arm_info, study, out)
     summary = {
         "seconds": round(time.perf_counter() - started, 1),
         "labels": task.labels, "headline_labels": headline_labels, "saturated_labels": saturated,
@@ -195,6 +231,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                        "test_patients": int(len(np.unique(task.groups[test]))),
                        "positives_test": {c: int(np.nansum(task.y[test][:, k])) for k, c in enumerate(task.labels)}},
         "arms": arm_info, "diagnostics": diagnostics, "study": dataclasses.asdict(study),
+        "finetune_arms": [a for a in study.arms if a != "features"] if study.finetune_fractions else [],
         "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
         "synth": cfg["synth"],
     }
@@ -208,9 +245,9 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                                     "stride_s": study.mitdb_stride_s}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
-    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study) + mitdb_md,
-                                  encoding="utf-8")
-    (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels), encoding="utf-8")
+    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study) + mitdb_md
+                                  + ("\n## Fine-tuned\n\n" + ft_table_md if ft_table_md else ""), encoding="utf-8")
+    (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels) + ft_diffs_md, encoding="utf-8")
     from clef_core.evaluation.plots import label_efficiency
 
     label_efficiency(table, diffs, out / "label_efficiency.png", title=f"headline: mean AUROC over {', '.join(headline_labels)}")
@@ -219,6 +256,96 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
 
 
 # ----------------------------------------------------------------------------- arms
+
+
+def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
+    """Everything of one arm and seed: its encoder (trained or cached), probes, fine-tunes, MIT-BIH."""
+    from clef_core.evaluation.handmade import features
+
+    arm, seed = unit
+    t_arm = time.perf_counter()
+    mitdb_x = None if ctx.mitdb is None else ctx.mitdb[0]
+    if arm == "features":
+        result = ArmOutput(features(ctx.task.x, ctx.fs), math.nan, {"steps": 0, "seconds": 0.0},
+                           None if mitdb_x is None else features(zscore(mitdb_x), ctx.fs))
+    else:
+        result = _arm_embeddings(ctx.cfg, arm, ctx.study, seed, ctx.pre_site, ctx.task.x, ctx.evidence, ctx.out,
+                                 ctx.progress, mitdb_x)
+    mitdb_row = None
+    if ctx.mitdb is not None:
+        mitdb_row = {"arm": arm, "seed": seed, **record_cv_auroc(
+            result.mitdb_emb, ctx.mitdb[1], ctx.mitdb[2], float(ctx.cfg["evaluate"]["probe_l2"]), seed=ctx.study.eval_seed)}
+    rows, scores = _probe_all(ctx, arm, seed, result.emb)
+    ft_rows, ft_scores = ([], {}) if arm == "features" else _finetune_all(ctx, arm, seed)
+    ctx.log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
+            f"{time.perf_counter() - t_arm:.0f} s (rho vs true risk {result.rho_truth:.3f})")
+    return _UnitResult({"rho_truth": result.rho_truth, **result.train}, rows, scores, ft_rows, ft_scores, mitdb_row)
+
+
+def _probe_all(ctx: _Context, arm: str, seed: int, emb: np.ndarray):
+    """Probe every (fraction, subsample); a labelled set equal to an earlier one (the whole pool at
+    f = 1 for every subsample) reuses its fit, which is the same computation."""
+    rows, scores, done = [], {}, {}
+    pool_groups = ctx.task.groups[ctx.pool]
+    for frac in ctx.study.label_fractions:
+        for j in range(ctx.study.subsamples):
+            key = subsample_patients(pool_groups, frac, j, ctx.study.eval_seed, ctx.study.min_patients).tobytes()
+            if key not in done:
+                done[key] = _probe_unit(emb, ctx.task, ctx.pool, ctx.val, ctx.test, frac, j, ctx.study)
+            unit_scores, unit_rows = done[key]
+            scores[(arm, seed, frac, j)] = unit_scores
+            rows += [{"arm": arm, "seed": seed, **r, "fraction": frac, "subsample": j} for r in unit_rows]
+    return rows, scores
+
+
+def _finetune_all(ctx: _Context, arm: str, seed: int):
+    """Fine-tune the arm's encoder for every (finetune fraction, subsample), each unit cached."""
+    study = ctx.study
+    folder = ctx.out / "arms" / f"{arm}_s{seed}"
+    acfg = arm_config(ctx.cfg, arm, study, seed)
+    settings = {k: getattr(study, k) for k in ("finetune_steps", "finetune_batch", "finetune_lr", "finetune_checks",
+                                               "eval_seed", "min_patients", "val_fraction", "test_fraction", "labels")}
+    key = json.dumps({"arm": {k: v for k, v in acfg.items() if k != "study"}, "finetune": settings},
+                     sort_keys=True, default=str)
+    encoder = None
+    rows, scores = [], {}
+    for frac in study.finetune_fractions:
+        for j in range(study.finetune_subsamples):
+            def make(frac=frac, j=j):
+                nonlocal encoder
+                encoder = encoder if encoder is not None else _saved_encoder(ctx, arm, seed, acfg, folder)
+                return finetune_unit(encoder, ctx.task, ctx.pool, ctx.val, ctx.test, frac, j, seed, study)
+
+            unit_scores, unit_rows = cached_unit(folder / "finetune" / f"f{frac:g}_j{j}.npz", key, make)
+            scores[(arm, seed, frac, j)] = unit_scores
+            rows += [{"arm": arm, "seed": seed, **r} for r in unit_rows]
+    return rows, scores
+
+
+def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: dict[str, Any], folder: Path):
+    """The arm's encoder: ``encoder.pt`` when :func:`_arm_embeddings` saved it, else trained again
+    (a pretraining run resumes from its finished checkpoint) and saved."""
+    import torch
+
+    from clef_core.train.loop import build_model
+
+    path = folder / "encoder.pt"
+    if path.is_file():
+        encoder = build_model(acfg)
+        encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return encoder.eval()
+    encoder, _ = _encoder(acfg, arm, ctx.pre_site, folder, ctx.progress, list(ctx.study.labels))
+    _save_encoder(encoder, path)
+    return encoder
+
+
+def _save_encoder(encoder, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(encoder.state_dict(), tmp)
+    tmp.replace(path)
 
 
 def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool,
@@ -241,6 +368,7 @@ def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progres
                              saved["mitdb_emb"] if mitdb_x is not None else None)
     folder.mkdir(parents=True, exist_ok=True)
     encoder, train = _encoder(acfg, arm, site, folder, progress, list(study.labels))
+    _save_encoder(encoder, folder / "encoder.pt")
     emb = embed(encoder, x, batch_size=int(cfg["evaluate"]["batch_size"]))
     extra = {} if mitdb_x is None else {"mitdb_emb": embed(encoder, mitdb_x, batch_size=int(cfg["evaluate"]["batch_size"]))}
     rho = math.nan
@@ -366,27 +494,84 @@ def _headline_table(long: pd.DataFrame, labels: list[str], arm_info: dict, study
     return pd.DataFrame(rows)
 
 
+DIFF_COLUMNS = ("comparison", "fraction", "diff", "ci_low", "ci_high", "p_above_0", "units")
+
+
 def _differences(test_scores, task, test, labels, y_test, study: StudyConfig) -> pd.DataFrame:
+    """One row per (comparison, fraction): the paired bootstrap of the headline; the bootstraps run in
+    ``study.workers`` processes (each is seeded by itself: the same numbers for any count)."""
     cols = [task.labels.index(c) for c in labels]
-    groups = task.groups[test]
-    rows = []
+    jobs = []
     for a, b in COMPARISONS:
         if a not in study.arms or b not in study.arms:
             continue
         for frac in study.label_fractions:
             keys = [(s, j) for s in study.seeds for j in range(study.subsamples)
                     if (a, s, frac, j) in test_scores and (b, s, frac, j) in test_scores]
-            res = paired_bootstrap([test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
-                                   [test_scores[(b, s, frac, j)][:, cols] for s, j in keys],
-                                   y_test, groups, n_boot=study.bootstrap, seed=study.eval_seed)
-            rows.append({"comparison": f"{a} - {b}", "fraction": frac, **res})
-    return pd.DataFrame(rows)
+            jobs.append((f"{a} - {b}", frac, [test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
+                         [test_scores[(b, s, frac, j)][:, cols] for s, j in keys]))
+    context = (y_test, task.groups[test], study.bootstrap, study.eval_seed)
+    rows = map_units(_bootstrap_job, context, jobs, study.workers, study.threads)
+    return pd.DataFrame(rows, columns=list(DIFF_COLUMNS))
+
+
+def _bootstrap_job(context, job) -> dict[str, Any]:
+    y_test, groups, n_boot, seed = context
+    name, frac, scores_a, scores_b = job
+    return {"comparison": name, "fraction": frac,
+            **paired_bootstrap(scores_a, scores_b, y_test, groups, n_boot=n_boot, seed=seed)}
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def _finetune_study(study: StudyConfig) -> StudyConfig:
+    """The study as the fine-tune protocol sees it (fine-tuning on): the arms with an encoder, its
+    fractions and subsamples."""
+    return dataclasses.replace(study, arms=tuple(a for a in study.arms if a != "features"),
+                               label_fractions=study.finetune_fractions, subsamples=study.finetune_subsamples)
+
+
+def _finetune_reports(results: list[_UnitResult], task, test, labels: list[str], y_test, arm_info: dict,
+                      study: StudyConfig, out: Path) -> tuple[str, str]:
+    """finetune.csv, finetune_table.csv, finetune_differences.csv; (table, differences) markdown ("" if none)."""
+    rows = [r for res in results for r in res.ft_rows]
+    if not rows:
+        return "", ""
+    view = _finetune_study(study)
+    long = pd.DataFrame(rows)
+    long.to_csv(out / "finetune.csv", index=False)
+    table = _headline_table(long, labels, arm_info, view)
+    table.to_csv(out / "finetune_table.csv", index=False)
+    diffs = _differences({k: v for res in results for k, v in res.ft_scores.items()}, task, test, labels, y_test, view)
+    diffs.to_csv(out / "finetune_differences.csv", index=False)
+    epochs = long.groupby("fraction")[["epoch", "epochs"]].median()
+    text = "\n".join(_table_lines(table, view)) + (
+        f"\n\nFine-tuned (encoder + linear head end to end; `untrained` = training from scratch): same headline labels "
+        f"and test patients; mean ± SD over {len(study.seeds)} seed(s) x {study.finetune_subsamples} label subsamples; "
+        f"{study.finetune_steps} AdamW steps of {study.finetune_batch} windows (lr {study.finetune_lr:g}, head 10x), the "
+        "epoch kept by mean validation AUROC (median kept / run epochs: "
+        + ", ".join(f"{100 * f:g} % {epochs.at[f, 'epoch']:g}/{epochs.at[f, 'epochs']:g}" for f in view.label_fractions)
+        + ").\n")
+    return text, "\n### Fine-tuned\n\n" + _differences_markdown(diffs, labels)
 
 
 # ----------------------------------------------------------------------------- reports
 
 
 def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> str:
+    lines = _table_lines(table, study)
+    note = (f"\nHeadline: test AUROC of a frozen linear probe, mean over {', '.join(summary['headline_labels'])}"
+            + (f" (saturated, left out: {', '.join(summary['saturated_labels'])})" if summary["saturated_labels"] else "")
+            + f"; mean ± SD over {len(study.seeds)} seed(s) x {study.subsamples} label subsamples; columns: share of the "
+            f"{summary['evaluation']['pool_patients']} pool patients labelled (at least {study.min_patients}); "
+            f"{summary['evaluation']['test_patients']} test patients. rho_truth: Spearman of embedding cosine distance "
+            f"vs |true SCORE2 difference|. Total {summary['seconds'] / 60:.1f} min.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _table_lines(table: pd.DataFrame, study: StudyConfig) -> list[str]:
+    """The headline table (arm x fraction, mean ± SD, rho_truth) as markdown lines."""
     fracs = list(study.label_fractions)
     n_pat = {f: int(table[table["fraction"] == f]["train_patients"].iloc[0]) for f in fracs}
     head = ["arm"] + [f"{100 * f:g} % ({n_pat[f]} pts)" for f in fracs] + ["rho_truth"]
@@ -397,13 +582,7 @@ def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> s
         rho = sub["rho_truth"].iloc[0]
         cells.append("-" if not math.isfinite(rho) else f"{rho:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nHeadline: test AUROC of a frozen linear probe, mean over {', '.join(summary['headline_labels'])}"
-            + (f" (saturated, left out: {', '.join(summary['saturated_labels'])})" if summary["saturated_labels"] else "")
-            + f"; mean ± SD over {len(study.seeds)} seed(s) x {study.subsamples} label subsamples; columns: share of the "
-            f"{summary['evaluation']['pool_patients']} pool patients labelled (at least {study.min_patients}); "
-            f"{summary['evaluation']['test_patients']} test patients. rho_truth: Spearman of embedding cosine distance "
-            f"vs |true SCORE2 difference|. Total {summary['seconds'] / 60:.1f} min.\n")
-    return "\n".join(lines) + "\n" + note
+    return lines
 
 
 def _label_markdown(long: pd.DataFrame, study: StudyConfig) -> str:
