@@ -195,7 +195,7 @@ def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 def score(embeddings: dict[tuple[str, int], np.ndarray], data: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Probe rows per (arm, seed, fraction, subsample, label) and the paired headline differences."""
     from clef_core.evaluation.label_efficiency import paired_bootstrap
-    from clef_core.evaluation.study import _headline_labels as headline_labels, _probe_unit as probe_unit
+    from clef_core.evaluation.study import split_saturated_labels, probe_unit
 
     study, task, test = data["study"], data["task"], data["test"]
     rows, test_scores = [], {}
@@ -206,7 +206,7 @@ def score(embeddings: dict[tuple[str, int], np.ndarray], data: dict[str, Any]) -
                 test_scores[(arm, seed, frac, j)] = scores
                 rows += [{"arm": arm, "seed": seed, **r} for r in unit_rows]
     long = pd.DataFrame(rows)
-    labels, _ = headline_labels(long, study)
+    labels, _ = split_saturated_labels(long, study)
     cols = [task.labels.index(c) for c in labels]
     y_test = task.y[test][:, cols]
     diffs = []

@@ -37,7 +37,7 @@ def test_finetune_epochs_give_every_fraction_the_same_steps():
 
 def test_probe_reuses_a_fit_only_for_the_same_labelled_patients():
     from clef_core.evaluation.label_efficiency import three_way_split
-    from clef_core.evaluation.study import StudyConfig, _Context, _probe_all, _probe_unit
+    from clef_core.evaluation.study import StudyConfig, _Context, _probe_all, probe_unit
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(60), 2).astype(str)
@@ -50,7 +50,7 @@ def test_probe_reuses_a_fit_only_for_the_same_labelled_patients():
     rows, scores = _probe_all(ctx, "arm", 0, emb)
     for frac in study.label_fractions:
         for j in range(study.subsamples):
-            ref_scores, ref_rows = _probe_unit(emb, task, pool, val, test, frac, j, study)
+            ref_scores, ref_rows = probe_unit(emb, task, pool, val, test, frac, j, study)
             assert np.array_equal(scores[("arm", 0, frac, j)], ref_scores)
             got = [r for r in rows if r["fraction"] == frac and r["subsample"] == j]
             assert got == [{"arm": "arm", "seed": 0, **r} for r in ref_rows]

@@ -214,7 +214,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     mitdb_rows = [res.mitdb_row for res in results if res.mitdb_row is not None]
     long = pd.DataFrame(rows)
     long.to_csv(out / "study.csv", index=False)
-    headline_labels, saturated = _headline_labels(long, study)
+    headline_labels, saturated = split_saturated_labels(long, study)
     y_test = task.y[test][:, [task.labels.index(c) for c in headline_labels]]
     table = _headline_table(long, headline_labels, arm_info, study)
     table.to_csv(out / "table.csv", index=False)
@@ -291,7 +291,7 @@ def _probe_all(ctx: _Context, arm: str, seed: int, emb: np.ndarray):
         for j in range(ctx.study.subsamples):
             key = subsample_patients(pool_groups, frac, j, ctx.study.eval_seed, ctx.study.min_patients).tobytes()
             if key not in done:
-                done[key] = _probe_unit(emb, ctx.task, ctx.pool, ctx.val, ctx.test, frac, j, ctx.study)
+                done[key] = probe_unit(emb, ctx.task, ctx.pool, ctx.val, ctx.test, frac, j, ctx.study)
             unit_scores, unit_rows = done[key]
             scores[(arm, seed, frac, j)] = unit_scores
             rows += [{"arm": arm, "seed": seed, **r, "fraction": frac, "subsample": j} for r in unit_rows]
@@ -443,7 +443,7 @@ def _mitdb_windows(cfg, settings, study: StudyConfig, log) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------- probing
 
 
-def _probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Fit on the labelled subsample, pick L2 per label on validation, score the test rows."""
     rows_pool = np.flatnonzero(pool)
     fit_rows = rows_pool[subsample_patients(task.groups[pool], frac, j, study.eval_seed, study.min_patients)]
@@ -472,7 +472,9 @@ def _probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tupl
     return test_scores, out_rows
 
 
-def _headline_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
+def split_saturated_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
+    """(headline labels, saturated labels) of the probe rows ``long``: a label whose median AUROC over
+    the arms at the largest fraction is >= study.saturated_auroc cannot tell encoders apart."""
     full = long[long["fraction"] == max(study.label_fractions)]
     by_arm = full.groupby(["label", "arm"])["auroc"].mean().unstack()
     saturated = sorted(by_arm.index[by_arm.median(axis=1) >= study.saturated_auroc])
