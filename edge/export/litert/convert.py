@@ -4,7 +4,7 @@
         --heldout held.npy --out model_int8.tflite --embeddings held_emb.npy --report conv.json [--per-tensor]
 
 Recipe (edge-net1d-notes.md): the exact 2-D rewrite of the encoder (edge/export/litert/to2d.py,
-SE as 1x1 convs), ``torch.export`` at batch 1, PT2E with :class:`FullIntegerQuantizer`
+SE as FULLY_CONNECTED), ``torch.export`` at batch 1, PT2E with :class:`FullIntegerQuantizer`
 (residual ADDs, zero pads, own observer on the final MEAN; HistogramObserver activations,
 symmetric int8 weights, per-tensor by default), calibration one window at a time, the NHWC
 pad layout rule, ``litert_torch.convert``. Then it checks the file (int8 input and output, no

@@ -9,8 +9,12 @@ tensor is (N, C, 1, L) and every layer is rebuilt from the trained 1-D one:
 * ``SamePadMaxPool1d(2)`` -> ``MaxPool2d((1, 2))``, with its one zero of right padding added only
   when L is odd (for even L that padded column is never read, so the result is identical);
 * the channel-expansion pad -> one zero ``F.pad`` on dimension 1, no transposes;
-* squeeze-excitation -> keep-dim mean + two 1x1 ``Conv2d`` (``se_conv``), so the SE branch stays
-  4-D and the layout pass can keep the whole graph NHWC (one TRANSPOSE left);
+* squeeze-excitation -> keep-dim mean, flattened to (N, C), the two ``nn.Linear`` kept
+  (FULLY_CONNECTED), the gate viewed back to (N, C, 1, 1). Keeping the mean 4-D lets the layout
+  pass keep the graph NHWC (the flatten of a 1 x 1 map is a free RESHAPE); FULLY_CONNECTED instead
+  of 1x1 CONV_2D saves TFLite Micro ~15 KB for the small encoder, because TFLM's conv keeps an int32
+  multiplier and shift per output channel (even for per-tensor weights) and its fully-connected
+  kernel one pair per op (SE holds 1,872 of the small encoder's 4,400 conv output channels);
 * Swish stays ``x * sigmoid(x)``; the embedding is the mean over (H, W);
 * eval-mode BatchNorm (``norm="batch"``) -> a depthwise 1x1 conv with the folded affine.
   GroupNorm normalises by statistics of each input and has no int8 equivalent here.
@@ -69,22 +73,28 @@ class Swish2d(nn.Module):
         return x * torch.sigmoid(x)
 
 
-def conv1x1_from_linear(lin: nn.Linear) -> nn.Conv2d:
-    c = nn.Conv2d(lin.in_features, lin.out_features, 1)
+def copy_linear(lin: nn.Linear) -> nn.Linear:
+    c = nn.Linear(lin.in_features, lin.out_features)
     with torch.no_grad():
-        c.weight.copy_(lin.weight[:, :, None, None])
+        c.weight.copy_(lin.weight)
         c.bias.copy_(lin.bias)
     return c
 
 
 class SE2d(nn.Module):
+    """Squeeze-excitation on (N, C, 1, L): the squeeze as two FULLY_CONNECTED ops (see module doc)."""
+
     def __init__(self, m: SqueezeExcitation) -> None:
         super().__init__()
-        self.fc1, self.act, self.fc2 = conv1x1_from_linear(m.se_fc1), Swish2d(), conv1x1_from_linear(m.se_fc2)
+        self.fc1, self.act, self.fc2 = copy_linear(m.se_fc1), Swish2d(), copy_linear(m.se_fc2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
-        return x * gate
+        n, c = x.shape[0], x.shape[1]
+        # mean with keepdim, then flatten: a plain mean to (N, C) made the layout pass transpose
+        # every SE input to NCHW (11 TRANSPOSEs, measured)
+        squeezed = x.mean(dim=(2, 3), keepdim=True).flatten(1)
+        gate = torch.sigmoid(self.fc2(self.act(self.fc1(squeezed))))
+        return x * gate.view(n, c, 1, 1)
 
 
 def norm2d(m: nn.Module) -> nn.Module:
