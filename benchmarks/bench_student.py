@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import tempfile
 import time
@@ -56,6 +57,20 @@ def conv_macs(encoder: torch.nn.Module, samples: int) -> int:
     for h in hs:
         h.remove()
     return total
+
+
+EDGE_RESULTS = Path(__file__).resolve().parent / "results" / "edge.md"
+
+
+def small_encoder_figures(path: Path = EDGE_RESULTS) -> dict[str, str]:
+    """The small (teacher-scale) encoder's int8 size, TFLM arena and gate as bench_edge.py last
+    printed them (benchmarks/results/edge.md), cited with their source; "-" when absent."""
+    text = path.read_text() if path.is_file() else ""
+    src = f" ({path.parent.name}/{path.name})"
+    size = re.search(r"\| tflite-runtime int8 \(model_int8\.tflite\)[^|]*\| ([\d.]+) \|[^|]*\| ([\d.]+) \| ([\d.]+) \|", text)
+    arena = re.search(r"TFLite Micro arena: \*\*([\d.]+) KiB", text)
+    return {"size_kb": size.group(1) + src if size else "-", "arena_kib": arena.group(1) + src if arena else "-",
+            "gate": f"{float(size.group(2)):.3f} / {float(size.group(3)):.3f}{src}" if size else "-"}
 
 
 def quality(model, cfg, settings, work: Path, eval_cohort: Path) -> dict:
@@ -148,14 +163,15 @@ def main() -> int:
 
     t_rate, s_rate = int(teacher.preprocess["sample_rate"]), int(student.preprocess["sample_rate"])
     s = (export or {}).get("student", {})
+    small = small_encoder_figures()
     rows = [
         ("encoder", f"{teacher.encoder_config['scale']} @ {t_rate} Hz", f"{student.encoder_config['scale']} @ {s_rate} Hz", ""),
         ("parameters", f"{count_parameters(teacher.encoder):,}", f"{count_parameters(student.encoder):,}", ""),
         ("conv + linear MACs per 10 s window", f"{conv_macs(teacher.encoder, int(10 * t_rate)) / 1e6:.1f} M",
          f"{conv_macs(student.encoder, int(10 * s_rate)) / 1e6:.1f} M", ""),
-        ("int8 .tflite KiB", "540 (docs/edge.md)", f"{s.get('size_kb', '-')}", "<= 256"),
-        ("TFLM arena KiB", "299.4 (docs/edge.md)", f"{s.get('arena_kib', '-')}", "<= 160"),
-        ("int8 gate (centred cos min / rel L2)", "0.987 / 0.040 (docs/edge.md)",
+        ("int8 .tflite KiB", small["size_kb"], f"{s.get('size_kb', '-')}", "<= 256"),
+        ("TFLM arena KiB", small["arena_kib"], f"{s.get('arena_kib', '-')}", "<= 160"),
+        ("int8 gate (centred cos min / rel L2)", small["gate"],
          f"{export['centred_cosine_min']:.4f} / {export['rel_l2_error']:.4f}: {export['gate']}" if export else "-",
          ">= 0.97 / <= 0.05"),
         ("synthetic labels, mean AUROC (probe)", f"{q_t['synthetic']:.3f}", f"{q_s['synthetic']:.3f}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +121,21 @@ def test_student_int8_fits_tflite_micro(student_run, shared_data, tmp_path):
     assert 0 < s["arena_kib"] <= ARENA_BUDGET_KIB and 0 < s["size_kb"] <= MODEL_BUDGET_KIB
     assert s["within_budget"] and report["models"]["student_int8.tflite"]["conversion"]["full_integer"]
     assert json.loads((tmp_path / "export_report.json").read_text())["student"] == s
+
+
+def test_bench_student_cites_the_small_encoder_as_bench_edge_printed_it(tmp_path):
+    """bench_student.py's teacher column (int8 size, TFLM arena, gate) is read from the edge
+    benchmark's result file, not typed into the script; a missing file gives "-"."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_student import small_encoder_figures
+
+    edge_md = tmp_path / "edge.md"
+    edge_md.write_text(
+        "| model / runtime | size KiB | ms per 10 s window | centred cos min | rel L2 | cos min |\n"
+        "| tflite-runtime int8 (model_int8.tflite), XNNPACK int8 kernels (the runtime's default) "
+        "| 552.0 | 2.17 | 0.9840 | 0.0421 | 0.9962 |\n"
+        "TFLite Micro arena: **287.0 KiB** (293857 B); reference kernels 75.9 ms/window\n")
+    figures = small_encoder_figures(edge_md)
+    assert figures["size_kb"].startswith("552.0 ") and figures["arena_kib"].startswith("287.0 ")
+    assert figures["gate"].startswith("0.984 / 0.042 ")
+    assert small_encoder_figures(tmp_path / "absent.md") == {"size_kb": "-", "arena_kib": "-", "gate": "-"}

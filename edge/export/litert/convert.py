@@ -4,10 +4,11 @@
         --heldout held.npy --out model_int8.tflite --embeddings held_emb.npy --report conv.json [--per-tensor]
 
 Recipe (edge-net1d-notes.md): the exact 2-D rewrite of the encoder (edge/export/litert/to2d.py,
-SE as 1x1 convs), ``torch.export`` at batch 1, PT2E with :class:`FullIntegerQuantizer`
+SE as FULLY_CONNECTED), ``torch.export`` at batch 1, PT2E with :class:`FullIntegerQuantizer`
 (residual ADDs, zero pads, own observer on the final MEAN; HistogramObserver activations,
-symmetric int8 weights, per-tensor by default), calibration one window at a time, the NHWC
-pad layout rule, ``litert_torch.convert``. Then it checks the file (int8 input and output, no
+symmetric int8 weights, per-tensor by default), calibration one window at a time, the
+embedding's quantisation shift folded into the pooling conv's bias (bias_correction.py), the
+NHWC pad layout rule, ``litert_torch.convert``. Then it checks the file (int8 input and output, no
 float tensor between ops, no DEQUANTIZE) and runs it with ai-edge-litert on the held-out
 windows, writing their embeddings for the gate computed by the caller.
 """
@@ -25,23 +26,17 @@ import numpy as np
 import torch
 
 
-def build_int8(encoder: torch.nn.Module, calibration: np.ndarray, per_tensor: bool, out: Path,
-               split_parts: int = 1) -> None:
-    import litert_torch
+def quantise_graph(m2: torch.nn.Module, calibration: np.ndarray, per_tensor: bool):
+    """``torch.export`` at batch 1, PT2E prepare, calibration one window at a time, convert:
+    the fake-quant graph litert-torch converts (and that matches the .tflite), and its quantizer."""
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edge.export.litert import layout_patch
     from edge.export.litert.quant_patch import FullIntegerQuantizer
-    from edge.export.litert.to2d import to_2d
 
-    layout_patch.install()
-    m2 = to_2d(encoder.eval(), split_parts)
     t = calibration.shape[1]
-    args = (torch.zeros(1, 1, 1, t),)
-    gm = torch.export.export(m2, args).module()
+    gm = torch.export.export(m2, (torch.zeros(1, 1, 1, t),)).module()
     quantizer = FullIntegerQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=not per_tensor))
     pm = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
@@ -49,7 +44,34 @@ def build_int8(encoder: torch.nn.Module, calibration: np.ndarray, per_tensor: bo
             pm(torch.from_numpy(w.reshape(1, 1, 1, t).astype(np.float32)))
     cm = convert_pt2e(pm, fold_quantize=False)
     move_exported_model_to_eval(cm)
-    litert_torch.convert(cm, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+    return cm, quantizer
+
+
+def build_int8(encoder: torch.nn.Module, calibration: np.ndarray, per_tensor: bool, out: Path,
+               split_parts: int = 1, bias_correction: bool = True) -> dict:
+    """Write the int8 .tflite; with ``bias_correction`` the embedding's quantisation shift, as
+    measured on the calibration windows, is folded into the pooling conv's bias (a second
+    calibration pass; edge/export/litert/bias_correction.py). Returns what was corrected."""
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from edge.export.litert import layout_patch
+    from edge.export.litert.bias_correction import embed_windows, output_bias
+    from edge.export.litert.to2d import to_2d
+
+    layout_patch.install()
+    t = calibration.shape[1]
+    m2 = to_2d(encoder.eval(), split_parts, window_samples=t)
+    cm, quantizer = quantise_graph(m2, calibration, per_tensor)
+    info: dict = {"output_bias_correction": None}
+    if bias_correction:
+        shift = output_bias(cm, embed_windows(m2, calibration), calibration)
+        m2.pool.set_bias(torch.from_numpy(-shift).float())
+        cm, quantizer = quantise_graph(m2, calibration, per_tensor)
+        info["output_bias_correction"] = {"windows": len(calibration), "max_abs": float(np.abs(shift).max()),
+                                          "rms": float(np.sqrt(np.mean(shift ** 2)))}
+    litert_torch.convert(cm, (torch.zeros(1, 1, 1, t),), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+    return info
 
 
 def build_float(encoder: torch.nn.Module, window_samples: int, out: Path) -> None:
@@ -98,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", required=True)
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--float-out", help="also write the float32 .tflite of the same 2-D graph (benchmarks)")
+    p.add_argument("--no-bias-correction", action="store_true",
+                   help="leave the embedding's int8 quantisation shift uncorrected (for measurements)")
     p.add_argument("--split-parts", type=int, default=1,
                    help="stem's and first block's conv + Swish in N channel slices (lower TFLM arena; exact)")
     args = p.parse_args(argv)
@@ -110,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_model(args.checkpoint).encoder
     out = Path(args.out)
     calibration = np.load(args.calibration)
-    build_int8(encoder, calibration, args.per_tensor, out, args.split_parts)
+    corrected = build_int8(encoder, calibration, args.per_tensor, out, args.split_parts,
+                           bias_correction=not args.no_bias_correction)
     if args.float_out:
         build_float(encoder, calibration.shape[1], Path(args.float_out))
     info = inspect_tflite(out)
@@ -124,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     import litert_torch
 
     info.update({"runtime": "ai-edge-litert", "weights": "per-tensor" if args.per_tensor else "per-channel",
-                 "split_parts": args.split_parts,
+                 "split_parts": args.split_parts, **corrected,
                  "litert_torch": getattr(litert_torch, "__version__", "?"),
                  "ai_edge_litert": getattr(ai_edge_litert, "__version__", "?"),
                  "torch": torch.__version__, "seconds": round(time.time() - t0, 1)})

@@ -13,7 +13,8 @@ The stock litert-torch 0.10 ``PT2EQuantizer`` leaves three things float or coars
    and the channel pad takes a max-pool's output.
 3. the embedding: ``propagate_annotation`` makes the final ``mean`` share its input's scale
    (the last block's range, about [-1.5, 10.5]), far too coarse for an embedding whose
-   per-dimension spread is about 0.06. Fix: the final mean gets its own output observer.
+   per-dimension spread is about 0.06. Fix: the final mean gets its own output observer (the
+   int8 export pools with a depthwise conv, to2d.MeanPool, which has one anyway).
 """
 
 from __future__ import annotations
@@ -87,11 +88,14 @@ def annotate_zero_pads(gm: GraphModule, config) -> None:
 
 
 def annotate_final_mean(gm: GraphModule, config) -> None:
-    """Own observer on the mean that produces the model output (through views, if any)."""
+    """Own observer on the mean that produces the model output (through views, if any). A
+    pooling conv (to2d.MeanPool) has its own output observer already, as every conv does."""
     out = next(n for n in gm.graph.nodes if n.op == "output")
     node = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
     while node.op == "call_function" and node.target not in MEAN_OPS and len(node.all_input_nodes) == 1:
         node = node.all_input_nodes[0]
+    if node.op == "call_function" and node.target == aten.conv2d.default:
+        return
     if node.op != "call_function" or node.target not in MEAN_OPS:
         raise RuntimeError("quant_patch: the model output is not produced by a mean (pooled embedding)")
     x = node.args[0]

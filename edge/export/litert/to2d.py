@@ -9,9 +9,14 @@ tensor is (N, C, 1, L) and every layer is rebuilt from the trained 1-D one:
 * ``SamePadMaxPool1d(2)`` -> ``MaxPool2d((1, 2))``, with its one zero of right padding added only
   when L is odd (for even L that padded column is never read, so the result is identical);
 * the channel-expansion pad -> one zero ``F.pad`` on dimension 1, no transposes;
-* squeeze-excitation -> keep-dim mean + two 1x1 ``Conv2d`` (``se_conv``), so the SE branch stays
-  4-D and the layout pass can keep the whole graph NHWC (one TRANSPOSE left);
-* Swish stays ``x * sigmoid(x)``; the embedding is the mean over (H, W);
+* squeeze-excitation -> keep-dim mean, flattened to (N, C), the two ``nn.Linear`` kept
+  (FULLY_CONNECTED), the gate viewed back to (N, C, 1, 1). Keeping the mean 4-D lets the layout
+  pass keep the graph NHWC (the flatten of a 1 x 1 map is a free RESHAPE); FULLY_CONNECTED instead
+  of 1x1 CONV_2D saves TFLite Micro ~15 KB for the small encoder, because TFLM's conv keeps an int32
+  multiplier and shift per output channel (even for per-tensor weights) and its fully-connected
+  kernel one pair per op (SE holds 1,872 of the small encoder's 4,400 conv output channels);
+* Swish stays ``x * sigmoid(x)``; the embedding is the mean over (H, W), or, for a fixed input
+  length, the same mean as a depthwise 1 x L conv with a bias slot (``MeanPool``);
 * eval-mode BatchNorm (``norm="batch"``) -> a depthwise 1x1 conv with the folded affine.
   GroupNorm normalises by statistics of each input and has no int8 equivalent here.
 
@@ -69,22 +74,28 @@ class Swish2d(nn.Module):
         return x * torch.sigmoid(x)
 
 
-def conv1x1_from_linear(lin: nn.Linear) -> nn.Conv2d:
-    c = nn.Conv2d(lin.in_features, lin.out_features, 1)
+def copy_linear(lin: nn.Linear) -> nn.Linear:
+    c = nn.Linear(lin.in_features, lin.out_features)
     with torch.no_grad():
-        c.weight.copy_(lin.weight[:, :, None, None])
+        c.weight.copy_(lin.weight)
         c.bias.copy_(lin.bias)
     return c
 
 
 class SE2d(nn.Module):
+    """Squeeze-excitation on (N, C, 1, L): the squeeze as two FULLY_CONNECTED ops (see module doc)."""
+
     def __init__(self, m: SqueezeExcitation) -> None:
         super().__init__()
-        self.fc1, self.act, self.fc2 = conv1x1_from_linear(m.se_fc1), Swish2d(), conv1x1_from_linear(m.se_fc2)
+        self.fc1, self.act, self.fc2 = copy_linear(m.se_fc1), Swish2d(), copy_linear(m.se_fc2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
-        return x * gate
+        n, c = x.shape[0], x.shape[1]
+        # mean with keepdim, then flatten: a plain mean to (N, C) made the layout pass transpose
+        # every SE input to NCHW (11 TRANSPOSEs, measured)
+        squeezed = x.mean(dim=(2, 3), keepdim=True).flatten(1)
+        gate = torch.sigmoid(self.fc2(self.act(self.fc1(squeezed))))
+        return x * gate.view(n, c, 1, 1)
 
 
 def norm2d(m: nn.Module) -> nn.Module:
@@ -169,23 +180,49 @@ class Block2d(nn.Module):
         return out + identity
 
 
+class MeanPool(nn.Module):
+    """The time mean of (N, C, 1, L) as a depthwise conv with a 1 x L kernel of 1 / L, plus a
+    per-channel bias (zero unless set): exact for that L, and it gives the int8 graph an int32
+    bias at the embedding, added before the output is rounded, where the export folds its
+    quantisation-bias correction (edge/export/litert/bias_correction.py). A MEAN has no bias."""
+
+    def __init__(self, channels: int, length: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, (1, length), groups=channels)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0 / length)
+            self.conv.bias.zero_()
+
+    def set_bias(self, bias: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.conv.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).flatten(1)
+
+
 class Net1D2d(nn.Module):
     """(N, 1, 1, T) -> (N, emb_dim); numerically the given Net1D on (N, 1, T)."""
 
-    def __init__(self, net: Net1D, split_parts: int = 1) -> None:
+    def __init__(self, net: Net1D, split_parts: int = 1, window_samples: int | None = None) -> None:
         super().__init__()
         self.stem = conv_swish(Conv1xK(net.first_conv), norm2d(net.first_norm), act2d(net.first_activation), split_parts)
         blocks = [b for stage in net.stage_list for b in stage.block_list]
         # only the first block works at the stem's length: later ones are shorter and not the peak
         self.blocks = nn.Sequential(*(Block2d(b, split_parts if i == 0 else 1) for i, b in enumerate(blocks)))
+        self.pool = (MeanPool(net.config.emb_dim, Net1D.time_lengths(net.config, window_samples)[-1])
+                     if window_samples else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+        features = self.blocks(self.stem(x))
+        return self.pool(features) if self.pool is not None else features.mean(dim=(2, 3))
 
 
-def to_2d(net: nn.Module, split_parts: int = 1) -> Net1D2d:
+def to_2d(net: nn.Module, split_parts: int = 1, window_samples: int | None = None) -> Net1D2d:
     """The 2-D form of ``net``; ``split_parts`` > 1 computes the stem's and the first block's
-    conv + Swish in that many channel slices (:class:`SplitConvSwish`, for the TFLM arena)."""
+    conv + Swish in that many channel slices (:class:`SplitConvSwish`, for the TFLM arena);
+    ``window_samples`` fixes the input length and pools the embedding with :class:`MeanPool`
+    (a bias slot for the int8 export), else it is a plain mean (any length)."""
     if not isinstance(net, Net1D):
         raise ValueError(f"to_2d: expected a clef_core Net1D, got {type(net).__name__}")
-    return Net1D2d(net.eval(), split_parts).eval()
+    return Net1D2d(net.eval(), split_parts, window_samples).eval()
