@@ -50,14 +50,15 @@ def int8_embeddings(model: Path, windows: np.ndarray, runtime: str, work: Path) 
     py = RUNTIME_PY[runtime]
     if not py.exists():
         raise FileNotFoundError(f"{runtime}: environment {py.parent.parent} absent (docs/edge.md, section 1)")
-    src, dst = work / "auroc_windows.npy", work / f"auroc_emb_{runtime}.npy"
+    src, out = work / "auroc_windows.npy", work / f"auroc_emb_{runtime}"
+    out.mkdir(parents=True, exist_ok=True)
     np.save(src, np.ascontiguousarray(windows, np.float32))
-    proc = subprocess.run([str(py), str(REPO / "benchmarks" / "edge_latency.py"), str(model), str(src), str(dst),
+    proc = subprocess.run([str(py), str(REPO / "benchmarks" / "edge_latency.py"), str(src), str(out), str(model),
                            "--runtime", runtime, "--repeats", "1"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
         raise RuntimeError(f"{runtime} on {model}: {proc.stderr.strip()[-2000:]}")
-    return np.load(dst)
+    return np.load(out / "emb_0.npy")
 
 
 def probe_metrics(features: np.ndarray, task: Any, settings: Any) -> dict[str, Any]:

@@ -355,6 +355,31 @@ def test_edge_auroc_scores_features_exactly_as_clef_evaluate():
     assert per_label("multiclass", mine) == (ref["macro_auroc"], ref["auroc"])
 
 
+def test_edge_auroc_embeds_through_the_device_runtime(tiny_export, tmp_path):
+    """edge_auroc's int8 embeddings come from benchmarks/edge_latency.py in each runtime's venv: one
+    row per window, equal to the device runtime's own EdgeModel output there."""
+    out, report = tiny_export
+    model = out / "model_int8.tflite"
+    if not model.exists():
+        pytest.skip(f"no passing int8 tflite in the shared export ({EXPORT_VENV_CMD})")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from edge_auroc import RUNTIME_PY, int8_embeddings
+
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(3, load_spec(out / "preprocess.json").window_samples)).astype(np.float32)
+    for runtime, py in RUNTIME_PY.items():
+        if not py.exists():
+            continue
+        emb = int8_embeddings(model, windows, runtime, tmp_path / runtime)
+        code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from edge.runtime.model import EdgeModel; "
+                "m = EdgeModel(sys.argv[2], runtime=sys.argv[3], num_threads=1); "
+                "np.save(sys.argv[5], np.stack([m.embed(x) for x in np.load(sys.argv[4])]))")
+        np.save(tmp_path / "w.npy", windows)
+        subprocess.run([str(py), "-c", code, str(REPO), str(model), runtime, str(tmp_path / "w.npy"),
+                        str(tmp_path / "ref.npy")], check=True, capture_output=True)
+        assert emb.shape[0] == 3 and np.array_equal(emb, np.load(tmp_path / "ref.npy"))
+
+
 def test_calibration_from_several_folders(shared_data):
     """--calibration DATA,DATA: the reference set plus a deployment's own records, named by folder."""
     from edge.export.calibration import real_windows
