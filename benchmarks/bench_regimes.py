@@ -145,7 +145,7 @@ def arm_embeddings(arm: str, seed: int, cfg: dict[str, Any], args: argparse.Name
     else:
         sigma = {"federated": None, "federated_dp0": CONTROL_SIGMA, "federated_dp": data["sigma"]}[arm]
         run_cfg = federation_config(cfg, args, seed, sigma, args.epsilon if arm == "federated_dp" else 0.0)
-    key = json.dumps(run_cfg, sort_keys=True, default=str)
+    key = json.dumps({k: v for k, v in run_cfg.items() if k != "study"}, sort_keys=True, default=str)  # [study]: scoring only
     folder = args.out / "arms" / f"{arm}_s{seed}"
     cache = folder / "embeddings.npz"
     if cache.is_file():
@@ -193,35 +193,20 @@ def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def score(embeddings: dict[tuple[str, int], np.ndarray], data: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Probe rows per (arm, seed, fraction, subsample, label) and the paired headline differences."""
-    from clef_core.evaluation.label_efficiency import paired_bootstrap
-    from clef_core.evaluation.study import split_saturated_labels, probe_unit
+    """Probe rows per (arm, seed, fraction, subsample, label) and the paired headline differences,
+    as ``clef study`` computes them."""
+    from clef_core.evaluation.study import paired_differences, probe_all, split_saturated_labels
 
     study, task, test = data["study"], data["task"], data["test"]
     rows, test_scores = [], {}
     for (arm, seed), emb in embeddings.items():
-        for frac in study.label_fractions:
-            for j in range(study.subsamples):
-                scores, unit_rows = probe_unit(emb, task, data["pool"], data["val"], test, frac, j, study)
-                test_scores[(arm, seed, frac, j)] = scores
-                rows += [{"arm": arm, "seed": seed, **r} for r in unit_rows]
+        arm_rows, arm_scores = probe_all(emb, task, data["pool"], data["val"], test, study, arm, seed)
+        rows += arm_rows
+        test_scores.update(arm_scores)
     long = pd.DataFrame(rows)
     labels, _ = split_saturated_labels(long, study)
-    cols = [task.labels.index(c) for c in labels]
-    y_test = task.y[test][:, cols]
-    diffs = []
-    arms = {a for a, _ in embeddings}
-    for a, b in COMPARISONS:
-        if a not in arms or b not in arms:
-            continue
-        for frac in study.label_fractions:
-            keys = [(s, j) for s in study.seeds for j in range(study.subsamples)
-                    if (a, s, frac, j) in test_scores and (b, s, frac, j) in test_scores]
-            res = paired_bootstrap([test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
-                                   [test_scores[(b, s, frac, j)][:, cols] for s, j in keys],
-                                   y_test, task.groups[test], n_boot=study.bootstrap, seed=study.eval_seed)
-            diffs.append({"comparison": f"{a} - {b}", "fraction": frac, **res})
-    return long, pd.DataFrame(diffs), labels
+    y_test = task.y[test][:, [task.labels.index(c) for c in labels]]
+    return long, paired_differences(test_scores, task, test, labels, y_test, study, COMPARISONS), labels
 
 
 def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dict[tuple[str, int], dict[str, Any]],

@@ -37,7 +37,7 @@ def test_finetune_epochs_give_every_fraction_the_same_steps():
 
 def test_probe_reuses_a_fit_only_for_the_same_labelled_patients():
     from clef_core.evaluation.label_efficiency import three_way_split
-    from clef_core.evaluation.study import StudyConfig, _Context, _probe_all, probe_unit
+    from clef_core.evaluation.study import StudyConfig, probe_all, probe_unit
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(60), 2).astype(str)
@@ -46,8 +46,7 @@ def test_probe_reuses_a_fit_only_for_the_same_labelled_patients():
     task = types.SimpleNamespace(groups=groups, y=y, labels=["a", "b"])
     study = StudyConfig(label_fractions=(0.2, 1.0), subsamples=3, min_patients=4, l2_grid=(1.0, 100.0))
     pool, val, test = three_way_split(groups, 0.2, 0.3, 0)
-    ctx = _Context({}, study, None, task, None, pool, val, test, 100.0, None, None, False, print)
-    rows, scores = _probe_all(ctx, "arm", 0, emb)
+    rows, scores = probe_all(emb, task, pool, val, test, study, "arm", 0)
     for frac in study.label_fractions:
         for j in range(study.subsamples):
             ref_scores, ref_rows = probe_unit(emb, task, pool, val, test, frac, j, study)

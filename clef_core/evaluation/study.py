@@ -55,7 +55,7 @@ import pandas as pd
 from clef_core.config import merge, overrides_to_dict
 from clef_core.data.preprocess import zscore
 from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
-from clef_core.evaluation.label_efficiency import (fit_logistic_grid, headline_auroc, paired_bootstrap,
+from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap,
                                                    subsample_patients, three_way_split, weighted_auroc)
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
 from clef_core.evaluation.study_workers import map_units
@@ -218,7 +218,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     y_test = task.y[test][:, [task.labels.index(c) for c in headline_labels]]
     table = _headline_table(long, headline_labels, arm_info, study)
     table.to_csv(out / "table.csv", index=False)
-    diffs = _differences(test_scores, task, test, headline_labels, y_test, study)
+    diffs = paired_differences(test_scores, task, test, headline_labels, y_test, study)
     diffs.to_csv(out / "differences.csv", index=False)
     ft_table_md, ft_diffs_md = _finetune_reports(results, task, test, headline_labels, y_test, arm_info, study, out)
     summary = {
@@ -275,23 +275,25 @@ def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
     if ctx.mitdb is not None:
         mitdb_row = {"arm": arm, "seed": seed, **record_cv_auroc(
             result.mitdb_emb, ctx.mitdb[1], ctx.mitdb[2], float(ctx.cfg["evaluate"]["probe_l2"]), seed=ctx.study.eval_seed)}
-    rows, scores = _probe_all(ctx, arm, seed, result.emb)
+    rows, scores = probe_all(result.emb, ctx.task, ctx.pool, ctx.val, ctx.test, ctx.study, arm, seed)
     ft_rows, ft_scores = ([], {}) if arm == "features" else _finetune_all(ctx, arm, seed)
     ctx.log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
             f"{time.perf_counter() - t_arm:.0f} s (rho vs true risk {result.rho_truth:.3f})")
     return _UnitResult({"rho_truth": result.rho_truth, **result.train}, rows, scores, ft_rows, ft_scores, mitdb_row)
 
 
-def _probe_all(ctx: _Context, arm: str, seed: int, emb: np.ndarray):
-    """Probe every (fraction, subsample); a labelled set equal to an earlier one (the whole pool at
+def probe_all(emb: np.ndarray, task, pool, val, test, study: StudyConfig, arm: str, seed: int
+              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int, float, int], np.ndarray]]:
+    """Probe rows and test scores (keyed (arm, seed, fraction, subsample)) of every fraction and
+    subsample of the embeddings ``emb``; a labelled set equal to an earlier one (the whole pool at
     f = 1 for every subsample) reuses its fit, which is the same computation."""
     rows, scores, done = [], {}, {}
-    pool_groups = ctx.task.groups[ctx.pool]
-    for frac in ctx.study.label_fractions:
-        for j in range(ctx.study.subsamples):
-            key = subsample_patients(pool_groups, frac, j, ctx.study.eval_seed, ctx.study.min_patients).tobytes()
+    pool_groups = task.groups[pool]
+    for frac in study.label_fractions:
+        for j in range(study.subsamples):
+            key = subsample_patients(pool_groups, frac, j, study.eval_seed, study.min_patients).tobytes()
             if key not in done:
-                done[key] = probe_unit(emb, ctx.task, ctx.pool, ctx.val, ctx.test, frac, j, ctx.study)
+                done[key] = probe_unit(emb, task, pool, val, test, frac, j, study)
             unit_scores, unit_rows = done[key]
             scores[(arm, seed, frac, j)] = unit_scores
             rows += [{"arm": arm, "seed": seed, **r, "fraction": frac, "subsample": j} for r in unit_rows]
@@ -499,13 +501,16 @@ def _headline_table(long: pd.DataFrame, labels: list[str], arm_info: dict, study
 DIFF_COLUMNS = ("comparison", "fraction", "diff", "ci_low", "ci_high", "p_above_0", "units")
 
 
-def _differences(test_scores, task, test, labels, y_test, study: StudyConfig) -> pd.DataFrame:
-    """One row per (comparison, fraction): the paired bootstrap of the headline; the bootstraps run in
+def paired_differences(test_scores, task, test, labels, y_test, study: StudyConfig,
+                       comparisons: tuple[tuple[str, str], ...] = COMPARISONS) -> pd.DataFrame:
+    """One row per (comparison, fraction) of two arms present in ``test_scores`` (keyed (arm, seed,
+    fraction, subsample)): the paired bootstrap of the headline; the bootstraps run in
     ``study.workers`` processes (each is seeded by itself: the same numbers for any count)."""
     cols = [task.labels.index(c) for c in labels]
+    present = {key[0] for key in test_scores}
     jobs = []
-    for a, b in COMPARISONS:
-        if a not in study.arms or b not in study.arms:
+    for a, b in comparisons:
+        if a not in present or b not in present:
             continue
         for frac in study.label_fractions:
             keys = [(s, j) for s in study.seeds for j in range(study.subsamples)
@@ -545,7 +550,7 @@ def _finetune_reports(results: list[_UnitResult], task, test, labels: list[str],
     long.to_csv(out / "finetune.csv", index=False)
     table = _headline_table(long, labels, arm_info, view)
     table.to_csv(out / "finetune_table.csv", index=False)
-    diffs = _differences({k: v for res in results for k, v in res.ft_scores.items()}, task, test, labels, y_test, view)
+    diffs = paired_differences({k: v for res in results for k, v in res.ft_scores.items()}, task, test, labels, y_test, view)
     diffs.to_csv(out / "finetune_differences.csv", index=False)
     epochs = long.groupby("fraction")[["epoch", "epochs"]].median()
     text = "\n".join(_table_lines(table, view)) + (
