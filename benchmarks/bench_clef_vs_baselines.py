@@ -1,9 +1,9 @@
 """CLEF against its controls at equal compute, on the synthetic cohort (issue 4, "Benchmark").
 
 Methods (each trained with the same [train] settings: batch, optimizer, schedule, epochs, step cap):
-  clef          the CLEF loss at the defaults (score2.missing_policy = unknown: only patients with
+  clef          the CLEF loss at the defaults (risk.missing_policy = unknown: only patients with
                 all seven SCORE2 inputs on file have a risk, ~9 % of the synthetic cohort)
-  clef_impute   CLEF with score2.missing_policy = impute_reference (missing inputs filled from a
+  clef_impute   CLEF with risk.missing_policy = impute_reference (missing inputs filled from a
                 published reference population; that table is flagged unverified in
                 docs/clinical-metadata.md), so most patients have a risk
   ntxent        loss.kind = ntxent, the SimCLR control (all negatives weighted 1)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     cohort = default_cohort(data / "pretrain", cfg)
     sites = {"default": prepare_site(cohort, data / "pretrain", cfg, progress=progress)}
     impute_cfg = copy.deepcopy(cfg)
-    impute_cfg["score2"]["missing_policy"] = "impute_reference"
+    impute_cfg["risk"]["missing_policy"] = "impute_reference"
     if "clef_impute" in methods:
         sites["impute"] = prepare_site(cohort, data / "pretrain_impute", impute_cfg, progress=progress)
     eval_site = synthetic_site(cfg, settings, data, progress=progress)

@@ -21,6 +21,7 @@ import copy
 import difflib
 import json
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,29 @@ CONFIG_DIRS = (PACKAGE_ROOT.parent / "configs", PACKAGE_ROOT / "configs")
 
 class ConfigError(ValueError):
     """A configuration file or override is malformed or names an unknown key."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration that still loads but should be updated (e.g. the old [score2] section)."""
+
+
+LEGACY_SECTIONS = {"score2": "risk"}  # old section -> the section that absorbed it (same key names)
+
+
+def upgrade_legacy(update: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``update`` with an old [score2] section read as [risk] (its keys region and missing_policy
+    kept; model stays as configured, "score2" by default) and a :class:`ConfigWarning` naming it."""
+    out = dict(update)
+    for old, new in LEGACY_SECTIONS.items():
+        if old in out and isinstance(out[old], Mapping):
+            moved = dict(out.pop(old))
+            if isinstance(out.get(new), Mapping) and set(moved) & set(out[new]):
+                raise ConfigError(f"{where}: both [{old}] and [{new}] set {sorted(set(moved) & set(out[new]))}; keep only [{new}]")
+            out[new] = {**moved, **dict(out.get(new, {}))}
+            keys = ", ".join(f"{new}.{k}" for k in moved)
+            warnings.warn(f"{where}: the [{old}] section is now [{new}] (risk.model = \"score2\" is the default); "
+                          f"read as {keys or f'[{new}]'}; rename the section to [{new}]", ConfigWarning, stacklevel=3)
+    return out
 
 
 def configs_dir() -> Path:
@@ -203,6 +227,11 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     defaults = flatten(cfg)
     for item in overrides:
         key, text = split_override(item)
+        section = key.split(".", 1)[0]
+        if section in LEGACY_SECTIONS and section not in cfg:
+            new_key = f"{LEGACY_SECTIONS[section]}.{key.split('.', 1)[1]}" if "." in key else key
+            warnings.warn(f"--set {key}: [{section}] is now [{LEGACY_SECTIONS[section]}]; read as {new_key}", ConfigWarning, stacklevel=2)
+            key = new_key
         value = parse_value(text)
         if isinstance(defaults.get(key), str) and not isinstance(value, str):
             value = text
@@ -216,7 +245,7 @@ def load_config(file: str | Path | None = None, overrides: Iterable[str] = ()) -
     if file is not None:
         path = resolve_config_path(file)
         try:
-            cfg = merge(cfg, read_toml(path), strict=True)
+            cfg = merge(cfg, upgrade_legacy(read_toml(path), str(path)), strict=True)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     return apply_overrides(cfg, overrides)

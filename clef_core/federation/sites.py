@@ -172,7 +172,7 @@ def site_log(spec: SiteSpec) -> logging.Logger:
 
 
 def _cache_key(spec: SiteSpec, cfg: Mapping[str, Any]) -> tuple[str, ...]:
-    shaping = {k: cfg.get(k, {}) for k in ("preprocess", "metadata", "score2")}
+    shaping = {k: cfg.get(k, {}) for k in ("preprocess", "metadata", "risk")}
     return str(spec.data_dir.resolve()), str(spec.work_dir.resolve()), json.dumps(shaping, sort_keys=True, default=str)
 
 

@@ -1,9 +1,11 @@
 """The clinical table (one row per ECG record), its settings, problems, and CSV + JSON storage.
 
-Columns (contracts): record_id, subject_id, ecg_time, age, sex, sbp, total_chol, hdl, smoking,
-diabetes, risk, completeness, risk_reason, model, imputed, policy, region, src_<input> for each of
-the seven SCORE2 inputs (where the value came from, "" when missing), plus source-specific extras
-(e.g. ``dx`` for CinC headers). A missing value is NaN, never 0.
+Columns (contracts): record_id, subject_id, ecg_time, the inputs of every risk model
+(clef_core.risk.ALL_INPUTS: age, sex, sbp, total_chol, hdl, smoking, diabetes, bmi, egfr,
+bp_treated, statin, hba1c, uacr, diabetes_age), risk, completeness, risk_reason, model, imputed,
+policy, region, risk_model, src_<input> for each input (where the value came from, "" when
+missing), plus source-specific extras (e.g. ``dx`` for CinC headers). A missing value is NaN,
+never 0. risk and completeness are those of the configured [risk] model.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clef_core.score2 import INPUTS, normalize_policy, normalize_region, risk_frame
+from clef_core.risk import ALL_INPUTS, RiskSettings, risk_frame
+from clef_core.score2 import normalize_policy, normalize_region
 
 FORMAT_VERSION = 1
-BASE_COLUMNS = ("record_id", "subject_id", "ecg_time", *INPUTS)
-RISK_COLUMNS = ("risk", "completeness", "risk_reason", "model", "imputed", "policy", "region")
-SRC_COLUMNS = tuple(f"src_{name}" for name in INPUTS)
+BASE_COLUMNS = ("record_id", "subject_id", "ecg_time", *ALL_INPUTS)
+RISK_COLUMNS = ("risk", "completeness", "risk_reason", "model", "imputed", "policy", "region", "risk_model")
+SRC_COLUMNS = tuple(f"src_{name}" for name in ALL_INPUTS)
+NUMERIC_INPUTS = tuple(name for name in ALL_INPUTS if name != "sex")
 PROBLEM_COLUMNS = ("record_id", "subject_id", "field", "raw_value", "source", "message")
 
 
 @dataclasses.dataclass(frozen=True)
 class MetadataConfig:
-    """Extraction settings: the [metadata] section plus region / policy from [score2]."""
+    """Extraction settings: the [metadata] section plus the [risk] model (``region`` and
+    ``policy`` are risk.region and risk.missing_policy; ``risk_model`` is risk.model)."""
 
     window_days: float = 365.0  # a measured value counts when at most this old at the ECG
     diagnosis_window_days: float = 3650.0  # admissions (diagnosis codes) at most this old
@@ -37,6 +42,11 @@ class MetadataConfig:
     absent_code_is_negative: bool = True  # admissions in the window but no code -> 0 (else NaN)
     region: str = "low"
     policy: str = "unknown"
+    risk_model: str = "score2"
+    prevent_variant: str = "base"
+    prevent_horizon: int = 10
+    prevent_outcome: str = "total_cvd"
+    pce_race: str = "white"
 
     def __post_init__(self) -> None:
         if self.window_days <= 0 or self.diagnosis_window_days <= 0:
@@ -45,16 +55,19 @@ class MetadataConfig:
             raise ValueError(f"metadata.diagnosis_time must be 'admittime' or 'dischtime', got {self.diagnosis_time!r}")
         object.__setattr__(self, "region", normalize_region(self.region))
         object.__setattr__(self, "policy", normalize_policy(self.policy))
+        object.__setattr__(self, "pce_race", self.risk_settings.pce_race)  # validates every [risk] option
+
+    @property
+    def risk_settings(self) -> RiskSettings:
+        return RiskSettings(model=self.risk_model, missing_policy=self.policy, region=self.region, prevent_variant=self.prevent_variant,
+                            prevent_horizon=self.prevent_horizon, prevent_outcome=self.prevent_outcome, pce_race=self.pce_race)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> MetadataConfig:
         """From a loaded configuration (``clef_core.config.load_config``)."""
-        score2 = cfg.get("score2", {})
-        return cls(
-            **dict(cfg.get("metadata", {})),
-            region=score2.get("region", "low"),
-            policy=score2.get("missing_policy", "unknown"),
-        )
+        risk = dict(cfg.get("risk", {}))
+        renamed = {"model": "risk_model", "missing_policy": "policy"}
+        return cls(**dict(cfg.get("metadata", {})), **{renamed.get(k, k): v for k, v in risk.items()})
 
 
 @dataclasses.dataclass
@@ -75,8 +88,9 @@ class ClinicalTable:
             "subjects": int(t["subject_id"].nunique()) if len(t) else 0,
             "risk_defined": int(t["risk"].notna().sum()),
             "completeness": {f"{k:.3f}": int(v) for k, v in rho.items()},
-            "present": {name: int(t[name].notna().sum()) for name in INPUTS},
+            "present": {name: int(t[name].notna().sum()) for name in ALL_INPUTS if name in t},
             "problems": int(len(self.problems)),
+            "risk_model": self.settings.get("risk_model", "score2"),
             "policy": self.settings.get("policy"),
             "region": self.settings.get("region"),
         }
@@ -89,9 +103,10 @@ def problems_frame(rows: list[dict[str, Any]] | pd.DataFrame | None = None) -> p
 
 
 def finalize(values: pd.DataFrame, problems: pd.DataFrame, settings: MetadataConfig, kind: str, extra_reasons: pd.Series | None = None) -> ClinicalTable:
-    """Add risk / completeness (clef_core.score2) to extracted values and order the columns.
+    """Add risk / completeness (the configured clef_core.risk model) to extracted values and
+    order the columns.
 
-    ``values`` holds record_id, subject_id, ecg_time, the seven inputs and src_<input>;
+    ``values`` holds record_id, subject_id, ecg_time, the inputs it has and src_<input>;
     ``extra_reasons`` (optional, "" = none) is prefixed to risk_reason where risk is undefined
     (e.g. MIMIC's capped ages).
     """
@@ -106,10 +121,10 @@ def finalize(values: pd.DataFrame, problems: pd.DataFrame, settings: MetadataCon
     df["record_id"] = df["record_id"].astype(str)
     df["subject_id"] = df["subject_id"].astype(str)
     df["ecg_time"] = pd.to_datetime(df["ecg_time"], errors="coerce")
-    for name in ("age", "sbp", "total_chol", "hdl", "smoking", "diabetes"):
+    for name in NUMERIC_INPUTS:
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
     df["sex"] = df["sex"].astype(object).where(df["sex"].notna(), None)
-    risk = risk_frame(df[list(INPUTS)], policy=settings.policy, region=settings.region)
+    risk = risk_frame(df[list(ALL_INPUTS)], settings.risk_settings)
     if extra_reasons is not None:
         extra = extra_reasons.reset_index(drop=True).fillna("").astype(str)
         use = (extra != "") & risk["risk"].isna()
@@ -159,9 +174,10 @@ def load_clinical_table(path: str | Path) -> ClinicalTable:
     """Read a table written by :func:`save_clinical_table` (ids as str, ecg_time as datetime)."""
     path = Path(path)
     problems_path, json_path = sidecar_paths(path)
-    text_cols = {"record_id": str, "subject_id": str, "sex": object, "risk_reason": str, "imputed": str, "model": str}
+    text_cols = {"record_id": str, "subject_id": str, "sex": object, "risk_reason": str, "imputed": str, "model": str, "risk_model": str}
     text_cols.update({c: str for c in SRC_COLUMNS})
-    table = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={c: [""] for c in ("age", "sbp", "total_chol", "hdl", "smoking", "diabetes", "risk", "completeness", "sex", "ecg_time", "dx")})
+    table = pd.read_csv(path, dtype=text_cols, keep_default_na=False,
+                        na_values={c: [""] for c in (*NUMERIC_INPUTS, "risk", "completeness", "sex", "ecg_time", "dx")})
     table["ecg_time"] = pd.to_datetime(table["ecg_time"], errors="coerce")
     table["sex"] = table["sex"].where(table["sex"].notna(), None)
     problems = pd.read_csv(problems_path, dtype=str, keep_default_na=False) if problems_path.is_file() else problems_frame()

@@ -228,7 +228,7 @@ def pretrain_provenance(
         "model": dict(cfg["model"]),
         "views": dict(cfg["views"]),
         "noise": noise.describe() if hasattr(noise, "describe") else None,
-        "score2": dict(cfg.get("score2", {})),
+        "risk": dict(cfg.get("risk", {})),
         "privacy": None,
         "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss},
         "device": str(trainer.device),
