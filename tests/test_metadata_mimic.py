@@ -31,6 +31,7 @@ OMR = [
     (1, "2150-05-01", 1, "Blood Pressure", "130/85"),
     (1, "2150-05-20", 1, "Blood Pressure", "150/90"),  # nearest before ECG 101
     (1, "2150-05-20", 1, "Weight (Lbs)", "180"),
+    (1, "2150-05-20", 1, "BMI (kg/m2)", "31.2"),
     (1, "2150-06-02", 1, "Blood Pressure", "180/100"),  # after ECG 101, nearest before ECG 102
     (3, "2148-01-01", 1, "Blood Pressure", "120/80"),  # older than the window
     (3, "2150-05-15", 1, "Blood Pressure", "abc"),  # garbage: reported, missing
@@ -44,6 +45,15 @@ LABS = [  # labevent_id, subject, hadm, specimen, itemid, charttime, value, valu
     (5, 3, None, 4, 50907, "2150-07-01 08:00:00", "190", 190.0, "mg/dL"),  # after the ECG
     (6, 5, None, 5, 50907, "2150-04-01 08:00:00", "5.2", 5.2, "mmol/L"),  # already mmol/L
     (7, 5, None, 5, 50904, "2150-04-01 08:00:00", "___", None, "mg/dL"),  # unparsable
+    (8, 1, None, 1, 50912, "2150-05-30 08:00:00", "1.0", 1.0, "mg/dL"),  # creatinine -> eGFR
+    (9, 1, None, 6, 50912, "2150-06-05 08:00:00", "2.0", 2.0, "mg/dL"),  # after ECG 101, before 102
+    (10, 1, None, 1, 50852, "2150-05-30 08:00:00", "7.5", 7.5, "%"),  # HbA1c
+    (11, 1, None, 7, 51070, "2150-05-30 09:00:00", "30", 30.0, "mg/g"),  # urine albumin/creatinine
+]
+PRESCRIPTIONS = [  # subject, starttime, drug
+    (1, "2150-05-01 10:00:00", "Lisinopril"),
+    (1, "2150-06-03 10:00:00", "Atorvastatin"),  # after ECG 101, before 102
+    (5, "2150-05-01 10:00:00", "Acetaminophen"),  # prescriptions, none antihypertensive or statin
 ]
 ADMISSIONS = [  # subject, hadm, admittime, dischtime
     (1, 1001, "2149-06-01 00:00:00", "2149-06-05 00:00:00"),
@@ -78,6 +88,7 @@ def write_cohort(root: Path, hosp: Path | None = None, skip: tuple[str, ...] = (
         "labevents": pd.DataFrame(LABS, columns=["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "charttime", "value", "valuenum", "valueuom"]),
         "admissions": pd.DataFrame(ADMISSIONS, columns=["subject_id", "hadm_id", "admittime", "dischtime"]),
         "diagnoses_icd": pd.DataFrame(DIAGNOSES, columns=["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]),
+        "prescriptions": pd.DataFrame(PRESCRIPTIONS, columns=["subject_id", "starttime", "drug"]),
     }
     for name, table in tables.items():
         if name not in skip:
@@ -112,6 +123,37 @@ def test_values_are_nearest_before_the_ecg_within_the_window(cohort):
     # The second ECG of the same subject sees the readings that came after the first one.
     b = r["102"]
     assert b["sbp"] == 180 and b["total_chol"] == pytest.approx(300 / 38.67) and b["smoking"] == 1
+
+
+def test_prevent_inputs_with_provenance(cohort):
+    from clef_core.risk.egfr import ckd_epi_2021
+
+    r = rows(extract_clinical_table(cohort, risk_model="prevent"))
+    a, b = r["101"], r["102"]
+    assert a["bmi"] == 31.2 and a["src_bmi"] == "omr BMI 2150-05-20"
+    assert a["egfr"] == pytest.approx(ckd_epi_2021(1.0, 52, True)) and a["src_egfr"].startswith("CKD-EPI 2021 of labevents 50912 creatinine 1 mg/dL")
+    assert b["egfr"] == pytest.approx(ckd_epi_2021(2.0, 52, True))  # the later creatinine
+    assert a["hba1c"] == 7.5 and a["uacr"] == 30 and a["src_uacr"].startswith("labevents 51070")
+    assert a["bp_treated"] == 1 and a["statin"] == 0 and a["src_statin"] == "prescriptions without one"
+    assert b["statin"] == 1 and b["src_statin"] == "prescriptions"
+    assert r["501"]["bp_treated"] == 0 and math.isnan(r["301"]["bp_treated"]) and r["301"]["src_bp_treated"] == ""
+    assert a["diabetes_age"] == 51 and "upper bound" in a["src_diabetes_age"]  # first diabetes code 2149-06-01
+    assert a["risk_model"] == "prevent" and a["model"] == "PREVENT-base" and a["risk_reason"] == ""
+    assert a["risk"] == pytest.approx(risk_of_person_total_cvd(a), abs=1e-6)
+    assert "bmi missing" in r["301"]["risk_reason"] and "egfr missing" in r["301"]["risk_reason"]
+
+
+def risk_of_person_total_cvd(row) -> float:
+    from clef_core.risk import risk_of_person
+
+    keys = ("age", "sex", "sbp", "total_chol", "hdl", "smoking", "diabetes", "bmi", "egfr", "bp_treated", "statin")
+    return risk_of_person("prevent", {k: str(row[k]) for k in keys})["risk"]["10y"]["total_cvd"]
+
+
+def test_missing_prescriptions_table_is_reported(tmp_path):
+    ct = extract_clinical_table(write_cohort(tmp_path / "c", skip=("prescriptions",)))
+    assert ct.table["bp_treated"].isna().all()
+    assert (ct.problems["message"].str.contains("table not found: bp_treated and statin")).sum() == 1
 
 
 def test_anchor_age_91_means_age_unknown(cohort):

@@ -1,4 +1,4 @@
-"""SCORE2 inputs of every ECG of a MIMIC-IV-ECG cohort, from the MIMIC-IV hosp module.
+"""Risk-model inputs of every ECG of a MIMIC-IV-ECG cohort, from the MIMIC-IV hosp module.
 
 Rules (see docs/clinical-metadata.md):
   * age at the ECG = anchor_age + year(ecg_time) - anchor_year (patients); anchor_age 91 is
@@ -13,6 +13,16 @@ Rules (see docs/clinical-metadata.md):
     [ecg_time - diagnosis_window_days, ecg_time] -> 1; admissions in the window but no code ->
     0 when ``absent_code_is_negative`` (absence of a code is weak evidence: MIMIC codes what
     was treated), else NaN; no admission in the window -> NaN.
+  * PREVENT / PCE / SCORE2-Diabetes inputs, each nearest before the ECG within ``window_days``:
+    bmi (omr "BMI (kg/m2)"); egfr from serum creatinine (labevents 50912, mg/dL or umol/L) by
+    CKD-EPI 2021 without race (clef_core.risk.egfr) at the age of the ECG; hba1c (labevents
+    50852, %); uacr (labevents 51070 "Albumin/Creatinine, Urine", mg/g; mg/mmol * 8.84).
+    bp_treated / statin from prescriptions: an antihypertensive / statin (generic names in
+    :data:`ANTIHYPERTENSIVES`, :data:`STATINS`) started in [ecg_time - window_days, ecg_time]
+    -> 1; other prescriptions in that window but none of the class -> 0 when
+    ``absent_code_is_negative``, else NaN; no prescription in the window -> NaN.
+    diabetes_age: the age at the first diabetes-coded admission at or before the ECG (an upper
+    bound of the age at diagnosis: MIMIC holds no onset date), only where diabetes is 1.
 Unparsable or implausible values are reported in ``problems`` and treated as missing. Every
 step is a vectorised pandas operation (``merge_asof`` by subject), so the ~800K ECGs of
 MIMIC-IV-ECG are handled without per-row Python loops.
@@ -28,10 +38,25 @@ import pandas as pd
 
 from clef_core.data.records import find_table
 from clef_core.metadata.table import ClinicalTable, MetadataConfig, finalize
+from clef_core.risk.egfr import UMOL_L_PER_MG_DL, ckd_epi_2021
+from clef_core.risk.frame import RANGES
 from clef_core.score2 import MG_DL_PER_MMOL_L, PLAUSIBLE
 
 BP_RESULT_NAMES = ("Blood Pressure", "Blood Pressure Sitting")
+BMI_RESULT_NAMES = ("BMI (kg/m2)", "BMI")
 ITEM_TOTAL_CHOL, ITEM_HDL = 50907, 50904
+ITEM_CREATININE, ITEM_HBA1C, ITEM_UACR = 50912, 50852, 51070
+LAB_ITEMS = (ITEM_TOTAL_CHOL, ITEM_HDL, ITEM_CREATININE, ITEM_HBA1C, ITEM_UACR)
+ANTIHYPERTENSIVES = (  # generic names (substring, case-insensitive) of the first-line classes
+    "lisinopril", "enalapril", "ramipril", "captopril", "benazepril", "quinapril", "fosinopril", "perindopril", "trandolapril",
+    "losartan", "valsartan", "irbesartan", "candesartan", "olmesartan", "telmisartan", "azilsartan", "sacubitril",
+    "amlodipine", "nifedipine", "felodipine", "diltiazem", "verapamil", "nicardipine", "isradipine",
+    "hydrochlorothiazide", "chlorthalidone", "indapamide", "metolazone", "furosemide", "torsemide", "bumetanide",
+    "spironolactone", "eplerenone", "triamterene", "amiloride",
+    "metoprolol", "atenolol", "carvedilol", "bisoprolol", "labetalol", "propranolol", "nadolol", "nebivolol",
+    "clonidine", "hydralazine", "minoxidil", "doxazosin", "terazosin", "prazosin", "methyldopa",
+)
+STATINS = ("atorvastatin", "simvastatin", "rosuvastatin", "pravastatin", "lovastatin", "fluvastatin", "pitavastatin")
 MIMIC_AGE_CAP = 91  # anchor_age of every patient older than 89
 DIABETES_CODES = {10: ("E08", "E09", "E10", "E11", "E12", "E13"), 9: ("250",)}
 SMOKING_CODES = {10: ("F172", "Z720"), 9: ("3051",)}
@@ -116,19 +141,29 @@ def nearest_before(records: pd.DataFrame, events: pd.DataFrame, window: pd.Timed
     left = records.loc[records["ecg_time"].notna() & records["subject_id"].notna(), ["subject_id", "ecg_time"]]
     left = left.assign(_row=left.index).sort_values("ecg_time", kind="stable")
     right = events.dropna(subset=["time", "subject_id"]).sort_values("time", kind="stable")
+    right = right.assign(time=right["time"].astype(left["ecg_time"].dtype))  # one resolution (empty tables parse as [s])
     merged = pd.merge_asof(
         left, right, left_on="ecg_time", right_on="time", by="subject_id", direction="backward", tolerance=window, allow_exact_matches=True
     )
     return merged.set_index("_row").drop(columns=["subject_id", "ecg_time"]).reindex(records.index)
 
 
-def blood_pressure(records: pd.DataFrame, hosp: Path, window: pd.Timedelta) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+def _read_omr(hosp: Path, records: pd.DataFrame) -> tuple[pd.DataFrame | None, Path | None]:
     path = find_table(hosp, "omr")
     if path is None:
-        return pd.DataFrame({"sbp": np.nan, "src_sbp": ""}, index=records.index), [_missing_table(hosp, "omr", "sbp")]
+        return None, None
     omr = pd.read_csv(path, usecols=["subject_id", "chartdate", "seq_num", "result_name", "result_value"])
     omr["subject_id"] = pd.to_numeric(omr["subject_id"], errors="coerce").astype("Int64")
-    omr = omr[omr["result_name"].isin(BP_RESULT_NAMES) & omr["subject_id"].isin(records["subject_id"].dropna().unique())]
+    return omr[omr["subject_id"].isin(records["subject_id"].dropna().unique())], path
+
+
+def blood_pressure(records: pd.DataFrame, hosp: Path, window: pd.Timedelta, omr: pd.DataFrame | None = None,
+                   path: Path | None = None) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    if omr is None:
+        omr, path = _read_omr(hosp, records)
+    if omr is None or path is None:
+        return pd.DataFrame({"sbp": np.nan, "src_sbp": ""}, index=records.index), [_missing_table(hosp, "omr", "sbp and bmi")]
+    omr = omr[omr["result_name"].isin(BP_RESULT_NAMES)]
     parts = omr["result_value"].astype(str).str.extract(_BP)
     sbp = pd.to_numeric(parts[0], errors="coerce")
     problems = []
@@ -153,26 +188,48 @@ def blood_pressure(records: pd.DataFrame, hosp: Path, window: pd.Timedelta) -> t
     return pd.DataFrame({"sbp": hit["sbp"].to_numpy(), "src_sbp": src}, index=records.index), problems
 
 
-def _read_lipids(path: Path, subjects: np.ndarray, say: Callable[[str], None] | None = None) -> pd.DataFrame:
+def body_mass_index(records: pd.DataFrame, omr: pd.DataFrame | None, path: Path | None, window: pd.Timedelta) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """bmi (omr "BMI (kg/m2)") nearest before the ECG within ``window``."""
+    out = pd.DataFrame({"bmi": np.nan, "src_bmi": ""}, index=records.index)
+    if omr is None or path is None:
+        return out, []
+    rows = omr[omr["result_name"].isin(BMI_RESULT_NAMES)]
+    bmi = pd.to_numeric(rows["result_value"], errors="coerce")
+    lo, hi = RANGES["bmi"]
+    bad = bmi.isna() | (bmi < lo) | (bmi > hi)
+    problems = [_problem(rows[bad], "bmi", rows.loc[bad, "result_value"], path.name, f"BMI not a number in {lo:g}-{hi:g} kg/m2")] if bad.any() else []
+    keep = ~bad
+    events = pd.DataFrame({"subject_id": rows.loc[keep, "subject_id"], "time": pd.to_datetime(rows.loc[keep, "chartdate"], errors="coerce"),
+                           "bmi": bmi[keep]})
+    hit = nearest_before(records, events, window)
+    out["bmi"] = hit["bmi"].to_numpy(dtype=float)
+    out["src_bmi"] = np.where(hit["bmi"].notna(), "omr BMI " + hit["time"].dt.strftime("%Y-%m-%d").fillna(""), "")
+    return out, problems
+
+
+def _read_labs(path: Path, subjects: np.ndarray, say: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """The rows of :data:`LAB_ITEMS` of the cohort's subjects, read in chunks."""
     cols = ["subject_id", "itemid", "charttime", "value", "valuenum", "valueuom"]
     chunks = []
     for k, chunk in enumerate(pd.read_csv(path, usecols=cols, chunksize=LAB_CHUNK_ROWS,
                                           dtype={"value": str, "valueuom": str})):
         if say is not None:
             say(f"{path.name}: {k * LAB_CHUNK_ROWS + len(chunk):,} rows read")
-        chunk = chunk[chunk["itemid"].isin([ITEM_TOTAL_CHOL, ITEM_HDL])]
+        chunk = chunk[chunk["itemid"].isin(LAB_ITEMS)]
         chunk = chunk.assign(subject_id=pd.to_numeric(chunk["subject_id"], errors="coerce").astype("Int64"))
         chunks.append(chunk[chunk["subject_id"].isin(subjects)])
     return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=cols)
 
 
 def lipids(records: pd.DataFrame, hosp: Path, window: pd.Timedelta,
-           say: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+           say: Callable[[str], None] | None = None, labs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     out = pd.DataFrame({"total_chol": np.nan, "hdl": np.nan, "src_total_chol": "", "src_hdl": ""}, index=records.index)
     path = find_table(hosp, "labevents")
     if path is None:
-        return out, [_missing_table(hosp, "labevents", "total_chol and hdl")]
-    labs = _read_lipids(path, records["subject_id"].dropna().unique(), say)
+        return out, [_missing_table(hosp, "labevents", "total_chol, hdl, creatinine (egfr), hba1c and uacr")]
+    if labs is None:
+        labs = _read_labs(path, records["subject_id"].dropna().unique(), say)
+    labs = labs[labs["itemid"].isin([ITEM_TOTAL_CHOL, ITEM_HDL])]
     problems = []
     value = pd.to_numeric(labs["valuenum"], errors="coerce").fillna(pd.to_numeric(labs["value"], errors="coerce"))
     unit = labs["valueuom"].fillna("mg/dL").astype(str).str.strip().str.lower()
@@ -210,6 +267,7 @@ def _window_count(records: pd.DataFrame, events: pd.DataFrame, column: str, wind
     """Sum of ``events[column]`` over the subject's events with time in [ecg_time - window, ecg_time],
     as the difference of two cumulative sums looked up with merge_asof."""
     ev = events.sort_values(["subject_id", "time"], kind="stable")
+    ev = ev.assign(time=ev["time"].astype(records["ecg_time"].dtype))
     ev = ev.assign(_cum=ev.groupby("subject_id")[column].cumsum())[["subject_id", "time", "_cum"]].sort_values("time", kind="stable")
     left = records.loc[records["ecg_time"].notna() & records["subject_id"].notna(), ["subject_id", "ecg_time"]]
     left = left.assign(_row=left.index, _start=left["ecg_time"] - window)
@@ -250,7 +308,102 @@ def diagnoses(records: pd.DataFrame, hosp: Path, settings: MetadataConfig) -> tu
         out[f"src_{field}"] = np.where(
             n_coded > 0, "diagnoses_icd", np.where((n_adm > 0) & settings.absent_code_is_negative, "admissions without code", "")
         )
+    out.attrs["events"] = events[["subject_id", "time", "diabetes"]]
     return out, []
+
+
+def _lab_value(labs: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(numeric value, unit lower-case, raw text) of lab rows."""
+    value = pd.to_numeric(labs["valuenum"], errors="coerce").astype(float).fillna(pd.to_numeric(labs["value"], errors="coerce").astype(float))
+    unit = labs["valueuom"].fillna("").astype(str).str.strip().str.lower()
+    raw = labs["value"].fillna(labs["valuenum"].astype(str)) + " " + labs["valueuom"].fillna("")
+    return value, unit, raw
+
+
+# field -> (itemid, unit -> factor to the table's unit, table unit)
+KIDNEY_GLUCOSE_LABS = {
+    "creatinine": (ITEM_CREATININE, {"mg/dl": 1.0, "": 1.0, "umol/l": 1.0 / UMOL_L_PER_MG_DL, "µmol/l": 1.0 / UMOL_L_PER_MG_DL}, "mg/dL"),
+    "hba1c": (ITEM_HBA1C, {"%": 1.0, "": 1.0}, "%"),
+    "uacr": (ITEM_UACR, {"mg/g": 1.0, "mg/g creat": 1.0, "": 1.0, "mg/mmol": 8.84}, "mg/g"),
+}
+CREATININE_RANGE = (0.1, 25.0)  # mg/dL
+
+
+def kidney_and_glucose(records: pd.DataFrame, labs: pd.DataFrame | None, demo: pd.DataFrame, path: Path | None,
+                       window: pd.Timedelta) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """egfr (CKD-EPI 2021 from the creatinine nearest before the ECG, at the ECG's age and sex),
+    hba1c (%), uacr (mg/g), with src_ columns naming the lab row."""
+    out = pd.DataFrame({"egfr": np.nan, "hba1c": np.nan, "uacr": np.nan, "src_egfr": "", "src_hba1c": "", "src_uacr": ""}, index=records.index)
+    if labs is None or path is None:
+        return out, []
+    problems = []
+    for field, (item, factors, unit_name) in KIDNEY_GLUCOSE_LABS.items():
+        rows = labs[labs["itemid"] == item]
+        value, unit, raw = _lab_value(rows)
+        converted = value * unit.map(factors).astype(float)
+        lo, hi = CREATININE_RANGE if field == "creatinine" else RANGES[field]
+        for bad, message in ((value.isna(), "lab value not a number"),
+                             (value.notna() & converted.isna(), f"unknown unit (expected {unit_name})"),
+                             (converted.notna() & ((converted < lo) | (converted > hi)), f"outside {lo:g}-{hi:g} {unit_name}")):
+            if bad.any():
+                problems.append(_problem(rows[bad], field, raw[bad], path.name, message))
+        keep = converted.notna() & (converted >= lo) & (converted <= hi)
+        events = pd.DataFrame({"subject_id": rows.loc[keep, "subject_id"], "time": pd.to_datetime(rows.loc[keep, "charttime"], errors="coerce"),
+                               field: converted[keep]})
+        hit = nearest_before(records, events, window)
+        when = hit["time"].dt.strftime("%Y-%m-%d %H:%M").fillna("")
+        if field == "creatinine":
+            age = pd.to_numeric(demo["age"], errors="coerce").to_numpy(dtype=float)
+            male = (demo["sex"] == "male").to_numpy()
+            known_sex = demo["sex"].isin(["male", "female"]).to_numpy()
+            egfr = np.where(known_sex, ckd_epi_2021(hit["creatinine"].to_numpy(dtype=float), age, male), np.nan)
+            out["egfr"] = egfr
+            out["src_egfr"] = np.where(np.isfinite(egfr), f"CKD-EPI 2021 of labevents {item} creatinine "
+                                       + hit["creatinine"].map(lambda v: f"{v:g}").astype(str) + " mg/dL " + when, "")
+        else:
+            out[field] = hit[field].to_numpy(dtype=float)
+            out[f"src_{field}"] = np.where(hit[field].notna(), f"labevents {item} " + when, "")
+    return out, problems
+
+
+def _drug_class(drug: pd.Series, names: tuple[str, ...]) -> pd.Series:
+    text = drug.fillna("").astype(str).str.lower()
+    return text.str.contains("|".join(names), regex=True)
+
+
+def medications(records: pd.DataFrame, hosp: Path, settings: MetadataConfig) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """bp_treated and statin from prescriptions started within ``window_days`` before the ECG."""
+    out = pd.DataFrame({"bp_treated": np.nan, "statin": np.nan, "src_bp_treated": "", "src_statin": ""}, index=records.index)
+    path = find_table(hosp, "prescriptions")
+    if path is None:
+        return out, [_missing_table(hosp, "prescriptions", "bp_treated and statin")]
+    rx = pd.read_csv(path, usecols=["subject_id", "starttime", "drug"], dtype={"drug": str})
+    rx["subject_id"] = pd.to_numeric(rx["subject_id"], errors="coerce").astype("Int64")
+    rx = rx[rx["subject_id"].isin(records["subject_id"].dropna().unique())]
+    events = pd.DataFrame({"subject_id": rx["subject_id"], "time": pd.to_datetime(rx["starttime"], errors="coerce"), "any": 1,
+                           "bp_treated": _drug_class(rx["drug"], ANTIHYPERTENSIVES).astype(int),
+                           "statin": _drug_class(rx["drug"], STATINS).astype(int)}).dropna(subset=["time"])
+    window = pd.Timedelta(days=settings.window_days)
+    n_any = _window_count(records, events, "any", window)
+    absent = 0.0 if settings.absent_code_is_negative else np.nan
+    for field in ("bp_treated", "statin"):
+        n_class = _window_count(records, events, field, window)
+        out[field] = np.where(n_class > 0, 1.0, np.where(n_any > 0, absent, np.nan))
+        out[f"src_{field}"] = np.where(n_class > 0, "prescriptions",
+                                       np.where((n_any > 0) & settings.absent_code_is_negative, "prescriptions without one", ""))
+    return out, []
+
+
+def diabetes_onset_age(records: pd.DataFrame, events: pd.DataFrame, age: pd.Series, diabetes: np.ndarray) -> pd.DataFrame:
+    """diabetes_age: age at the subject's first diabetes-coded admission at or before the ECG
+    (an upper bound of the age at diagnosis), where diabetes is 1."""
+    coded = events[events["diabetes"] > 0].sort_values("time", kind="stable").groupby("subject_id", as_index=False)["time"].first()
+    first = records[["subject_id"]].merge(coded, on="subject_id", how="left")["time"]
+    years_before = (records["ecg_time"] - first.set_axis(records.index)).dt.days / 365.25
+    onset = np.floor(pd.to_numeric(age, errors="coerce").to_numpy(dtype=float) - years_before.to_numpy(dtype=float))
+    use = (diabetes == 1.0) & np.isfinite(onset) & (years_before.to_numpy(dtype=float) >= 0)
+    src = np.where(use, "first diabetes code " + first.dt.strftime("%Y-%m-%d").fillna("").to_numpy() + " (upper bound of onset)", "")
+    return pd.DataFrame({"diabetes_age": np.where(use, onset, np.nan), "src_diabetes_age": src}, index=records.index)
 
 
 def extract_mimic(root: str | Path, settings: MetadataConfig,
@@ -266,16 +419,31 @@ def extract_mimic(root: str | Path, settings: MetadataConfig,
     say(f"patients: age and sex of {len(records):,} records")
     demo, capped_reason, p = demographics(records, hosp)
     problems += p
-    say("omr: systolic blood pressure")
-    bp, p = blood_pressure(records, hosp, pd.Timedelta(days=settings.window_days))
+    window = pd.Timedelta(days=settings.window_days)
+    say("omr: systolic blood pressure and BMI")
+    omr, omr_path = _read_omr(hosp, records)
+    bp, p = blood_pressure(records, hosp, window, omr, omr_path)
     problems += p
-    say("labevents: total and HDL cholesterol")
-    labs, p = lipids(records, hosp, pd.Timedelta(days=settings.window_days), progress)
+    bmi, p = body_mass_index(records, omr, omr_path, window)
+    problems += p
+    say("labevents: total and HDL cholesterol, creatinine, HbA1c, urine albumin/creatinine")
+    lab_path = find_table(hosp, "labevents")
+    labs = _read_labs(lab_path, records["subject_id"].dropna().unique(), progress) if lab_path is not None else None
+    lipid, p = lipids(records, hosp, window, progress, labs)
+    problems += p
+    kidney, p = kidney_and_glucose(records, labs, demo, lab_path, window)
     problems += p
     say("admissions, diagnoses_icd: diabetes and smoking codes")
     dx, p = diagnoses(records, hosp, settings)
     problems += p
-    values = pd.concat([records.assign(subject_id=records["subject_id"].astype(str).replace("<NA>", "")), demo, bp, labs, dx], axis=1)
+    onset = (diabetes_onset_age(records, dx.attrs["events"], demo["age"], dx["diabetes"].to_numpy(dtype=float))
+             if "events" in dx.attrs else pd.DataFrame({"diabetes_age": np.nan, "src_diabetes_age": ""}, index=records.index))
+    say("prescriptions: antihypertensive and statin use")
+    meds, p = medications(records, hosp, settings)
+    problems += p
+    dx.attrs.clear()
+    values = pd.concat([records.assign(subject_id=records["subject_id"].astype(str).replace("<NA>", "")), demo, bp, lipid, dx,
+                        bmi, kidney, meds, onset], axis=1)
     values.loc[values["subject_id"] == "", "subject_id"] = values["record_id"]
     problem_frame = pd.concat(problems, ignore_index=True) if problems else None
     return finalize(values, problem_frame, settings, kind="mimic", extra_reasons=capped_reason)

@@ -46,6 +46,7 @@ def parse_inputs(pairs: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
             values[name] = text
         elif name in FLAGS:
             low = text.strip().lower()
+            low = {"0.0": "0", "1.0": "1"}.get(low, low)
             if low not in _TRUE + _FALSE:
                 raise ValueError(f"{key}: expected 0/1 (or true/false), got {text!r}")
             values[name] = 1.0 if low in _TRUE else 0.0
