@@ -12,6 +12,15 @@ Latent structure:
   SBP       = 112 + 0.5 (age-40) + 5 male + 5 metab + 4 diabetes + N(0, 14)
   TC        = 4.9 + 0.012 (age-40) - 0.25 diabetes (statins) + 0.15 metab + 0.2 female>55 + N(0, 0.95)
   HDL       = 1.5 exp(-0.22 male - 0.08 metab - 0.08 smoking - 0.05 diabetes + N(0, 0.22))
+PREVENT / PCE / SCORE2-Diabetes inputs (a separate random stream, so the draws above and every
+table that existed before them are unchanged):
+  eGFR      = 112 - 0.85 (age-30) - 6 diabetes - 0.1 (SBP-130) + N(0, 12), in 8-140; the tables
+              hold the serum creatinine that gives it under CKD-EPI 2021 (0.01 mg/dL steps)
+  bp_treated ~ logit -1.2 + 0.05 (SBP-130) + 0.04 (age-50) + 0.6 diabetes + 0.3 metab
+  statin     ~ logit -2.0 + 0.05 (age-50) + 1.3 diabetes + 0.6 (TC > 6.2)
+  HbA1c %   = diabetes: 7.3 + 0.3 metab + N(0, 1.1) in 5.7-13; else 5.35 + 0.1 metab + N(0, 0.3) in 4.2-6.4
+  UACR mg/g = exp(2.2 + 0.9 diabetes + 0.015 (SBP-130) + N(0, 1.0)), in 1-3000
+  age at diabetes diagnosis = age - U(0, min(25, age-25)) for diabetics
 ECG phenotype (drives the waveform model):
   LV mass index = 80 + 0.55 (SBP-120) + 12 male + 0.25 (age-50) + 4 metab + N(0, 14);
   LVH = LVMI > 118 g/m^2, strain grows from LVMI 132; AF logit -4.9 + 0.075 (age-40) + ... rises with age;
@@ -25,6 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from clef_core.risk.egfr import ckd_epi_2021, creatinine_for_egfr
+from clef_core.risk.prevent import prevent_core
 from clef_core.synth.risk import high_risk_threshold, score2_risk
 from clef_core.synth.risk_link import RiskLink, apply_to_subjects, link_sites
 from clef_core.synth.sites import SiteProfile
@@ -124,6 +135,33 @@ def _draw_subjects(rng: np.random.Generator, n: int, sites: list[SiteProfile], r
     return df
 
 
+def _sigmoid_draw(rng: np.random.Generator, logit: np.ndarray) -> np.ndarray:
+    return (rng.random(len(logit)) < _sigmoid(logit)).astype(int)
+
+
+def _add_cardiometabolic(df: pd.DataFrame, seed: int) -> None:
+    """Truth of the PREVENT / PCE / SCORE2-Diabetes inputs (module doc), from its own stream,
+    and ``prevent``: the true PREVENT base 10-year total-CVD risk at the index ECG (NaN outside 30-79)."""
+    rng = np.random.default_rng([seed, 0xCAD])
+    n = len(df)
+    age, sbp, metab = df["age"].to_numpy(float), df["sbp"].to_numpy(float), df["metab"].to_numpy(float)
+    dm, male = df["diabetes"].to_numpy(float), (df["sex"] == "male").to_numpy()
+    egfr = np.clip(112 - 0.85 * (age - 30) - 6 * dm - 0.1 * (sbp - 130) + rng.normal(0, 12, n), 8, 140)
+    creat = np.round(creatinine_for_egfr(egfr, age, male), 2)
+    df["creatinine"] = creat
+    df["egfr"] = np.round(ckd_epi_2021(creat, age, male), 3)  # what an extractor computes from the written creatinine
+    df["bp_treated"] = _sigmoid_draw(rng, -1.2 + 0.05 * (sbp - 130) + 0.04 * (age - 50) + 0.6 * dm + 0.3 * metab)
+    df["statin"] = _sigmoid_draw(rng, -2.0 + 0.05 * (age - 50) + 1.3 * dm + 0.6 * (df["total_chol"].to_numpy(float) > 6.2))
+    a1c_dm = np.clip(7.3 + 0.3 * metab + rng.normal(0, 1.1, n), 5.7, 13.0)
+    a1c_no = np.clip(5.35 + 0.1 * metab + rng.normal(0, 0.3, n), 4.2, 6.4)
+    df["hba1c"] = np.round(np.where(dm > 0, a1c_dm, a1c_no), 1)
+    df["uacr"] = np.round(np.clip(np.exp(2.2 + 0.9 * dm + 0.015 * (sbp - 130) + rng.normal(0, 1.0, n)), 1, 3000), 1)
+    onset = np.floor(age - rng.uniform(0, 1, n) * np.clip(np.minimum(25, age - 25), 0, None))
+    df["diabetes_age"] = np.where(dm > 0, onset, np.nan)
+    x = {k: df[k].to_numpy(float) for k in ("age", "sbp", "total_chol", "hdl", "smoking", "diabetes", "bmi", "egfr", "bp_treated", "statin")}
+    df["prevent"] = prevent_core(x, male, 10, "base")["total_cvd"]
+
+
 def _add_phenotype(rng: np.random.Generator, df: pd.DataFrame, male: np.ndarray, metab: np.ndarray, risk: np.ndarray) -> None:
     n = len(df)
     age = df["age"].to_numpy(float)
@@ -218,6 +256,7 @@ def draw_clinical(
     rng = np.random.default_rng([seed, 0xC11])
     subjects = _draw_subjects(rng, patients, sites, region)
     apply_to_subjects(subjects, link, seed)
+    _add_cardiometabolic(subjects, seed)
     subjects.insert(0, "subject_id", _unique_ids(rng, patients, 10_000_000, 20_000_000))
     subjects = subjects.sort_values("subject_id").reset_index(drop=True)
     records = _schedule_records(rng, subjects, sites, (lo, hi), region)

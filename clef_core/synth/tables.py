@@ -1,4 +1,4 @@
-"""MIMIC-IV hosp tables (patients, admissions, omr, labevents, diagnoses_icd) from the truth.
+"""MIMIC-IV hosp tables (patients, admissions, omr, labevents, diagnoses_icd, prescriptions) from the truth.
 
 What reaches the tables, and when, is what a SCORE2 extractor must untangle:
   * BP (omr "Blood Pressure", "sbp/dbp") is on file for a site-dependent share of patients,
@@ -10,6 +10,12 @@ What reaches the tables, and when, is what a SCORE2 extractor must untangle:
     switch of October 2015, ICD-10 after; dots removed as in MIMIC), coded with a site's
     sensitivity; patients never admitted have no diagnoses. Decoys: diabetes first coded
     after the ECG, former smokers with only old smoking codes or a history-of code.
+  * PREVENT inputs (a random stream of their own, so the rows above do not change): a kidney /
+    glucose panel hours before the first ECG carries the true creatinine (50912; eGFR by CKD-EPI
+    2021), HbA1c (50852, %) and urine albumin/creatinine (51070, mg/g), each on file with its own
+    chance; prescriptions (antihypertensive / statin by generic name, among filler drugs) start
+    before the first ECG for treated patients with a pharmacy record; decoys: a statin started
+    after the last ECG, a creatinine after the last ECG.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from clef_core.synth.risk_link import complete_flags
 DAY = np.timedelta64(86400, "s")
 ICD10_SWITCH = np.datetime64("2015-10-01T00:00:00")
 ITEM_TCHOL, ITEM_HDL, ITEM_LDL, ITEM_TG, ITEM_CREAT = 50907, 50904, 50905, 51000, 50912
+ITEM_HBA1C, ITEM_UACR = 50852, 51070
+ANTIHYPERTENSIVE_DRUGS = ("Lisinopril", "Amlodipine", "Metoprolol Tartrate", "Hydrochlorothiazide", "Losartan Potassium", "Carvedilol")
+STATIN_DRUGS = ("Atorvastatin", "Simvastatin", "Rosuvastatin Calcium", "Pravastatin")
+FILLER_DRUGS = ("Acetaminophen", "Heparin", "Docusate Sodium", "Senna", "Pantoprazole", "Ondansetron", "Insulin")
 
 CODES = {  # name -> (ICD-9 codes, ICD-10 codes), without dots
     "diabetes": (("25000", "25002", "25040", "25060"), ("E119", "E1165", "E1122", "E118", "E1140")),
@@ -61,6 +71,9 @@ class _Builder:
         self.lab: list[tuple] = []
         self.hadm_ids = iter(20_000_000 + self.rng.choice(10_000_000, size=8 * len(cohort.subjects) + 8, replace=False))
         self.specimens = iter(self.rng.choice(90_000_000, size=4 * 3 * len(cohort.subjects) + 8, replace=False) + 10_000_000)
+        self.rng_cm = np.random.default_rng([cohort.seed, 0xCAE])  # the PREVENT inputs' own stream
+        self.cm_specimens = iter(range(100_000_000, 100_000_000 + 4 * len(cohort.subjects) + 8))
+        self.rx: list[tuple] = []
 
     def days(self, lo: float, hi: float) -> np.timedelta64:
         return np.timedelta64(int(self.rng.uniform(lo, hi) * 86400), "s")
@@ -187,8 +200,35 @@ class _Builder:
         return on_file
 
 
+    # --- kidney / glucose panel and prescriptions (PREVENT, PCE, SCORE2-Diabetes inputs) -------
+    def cardiometabolic(self, s, t0: np.datetime64, t_last: np.datetime64, complete: bool | None = None) -> None:
+        rng = self.rng_cm
+        when = t0 - np.timedelta64(int(rng.uniform(0.05, 0.45) * 86400), "s")  # later than any lipid panel
+        dm = bool(s.diabetes)
+        for item, value, unit, p in ((ITEM_CREAT, s.creatinine, "mg/dL", 0.85), (ITEM_HBA1C, s.hba1c, "%", 0.8 if dm else 0.3),
+                                     (ITEM_UACR, s.uacr, "mg/g", 0.35 if dm else 0.08)):
+            on_file = rng.random() < p or (bool(complete) and item == ITEM_CREAT)
+            if on_file:
+                self.lab.append((s.subject_id, next(self.cm_specimens), item, when, f"{value:g}", float(value), unit))
+        if rng.random() < 0.2:  # decoy: a creatinine after the last ECG
+            later = t_last + np.timedelta64(int(rng.uniform(1, 400) * 86400), "s")
+            self.lab.append((s.subject_id, next(self.cm_specimens), ITEM_CREAT, later, f"{2 * s.creatinine:g}", float(2 * s.creatinine), "mg/dL"))
+        if rng.random() < 0.75 or bool(complete):  # a pharmacy record before the first ECG
+            start = t0 - np.timedelta64(int(rng.uniform(1, 0.8 * self.window) * 86400), "s")
+            drugs = [FILLER_DRUGS[i] for i in rng.choice(len(FILLER_DRUGS), size=int(rng.integers(1, 4)), replace=False)]
+            if s.bp_treated and rng.random() < 0.9:
+                drugs.append(ANTIHYPERTENSIVE_DRUGS[rng.integers(len(ANTIHYPERTENSIVE_DRUGS))])
+            if s.statin and rng.random() < 0.9:
+                drugs.append(STATIN_DRUGS[rng.integers(len(STATIN_DRUGS))])
+            for drug in drugs:
+                self.rx.append((s.subject_id, start, start + np.timedelta64(int(rng.uniform(1, 30) * 86400), "s"), drug))
+        if not s.statin and rng.random() < 0.1:  # decoy: a statin started after the last ECG
+            later = t_last + np.timedelta64(int(rng.uniform(1, 400) * 86400), "s")
+            self.rx.append((s.subject_id, later, later + np.timedelta64(30 * 86400, "s"), STATIN_DRUGS[0]))
+
+
 def build_hosp_tables(cohort: ClinicalCohort, *, window_days: int = 365, diagnosis_window_days: int = 3650) -> dict[str, pd.DataFrame]:
-    """The five hosp tables; also adds ``bp_on_file``, ``labs_on_file``, ``admitted`` to the truth."""
+    """The six hosp tables; also adds ``bp_on_file``, ``labs_on_file``, ``admitted`` to the truth."""
     b = _Builder(cohort, window_days, diagnosis_window_days)
     rec = cohort.records.groupby("subject_id")["ecg_time"].agg(["min", "max"])
     subjects = cohort.subjects
@@ -203,6 +243,7 @@ def build_hosp_tables(cohort: ClinicalCohort, *, window_days: int = 365, diagnos
         forced = None if complete is None else bool(complete[i])
         last_seen = b.admissions(s, prof, t0, t_last, forced)
         flags[i] = b.blood_pressure(s, prof, t0, t_last, forced), b.lipids(s, prof, t0, t_last, forced)
+        b.cardiometabolic(s, t0, t_last, forced)
         dies = b.rng.random() < 0.03 + 0.5 * s.risk_latent
         dod.append(last_seen + b.days(30, 1500) if dies else None)
         admitted.append(int(len(b.adm) > n_adm_before))
@@ -226,6 +267,7 @@ def build_hosp_tables(cohort: ClinicalCohort, *, window_days: int = 365, diagnos
         "omr": _omr_frame(b.omr),
         "labevents": _lab_frame(b.lab),
         "diagnoses_icd": _dx_frame(b.dx),
+        "prescriptions": _rx_frame(b.rx),
     }
 
 
@@ -241,6 +283,16 @@ def _admissions_frame(rows: list[tuple]) -> pd.DataFrame:
 def _dx_frame(rows: list[tuple]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["subject_id", "hadm_id", "icd_code", "icd_version"])
     df.insert(2, "seq_num", df.groupby("hadm_id").cumcount() + 1)
+    return df
+
+
+def _rx_frame(rows: list[tuple]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["subject_id", "starttime", "stoptime", "drug"])
+    df = df.sort_values(["subject_id", "starttime", "drug"], kind="stable").reset_index(drop=True)
+    df["starttime"], df["stoptime"] = _fmt_dt(list(df["starttime"])), _fmt_dt(list(df["stoptime"]))
+    df.insert(1, "hadm_id", pd.array([pd.NA] * len(df), dtype="Int64"))
+    df.insert(4, "drug_type", "MAIN")
+    df["route"] = "PO"
     return df
 
 
