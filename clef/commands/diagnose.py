@@ -54,13 +54,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"clef diagnose: {exc}", file=sys.stderr)
         return 1
     names = list(settings)
+    from clef_core.risk import RiskSettings
+
+    risk = RiskSettings.from_config(cfg)
+    pre = site.summary()
     print(f"{site.root}: {args.batches} batches of {train_cfg.batch_size} patients; "
           f"encoder {'= ' + str(args.checkpoint) if args.checkpoint else 'at random init'}")
+    print(f"clinical risk: {risk.describe()}; risk known for {pre['risk_known']:.0%} of records")
     print(f"{'statistic':26s}" + "".join(f"{n:>28s}" for n in names))
     for stat in STATS:
         print(f"{stat:26s}" + "".join(f"{_fmt(result[n][stat]):>28s}" for n in names))
     if args.json:
         payload = {"settings": {n: dataclasses.asdict(c) for n, c in settings.items()}, "statistics": result,
+                   "risk": dataclasses.asdict(risk),
                    "batches": args.batches, "batch_size": train_cfg.batch_size, "cohort": str(site.root)}
         args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0

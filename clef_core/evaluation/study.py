@@ -233,7 +233,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         "arms": arm_info, "diagnostics": diagnostics, "study": dataclasses.asdict(study),
         "finetune_arms": [a for a in study.arms if a != "features"] if study.finetune_fractions else [],
         "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
-        "synth": cfg["synth"],
+        "synth": cfg["synth"], "risk": dict(cfg.get("risk", {})),  # the clinical risk model behind CLEF's weights
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     mitdb_md = ""
@@ -573,7 +573,8 @@ def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> s
             + f"; mean ± SD over {len(study.seeds)} seed(s) x {study.subsamples} label subsamples; columns: share of the "
             f"{summary['evaluation']['pool_patients']} pool patients labelled (at least {study.min_patients}); "
             f"{summary['evaluation']['test_patients']} test patients. rho_truth: Spearman of embedding cosine distance "
-            f"vs |true SCORE2 difference|. Total {summary['seconds'] / 60:.1f} min.\n")
+            f"vs |true SCORE2 difference|. CLEF's clinical risk: {summary.get('risk', {}).get('model', 'score2')}. "
+            f"Total {summary['seconds'] / 60:.1f} min.\n")
     return "\n".join(lines) + "\n" + note
 
 
