@@ -150,6 +150,15 @@ def _cell(values: pd.Series) -> str:
     return "-" if v.empty else f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
 
 
+def _paired(d: pd.Series) -> str:
+    """Mean of per-seed differences with its 95 % t-interval (over seeds) and the values."""
+    from scipy import stats
+
+    d = d.dropna()
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else math.nan
+    return f"{d.mean():+.3f} [95 % CI {d.mean() - half:+.3f}, {d.mean() + half:+.3f}] (per seed {', '.join(f'{x:+.3f}' for x in d)})"
+
+
 def markdown_table(table: pd.DataFrame, arms: list[str], args: argparse.Namespace, seconds: float) -> str:
     metrics = ["mean_auroc"] + [f"auroc_{k}" for k in LABELS] + ["rho_score2", "rho_prevent"]
     head = ["arm", "risk known"] + [m.replace("auroc_", "") for m in metrics] + ["steps"]
@@ -160,16 +169,14 @@ def markdown_table(table: pd.DataFrame, arms: list[str], args: argparse.Namespac
         known = sub["risk_known"].astype(float).dropna()
         cells = [arm, "-" if known.empty else f"{known.iloc[0]:.0%}"] + [_cell(sub[m]) for m in metrics]
         lines.append("| " + " | ".join(cells + [f"{sub['train_steps'].mean():.0f}"]) + " |")
-    diffs = []
-    for arm in arms:
-        if arm != "untrained" and len(untrained):
-            d = table[table["arm"] == arm].set_index("seed")["mean_auroc"] - untrained
-            diffs.append(f"{arm} - untrained {d.mean():+.3f} (per seed {', '.join(f'{x:+.3f}' for x in d.dropna())})")
-    if "clef_prevent" in arms and "clef_score2" in arms:
-        d = table[table["arm"] == "clef_prevent"].set_index("seed")["mean_auroc"] - table[table["arm"] == "clef_score2"].set_index("seed")["mean_auroc"]
-        diffs.append(f"clef_prevent - clef_score2 {d.mean():+.3f} (per seed {', '.join(f'{x:+.3f}' for x in d.dropna())})")
+    by_seed = {arm: table[table["arm"] == arm].set_index("seed")["mean_auroc"] for arm in arms}
+    pairs = [(arm, "untrained") for arm in arms if arm != "untrained" and "untrained" in arms]
+    pairs += [("clef_prevent", "clef_score2")] if {"clef_prevent", "clef_score2"} <= set(arms) else []
+    diffs = [f"{a} - {b} {_paired(by_seed[a] - by_seed[b])}" for a, b in pairs]
+    steps = table.loc[table["arm"] != "untrained", "train_steps"]
     note = (f"\nSynthetic cohort: pretraining {args.patients} patients (risk_coverage {args.coverage}), evaluation "
-            f"{args.eval_patients} other patients; {args.max_steps} steps of batch {args.batch}, lr {args.lr}; lead {args.lead}; "
+            f"{args.eval_patients} other patients; {steps.mean():.0f} steps ({args.epochs} epoch(s), cap {args.max_steps or 'none'}) "
+            f"of batch {args.batch}, lr {args.lr}; lead {args.lead}; "
             f"seeds {args.seeds}; linear-probe AUROC (patient-grouped 5-fold CV); rho: Spearman of embedding cosine "
             f"distance vs the true |risk difference|; mean ± SD over seeds. Paired mean-AUROC differences: "
             + "; ".join(diffs) + f". Total {seconds / 60:.1f} min.\n")

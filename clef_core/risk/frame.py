@@ -25,7 +25,7 @@ import pandas as pd
 
 from clef_core.risk.models import get_model
 from clef_core.risk.settings import RiskSettings
-from clef_core.score2 import MG_DL_PER_MMOL_L, PLAUSIBLE, _column, _set, normalize_sex
+from clef_core.score2 import PLAUSIBLE, _column, _set, normalize_sex
 
 FLAGS = ("smoking", "diabetes", "bp_treated", "statin")
 # Plausible physiological ranges (outside: a data error, not a patient) and units.
@@ -150,14 +150,4 @@ def risk_frame(df: pd.DataFrame, settings: RiskSettings | None = None, *, outcom
 
 def person_frame(values: Mapping[str, Any]) -> pd.DataFrame:
     """A one-row frame from a mapping of input values (absent keys are missing)."""
-    row = {name: values.get(name) for name in ALL_INPUTS}
-    df = pd.DataFrame([row], dtype=object)
-    for name in ALL_INPUTS:
-        if name != "sex":
-            df[name] = pd.to_numeric(df[name], errors="coerce") if df[name].notna().all() else np.nan
-    return df
-
-
-def mgdl(values: Any) -> Any:
-    """Cholesterol mg/dL -> mmol/L, the project's one conversion (clef_core.score2)."""
-    return values / MG_DL_PER_MMOL_L
+    return pd.DataFrame([{name: values.get(name, None if name == "sex" else np.nan) for name in ALL_INPUTS}])

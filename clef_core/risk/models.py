@@ -18,7 +18,7 @@ from clef_core.risk import pce, prevent, score2_diabetes
 from clef_core.risk.settings import RiskSettings
 from clef_core.score2 import AGE_RANGE as SCORE2_AGE_RANGE
 from clef_core.score2 import INPUTS as SCORE2_INPUTS
-from clef_core.score2 import OP_FROM_AGE, score2_core
+from clef_core.score2 import MG_DL_PER_MMOL_L, OP_FROM_AGE, score2_core
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -68,7 +68,7 @@ def _prevent(x: Arrays, male: np.ndarray, s: RiskSettings) -> dict[tuple[str, in
 
 
 def _pce(x: Arrays, male: np.ndarray, s: RiskSettings) -> dict[tuple[str, int], np.ndarray]:
-    mg = 38.67  # mmol/L -> mg/dL, the inverse of the project's conversion
+    mg = MG_DL_PER_MMOL_L  # mmol/L -> mg/dL, the inverse of the project's conversion
     risk = pce.pce_core(x["age"], male, x["sbp"], x["total_chol"] * mg, x["hdl"] * mg, x["bp_treated"], x["smoking"], x["diabetes"], s.pce_race)
     return {("ascvd", 10): risk}
 
