@@ -25,7 +25,7 @@ def _joined(cohort: Path, model: str) -> pd.DataFrame:
     table = extract_clinical_table(cohort, risk_model=model).table
     truth = pd.read_csv(cohort / "truth.csv", dtype={"subject_id": str, "index_study_id": str}).set_index("index_study_id")
     index = table[table["record_id"].isin(truth.index)].set_index("record_id")
-    return index.join(truth, rsuffix="_true")
+    return index.merge(truth, left_index=True, right_index=True, suffixes=("", "_true"))
 
 
 def test_tables_hold_the_new_inputs(cohort):
