@@ -176,3 +176,11 @@ def test_settings_reject_bad_options():
                    dict(pce_race="asian"), dict(region="mars")):
         with pytest.raises(ValueError):
             RiskSettings(**kwargs)
+
+
+def test_prevent_outcome_and_horizon_choose_the_risk_column():
+    df = _messy()
+    for horizon, outcome in ((10, "ascvd"), (30, "heart_failure")):
+        out = risk_frame(df, RiskSettings(model="prevent", prevent_horizon=horizon, prevent_outcome=outcome), outcomes=True)
+        pd.testing.assert_series_equal(out["risk"], out[f"risk_{outcome}_{horizon}y"], check_names=False)
+        assert out["risk"].notna().any()

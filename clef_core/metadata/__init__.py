@@ -1,4 +1,4 @@
-"""Clinical metadata: one row per ECG record with the SCORE2 inputs, risk and completeness.
+"""Clinical metadata: one row per ECG record with the risk-model inputs, risk and completeness.
 
 Sources: the MIMIC-IV-ECG + hosp layout (:mod:`clef_core.metadata.mimic`) and WFDB header
 comments (:mod:`clef_core.metadata.wfdb_headers`); rules in docs/clinical-metadata.md.

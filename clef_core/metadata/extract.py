@@ -21,12 +21,13 @@ def extract_clinical_table(
     progress: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> ClinicalTable:
-    """Extract the clinical table (one row per ECG record) of ``source`` and compute SCORE2
-    risk and completeness.
+    """Extract the clinical table (one row per ECG record) of ``source`` and compute the
+    configured risk model's risk and completeness.
 
     ``config``: a :class:`MetadataConfig`, or a loaded configuration dict (its [metadata] and
-    [score2] sections), or None for the defaults; keyword ``overrides`` replace single settings
-    (``region``, ``policy``, ``window_days``, ``diagnosis_window_days``, ``hosp_dir``,
+    [risk] sections), or None for the defaults; keyword ``overrides`` replace single settings
+    (``risk_model``, ``region``, ``policy``, ``prevent_variant``, ``prevent_horizon``,
+    ``prevent_outcome``, ``pce_race``, ``window_days``, ``diagnosis_window_days``, ``hosp_dir``,
     ``diagnosis_time``, ``absent_code_is_negative``). ``kind``: "auto" | "mimic" | "wfdb".
     ``progress`` gets a line per step of a MIMIC extraction.
     """
