@@ -93,7 +93,21 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
         if dead is not None and echo is not None:
             echo(f"clef: the previous run in {out} died during round {int(dead.get('round') or 0) + 1} (its "
                  f"status.json still said {dead['state']!r}; now 'interrupted'); resuming from its last checkpoint")
-        return _simulate_locked(cfg, out, site_dirs, echo, started)
+        try:
+            return _simulate_locked(cfg, out, site_dirs, echo, started)
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM as `clef simulate` maps it; the engine is stopped by now
+            mark_interrupted(RunFolder(out), len(read_rounds(out)))
+            raise
+
+
+def mark_interrupted(folder: RunFolder, rounds_done: int) -> None:
+    """status.json after a stop by the user: ``interrupted`` and resumable (call with the lock held)."""
+    status = folder.read_status()
+    if status.get("state") == "complete":
+        return
+    folder.write_status("interrupted", round=rounds_done, rounds=status.get("rounds"),
+                        stopped=time.strftime("%Y-%m-%d %H:%M:%S"),
+                        note="stopped by SIGINT/SIGTERM; run the same command again to resume")
 
 
 def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str | Path] | None,
