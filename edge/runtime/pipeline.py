@@ -30,7 +30,7 @@ class EdgePipeline:
                              f"describes {spec.window_samples}")
 
     def result(self, start_s: float, x: np.ndarray | None, skipped: str | None = None,
-               flat: bool = False, lead: str | None = None) -> dict[str, Any]:
+               lead: str | None = None) -> dict[str, Any]:
         """The JSON-ready record of one window: ``lead``, ``start_s``, ``embedding`` and, when the
         model carries task heads, ``predictions`` ({head: {label: value}}); or ``skipped``."""
         out: dict[str, Any] = {"lead": lead} if lead is not None else {}
@@ -38,8 +38,6 @@ class EdgePipeline:
         if x is None:
             out["skipped"] = skipped
             return out
-        if flat:
-            out["flat"] = True
         emb = self.model.embed(x)
         out["embedding"] = [round(float(v), 6) for v in emb]
         if self.spec.heads:
@@ -51,8 +49,8 @@ class EdgePipeline:
 
     def run_stream(self, chunks: Iterable[np.ndarray], fs: float, lead: str | None = None) -> Iterator[dict[str, Any]]:
         for w in iter_windows(chunks, fs, self.spec):
-            yield self.result(w.start_s, w.x, w.skipped, w.flat, lead)
+            yield self.result(w.start_s, w.x, w.skipped, lead)
 
     def run(self, signal: np.ndarray, fs: float, lead: str | None = None) -> Iterator[dict[str, Any]]:
         for w in windows_of(signal, fs, self.spec):
-            yield self.result(w.start_s, w.x, w.skipped, w.flat, lead)
+            yield self.result(w.start_s, w.x, w.skipped, lead)

@@ -15,10 +15,10 @@ everything here is plain numbers so the device needs neither scipy nor torch::
       "resample": {"method": "polyphase-kaiser", "kaiser_beta": 5.0, "half_len_factor": 10},
       "stream": {"context_s": 10.0}, # raw context filtered on each side of a window
       "zscore": {"eps": 1e-6},       # (x - mean) / max(std, eps) per window, as in training
-      "max_nan_gap_s": 0.5,          # shorter NaN gaps are interpolated, longer ones skip the window
-      "flat_ptp_mv": 0.02,           # a band-passed window spanning less is reported "flat" (lead off)
+      "max_nan_gap_s": 0.5,          # a longer NaN gap skips the windows it touches ("nan_gap")
+      "flat_ptp_mv": 0.02,           # a band-passed window spanning less is skipped ("flat", lead off)
       "leads": ["I", "II"],          # leads the model was calibrated and gated on
-      "max_abs_mv": 30.0,            # a sample beyond +-this refuses the record (mis-scaled units?), as the store does
+      "max_abs_mv": 30.0,            # a sample beyond +-this skips its window ("out_of_range"), as the store does
       "noise": {"kurtosis_max": 4.0, "hf_band_hz": [15.0, 40.0], "hf_fraction_min": 0.4},
                                      # a window below the kurtosis AND above the high-band power fraction
                                      # is random noise, not ECG (edge/runtime/quality.py)
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .quality import NoiseRule
+from .quality import NoiseRule, QualityRule
 
 FORMAT = "clef-edge-preprocess"
 FORMAT_VERSION = 1
@@ -95,6 +95,11 @@ class PreprocessSpec:
     @property
     def window_samples(self) -> int:
         return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def quality(self) -> QualityRule:
+        """The per-window quality rule the store applied in training (edge/runtime/quality.py)."""
+        return QualityRule(self.max_abs_mv, self.max_nan_gap_s, self.flat_ptp_mv, self.noise)
 
     def filter_at(self, rate: float) -> BandFilter:
         for r, f in self.filters.items():
