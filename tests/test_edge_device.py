@@ -92,7 +92,14 @@ def test_af_head_from_evaluate_to_device_predictions(af_export, tmp_path, shared
     b = [json.loads(x) for x in dev.stdout.splitlines()]
     assert len(a) == len(b) == 180
     assert [set(r) for r in a] == [set(r) for r in b]
-    assert set(a[0]) == {"lead", "start_s", "embedding", "predictions"}
+    assert set(a[0]) == {"lead", "start_s", "embedding", "predictions", "decisions"}
+    # the AF head ships an operating point chosen out-of-fold, and says it is a ranking score
+    op = heads["mitdb_af_II"].operating_points["af"]
+    assert op["target_sensitivity"] == 0.9 and 0 <= op["probability_threshold"] <= 1 and not op["calibrated"]
+    assert all(r["decisions"]["mitdb_af_II"]["af"] == (r["predictions"]["mitdb_af_II"]["af"]
+                                                      >= op["probability_threshold"]) for r in a)
+    for proc in (infer, dev):
+        assert "head mitdb_af_II (lead II" in proc.stderr and "not a calibrated probability" in proc.stderr
     pa = np.array([r["predictions"]["mitdb_af_II"]["af"] for r in a])
     pb = np.array([r["predictions"]["mitdb_af_II"]["af"] for r in b])
     assert np.abs(pa - pb).max() < 1e-3 and ((pa >= 0) & (pa <= 1)).all()
@@ -124,8 +131,9 @@ def test_device_refuses_what_the_store_refuses(af_export, tmp_path, shared_data,
     np.save(rec, signal)
     proc = run_device(device_copy(af_export, tmp_path), str(rec), "--fs", "360")
     assert proc.returncode == 1
-    (line,) = proc.stderr.strip().splitlines()
+    *notes, line = proc.stderr.strip().splitlines()  # notes: which heads run on this (unnamed) lead
     assert str(rec) in line and reason in line, line
+    assert all("mitdb_af_II" in n for n in notes), notes
     if case != "too_short":  # each window was reported as skipped before the record was refused
         lines = [json.loads(x) for x in proc.stdout.splitlines()]
         prefix = {"random": "noise:", "mis_scaled": "out_of_range:"}[case]

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model_int8.tflite, model.onnx or model_int8.onnx (preprocess.json beside it)")
     parser.add_argument("record", help="a WFDB record (path with or without .hea), or a .npy/.csv array (--fs)")
     parser.add_argument("--lead", help="lead to use (default: the first lead the model was gated on that the "
-                                       "record has, else the record's first lead)")
+                                       "record has, else the record's first lead); names a single-lead array. "
+                                       "A task head runs only on windows of the lead it was fitted on")
     parser.add_argument("--fs", type=float, help="sample rate in Hz of a .npy/.csv array (required for those)")
     parser.add_argument("--runtime", choices=["tflite-runtime", "ai-edge-litert"],
                         help="TFLite interpreter (default: the first installed)")
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     n = 0
     try:
         signal, fs, lead = read_lead(args.record, args.lead, args.fs, pipe.spec.leads)
+        for line in pipe.describe_heads(lead):
+            print(f"clef infer: {line}", file=sys.stderr)
         for res in pipe.run(signal, fs, lead):
             print(json.dumps(res), flush=True)
             n += 1

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="model_int8.tflite / model.onnx (preprocess.json beside it)")
     p.add_argument("record", help="WFDB record (no extension), or .npy (leads x samples or 1-D) / .csv (a column per lead)")
     p.add_argument("--fs", type=float, help="sample rate of a .npy/.csv record, Hz")
-    p.add_argument("--lead", help="lead name (CSV header) to use; default the first")
+    p.add_argument("--lead", help="lead name (CSV header) to use, or the name of a single-lead array; default the "
+                                  "first. A task head runs only on windows of the lead it was fitted on")
     p.add_argument("--runtime", choices=["tflite-runtime", "ai-edge-litert"], help="TFLite interpreter to use")
     args = p.parse_args(argv)
     try:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         else:  # streamed from the file a minute at a time: constant memory for any record length
             chunks, fs, lead = open_wfdb_lead(args.record, args.lead, pipe.spec.leads)
             results = pipe.run_stream(chunks, fs, lead)
+        for line in pipe.describe_heads(lead):
+            print(f"edge-runtime: {line}", file=sys.stderr)
         skipped: Counter[str] = Counter()
         n = 0
         for rec in results:
