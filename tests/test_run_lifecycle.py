@@ -162,3 +162,16 @@ def test_ctrl_c_prints_one_line_leaves_an_interrupted_resumable_run_and_no_orpha
     status = RunFolder(out).read_status()
     assert status["state"] == "interrupted" and "resume" in status["note"], status
     wait_until("the engine's processes to stop", lambda: not any(alive(p) for p in engine), 60)
+
+
+def test_progress_lines_are_echoed_once_without_colour_codes() -> None:
+    from simulations.run import _progress
+
+    echoed: list[str] = []
+    on_line = _progress(echoed.append)
+    error = "\x1b[91mERROR \x1b[0m:     site site-1 failed: no usable window"
+    for line in ("\x1b[92mINFO \x1b[0m:      [ROUND 1/2]", error, "\x1b[36m(ClientAppActor pid=7)\x1b[0m " + error,
+                 "noise nobody watches", "\x1b[36m(ClientAppActor pid=7)\x1b[0m clef: site a round 1: step 1/2"):
+        on_line(line)
+    assert echoed == ["INFO :      [ROUND 1/2]", "ERROR :     site site-1 failed: no usable window",
+                      "clef: site a round 1: step 1/2"]
