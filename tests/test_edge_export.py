@@ -341,12 +341,14 @@ def test_heads_run_only_on_their_lead_and_export_chooses_what_ships(tiny_checkpo
                     out=tmp_path / "heads.pt")
     add_head(ckpt, "af_I", torch.nn.Linear(256, 1), ["af"], meta={"lead": "I", "task": "mitdb_af"})
     add_head(ckpt, "synth_II", torch.nn.Linear(256, 2), ["a", "b"], meta={"lead": "II", "task": "synthetic"})
+    add_head(ckpt, "af_250", torch.nn.Linear(256, 1), ["af"], meta={"lead": "II", "preprocess": {"sample_rate": 250}})
     notes: list[str] = []
     opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, report_data=None, leads=("II",), **FAST)
     report = export_model(ckpt, tmp_path / "out", opts, log=notes.append)
     assert set(report["heads"]["shipped"]) == {"af_II"}
     assert "not exported" in report["heads"]["dropped"]["af_I"] and "synthetic" in report["heads"]["dropped"]["synth_II"]
     assert any("head af_I not shipped: fitted on lead I" in n for n in notes), notes
+    assert report["heads"]["dropped"]["af_250"] == "fitted on other preprocessing: sample_rate 250 (the model's 500)"
     assert report["heads"]["shipped"]["af_II"]["operating_points"]["af"]["sensitivity"] == 0.9
 
     model = str(tmp_path / "out" / "model.onnx")

@@ -86,10 +86,25 @@ class ExportOptions:
     timeout_s: float = 1800.0
 
 
-def select_heads(heads: dict, leads: tuple[str, ...], names: tuple[str, ...] | None) -> tuple[dict, dict[str, str]]:
+SIGNAL_KEYS = ("sample_rate", "window_s", "bandpass_low", "bandpass_high", "filter_order")  # what a head's input depends on
+
+
+def preprocess_mismatch(head_pre: dict | None, model_pre: dict) -> str | None:
+    """Why a head fitted on windows made with ``head_pre`` (its meta ``preprocess``) cannot run on
+    the device's windows (``model_pre``), or None (also when the head does not say)."""
+    if not head_pre:
+        return None
+    diff = [f"{k} {head_pre[k]} (the model's {model_pre.get(k)})" for k in SIGNAL_KEYS
+            if k in head_pre and head_pre[k] != model_pre.get(k)]
+    return f"fitted on other preprocessing: {', '.join(diff)}" if diff else None
+
+
+def select_heads(heads: dict, leads: tuple[str, ...], names: tuple[str, ...] | None,
+                 preprocess: dict | None = None) -> tuple[dict, dict[str, str]]:
     """``(heads that ship, {dropped head: why})``. ``names`` (``clef export --heads``) chooses; by
     default every head ships except those fitted on synthetic labels. A head fitted on one lead
-    (its meta ``lead``) ships only when that lead is exported: the device runs it on that lead only."""
+    (its meta ``lead``) ships only when that lead is exported: the device runs it on that lead only;
+    a head whose meta ``preprocess`` differs from the model's ``preprocess`` does not ship."""
     unknown = sorted(set(names or ()) - set(heads))
     if unknown:
         raise ExportError(f"--heads: no head {', '.join(unknown)} in the checkpoint (it has: "
@@ -103,6 +118,8 @@ def select_heads(heads: dict, leads: tuple[str, ...], names: tuple[str, ...] | N
             dropped[name] = "fitted on synthetic labels (name it in --heads to ship it)"
         elif lead and lead not in leads:
             dropped[name] = f"fitted on lead {lead}, which is not exported (--leads {','.join(leads)})"
+        elif why := preprocess_mismatch(h.meta.get("preprocess"), preprocess or {}):
+            dropped[name] = why
         else:
             kept[name] = h
     return kept, dropped
@@ -118,7 +135,7 @@ def heads_json(heads: dict) -> dict[str, dict[str, Any]]:
         entry = {"labels": list(h.labels), "weight": lin.weight.detach().double().tolist(),
                  "bias": lin.bias.detach().double().tolist(),
                  "activation": str(h.meta.get("activation", "sigmoid")), "lead": h.meta.get("lead")}
-        for key in ("task", "metric", "value", "protocol", "operating_points"):
+        for key in ("task", "metric", "value", "protocol", "operating_points", "preprocess"):
             if h.meta.get(key) is not None:
                 entry[key] = h.meta[key]
         out[name] = entry
@@ -210,7 +227,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, opts: ExportOption
     t0 = time.time()
     lm = load_model(checkpoint)
     encoder = lm.encoder.eval()
-    shipped, dropped = select_heads(lm.heads, opts.leads, opts.heads)
+    shipped, dropped = select_heads(lm.heads, opts.leads, opts.heads, lm.preprocess)
     for name, why in dropped.items():
         log(f"clef export: head {name} not shipped: {why}")
     heads = heads_json(shipped)
