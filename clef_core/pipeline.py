@@ -67,6 +67,8 @@ class PreparedSite:
             "mean_completeness": float(clinical["completeness"].mean()) if "completeness" in clinical and len(clinical) else None,
             "skipped": int(self.build_report.n_skipped) if self.build_report is not None else None,
             "skipped_by_reason": dict(self.build_report.skipped) if self.build_report is not None else None,
+            "windows_skipped_by_reason": (dict(self.build_report.skipped_windows)
+                                          if self.build_report is not None else None),
         }
         cohort_json = self.root / "cohort.json"
         if cohort_json.is_file():

@@ -119,7 +119,7 @@ class Federation:
             log.info("run folder %s already has %d rounds (asked for %d): nothing to train",
                      self.folder.root, self.start_round - 1, s.rounds)
         else:
-            log.info("federated rounds %d..%d in %s", self.start_round, s.rounds, self.folder.root)
+            log.info("federated rounds %d..%d in %s: %s", self.start_round, s.rounds, self.folder.root, s.describe())
         stopped = {}
         for server_round in range(self.start_round, s.rounds + 1):
             self.folder.write_status("running", round=server_round - 1, rounds=s.rounds)

@@ -37,6 +37,16 @@ class FederationSettings:
     keep_checkpoints: int = 2
     eval_every: int = 1
 
+    def describe(self) -> str:
+        """The strategy and its settings in one line, for the console at the start of a run."""
+        extra = {"fedprox": f" (proximal_mu {self.proximal_mu:g})",
+                 "fedadam": f" (server_lr {self.server_lr:g}, beta1 {self.server_beta1:g}, beta2 {self.server_beta2:g}, "
+                            f"tau {self.server_tau:g})"}
+        extra["fedyogi"] = extra["fedadam"]
+        steps = f"{self.local_steps} local steps" if self.local_steps else f"{self.local_epochs} local epoch(s)"
+        return (f"strategy {self.strategy}{extra.get(self.strategy, '')}, {steps}, fraction_train "
+                f"{self.fraction_train:g}, lr schedule {self.lr_schedule}")
+
     def __post_init__(self) -> None:
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, " | ".join(STRATEGIES))
         _check(self.rounds >= 1, "rounds", self.rounds, ">= 1")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,9 @@ STARTUP_TIMEOUT = 60.0
 
 class EngineError(RuntimeError):
     """The simulation engine could not be started or did not run the app."""
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colour codes
 
 
 def bin_dir() -> Path:
@@ -154,7 +158,7 @@ def flwr_run(app_dir: Path, run_config: dict[str, str | int | float | bool], fed
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
-            log.write(line)
+            log.write(ANSI.sub("", line))  # a readable log: without Flower's and Ray's colour codes
             log.flush()
             if on_line is not None:
                 on_line(line.rstrip("\n"))

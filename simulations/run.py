@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from clef_core.config import ConfigError
 from server.checkpoint import RunFolder
 from server.settings import FederationSettings
 from simulations.engine import (
+    ANSI,
     app_dir,
     federation_config,
     flwr_run,
@@ -93,7 +95,21 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
         if dead is not None and echo is not None:
             echo(f"clef: the previous run in {out} died during round {int(dead.get('round') or 0) + 1} (its "
                  f"status.json still said {dead['state']!r}; now 'interrupted'); resuming from its last checkpoint")
-        return _simulate_locked(cfg, out, site_dirs, echo, started)
+        try:
+            return _simulate_locked(cfg, out, site_dirs, echo, started)
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM as `clef simulate` maps it; the engine is stopped by now
+            mark_interrupted(RunFolder(out), len(read_rounds(out)))
+            raise
+
+
+def mark_interrupted(folder: RunFolder, rounds_done: int) -> None:
+    """status.json after a stop by the user: ``interrupted`` and resumable (call with the lock held)."""
+    status = folder.read_status()
+    if status.get("state") == "complete":
+        return
+    folder.write_status("interrupted", round=rounds_done, rounds=status.get("rounds"),
+                        stopped=time.strftime("%Y-%m-%d %H:%M:%S"),
+                        note="stopped by SIGINT/SIGTERM; run the same command again to resume")
 
 
 def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str | Path] | None,
@@ -131,19 +147,24 @@ def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str 
                             federation)
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ACTOR = re.compile(r"^\((?:ClientAppActor|pid)[^)]*\)\s*")
 
 
 def _progress(echo: Callable[[str], None] | None) -> Callable[[str], None] | None:
     """Pass on the lines a person wants to watch: rounds, the sites' step counts within a round,
-    failures, the clef server's lines (without Ray's colour codes and actor prefixes)."""
+    failures, the clef server's lines (without Ray's colour codes and actor prefixes), each once:
+    a line equal to one of the last few echoed (the same error from the ServerApp and from Ray's
+    actor, a warning every site repeats) is not repeated."""
     if echo is None:
         return None
     keys = ("clef:", "[ROUND", "ERROR", "Traceback", "Exit Code")
+    recent: deque[str] = deque(maxlen=8)
 
     def on_line(line: str) -> None:
         if any(k in line for k in keys):
-            echo(ACTOR.sub("", ANSI.sub("", line)).strip())
+            text = ACTOR.sub("", ANSI.sub("", line)).strip()
+            if text and text not in recent:
+                recent.append(text)
+                echo(text)
 
     return on_line

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,27 @@ def risk_clinical(cohort: Path, cfg: Mapping[str, Any]) -> Any:
     return getattr(extracted, "table", extracted)
 
 
+def check_site_dir(site_id: str, path: Path) -> None:
+    """A site folder that is missing, not a folder, unreadable or without a record stops the run
+    here, before Flower or Ray starts, with one line naming it."""
+    from clef_core.data.records import iter_source
+
+    where = f"site {site_id}: data folder {path}"
+    if not path.exists():
+        raise FederationSetupError(f"{where} does not exist")
+    if not path.is_dir():
+        raise FederationSetupError(f"{where} is not a folder")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise FederationSetupError(f"{where} is not readable")
+    try:
+        first = next(iter(iter_source(path)), None)
+    except (OSError, ValueError) as exc:
+        raise FederationSetupError(f"{where}: {str(exc).splitlines()[0]}") from None
+    if first is None:
+        raise FederationSetupError(f"{where} holds no records (expected record_list.csv, the MIMIC-IV-ECG "
+                                   f"layout, or WFDB .hea files)")
+
+
 def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest: Path | None = None,
                        site_dirs: Sequence[str | Path] | None = None) -> PreparedFederation:
     run_root = Path(run_root).resolve()
@@ -72,9 +94,7 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
         specs = [SiteSpec(name, d, run_root / "sites" / name, i) for i, (name, d) in enumerate(
             zip(unique_site_ids(dirs), dirs, strict=True))]
         for spec in specs:
-            if not spec.data_dir.is_dir():
-                log.warning("site %s: data folder %s does not exist (the site will fail its rounds)",
-                            spec.site_id, spec.data_dir)
+            check_site_dir(spec.site_id, spec.data_dir)
         eval_dir = Path(fed["eval_dir"]).expanduser().resolve() if fed.get("eval_dir") else None
     else:
         if fed.get("cohort"):

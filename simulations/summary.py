@@ -95,6 +95,7 @@ def _loss_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
     evals = [(r["round"], r["eval"]["eval_loss"]) for r in rows if (r.get("eval") or {}).get("eval_loss") is not None]
     if evals:
         ax.plot(*zip(*evals), marker="s", ls="--", color="tab:gray", label="global model, sites' own data")
+    ax.set_ylim(bottom=0)  # from zero: round-to-round noise of a flat loss must not look like learning
     ax.set_xlabel("round")
     ax.set_ylabel("CLEF loss (local training)")
     ax.set_title("training loss per round", fontsize=10)
@@ -115,10 +116,14 @@ def _probe_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> bool:
         err = [auroc_ci95_halfwidth(r[f"probe_auroc.{label}"], r[f"probe_pos.{label}"], r[f"probe_neg.{label}"])
                for r in pts] if counted else None
         n = f" ({int(pts[-1][f'probe_pos.{label}'])}+/{int(pts[-1][f'probe_neg.{label}'])}-)" if counted else ""
-        ax.errorbar(x, y, yerr=err, marker=".", lw=0.9, capsize=2, alpha=0.8, label=f"{label}{n}")
+        degenerate = ", degenerate: AUROC 0.5 every round" if all(v == 0.5 for v in y) else ""
+        ax.errorbar(x, y, yerr=err, marker=".", lw=0.9, capsize=2, alpha=0.8, label=f"{label}{n}{degenerate}")
     mean = [(r["round"], r["probe_auroc"]) for r in rows if r.get("probe_auroc") is not None]
     initial = [(0, r["probe_auroc_initial"]) for r in rows[:1] if r.get("probe_auroc_initial") is not None]
     ax.plot(*zip(*(initial + mean)), marker="o", color="black", lw=2, label="mean over labels")
+    if initial:
+        ax.axhline(initial[0][1], color="tab:gray", ls="--", lw=1.2,
+                   label=f"untrained encoder (round 0): {initial[0][1]:.3f}")
     ax.axhline(0.5, color="tab:red", ls=":", lw=1.2, label="chance (0.5)")
     ax.set_ylim(min(0.3, *(v for _, v in mean)) - 0.02, 1.0)
     ax.set_xlabel("round")

@@ -37,6 +37,15 @@ def test_int_for_float_and_text_for_strings_are_accepted() -> None:
     assert cfg["federation"]["site_dirs"] == ["a", "b"]
 
 
+def test_string_values_are_the_same_quoted_or_not() -> None:
+    """The README writes string values unquoted; TOML quoting gives the same config."""
+    plain = ["federation.split=dirichlet", "federation.strategy=fedprox", "federation.cohort=/data/mimic-iv-ecg",
+             "metadata.hosp_dir=/data/mimic-iv/hosp", "train.device=true"]
+    quoted = [f'{k}="{v}"' for k, v in (item.split("=", 1) for item in plain)]
+    assert load_config(None, plain) == load_config(None, quoted)
+    assert load_config(None, plain)["train"]["device"] == "true"
+
+
 def test_unknown_keys_suggest_the_nearest_and_missing_configs_list_the_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'federation.round'; did you mean 'federation.rounds'"):
         load_config(None, ["federation.round=3"])

@@ -1,4 +1,4 @@
-"""Preprocessing: config round trip, band-pass response, resampling, NaN gaps, windows, flat leads."""
+"""Preprocessing: config round trip, band-pass response, resampling, NaN gaps, windows, per-window quality."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from clef_core.data.preprocess import (
     PreprocessConfig,
     bandpass,
     cut_windows,
-    fill_nan_gaps,
     preprocess_record,
     resample,
     zscore,
 )
 from clef_core.data.records import EcgRecord, read_record
+from edge.runtime.quality import prepare_samples
 from wfdb_factory import bad_records, ecg_like
 
 CFG = PreprocessConfig()
@@ -78,16 +78,52 @@ def test_resample_keeps_duration_and_frequency(fs: int, seconds: float) -> None:
     assert np.fft.rfftfreq(y.shape[1], 1 / 500)[spectrum.argmax()] == pytest.approx(7, abs=0.11)
 
 
-def test_nan_gaps_interpolated_or_refused() -> None:
+def test_nan_gaps_interpolated_and_long_ones_marked() -> None:
     x = np.tile(np.linspace(0, 1, 1000), (2, 1))
     x[0, 100:150] = np.nan  # 0.1 s at 500 Hz
     x[1, :20] = np.nan  # leading gap: nearest value
-    y = fill_nan_gaps(x, 500, 0.5, "r")
-    np.testing.assert_allclose(y[0], np.linspace(0, 1, 1000), atol=1e-12)
-    assert np.all(y[1, :20] == y[1, 20])
-    x[0, 100:400] = np.nan  # 0.6 s
-    with pytest.raises(BadRecordError, match="record r: nan_gap"):
-        fill_nan_gaps(x, 500, 0.5, "r")
+    s = prepare_samples(x, 500, CFG.quality)
+    np.testing.assert_allclose(s.filled[0], np.linspace(0, 1, 1000), atol=1e-12)
+    assert np.all(s.filled[1, :20] == s.filled[1, 20]) and not s.long_gap.any()
+    x[0, 100:400] = np.nan  # 0.6 s: interpolated too, but marked
+    x[1, 500] = 31.0  # beyond max_abs_mv: out of range, then interpolated like a gap
+    s = prepare_samples(x, 500, CFG.quality)
+    assert np.isfinite(s.filled).all() and s.long_gap[0, 100:400].all() and s.long_gap.sum() == 300
+    assert s.out_of_range[1, 500] and s.out_of_range.sum() == 1 and s.filled[1, 500] < 1
+
+
+def _windows_30s(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, x, x], axis=1)
+
+
+def test_one_artefact_costs_only_its_window() -> None:
+    """A 1 s 40 mV spike or a 1 s NaN gap in the middle window of a 30 s record: that window is
+    skipped with its reason and counted; the record and its other windows are kept."""
+    clean = _windows_30s(ecg_like(2, 500, 10).T.astype(np.float64))
+    for reason, damage in (("out_of_range", 40.0), ("nan_gap", np.nan)):
+        x = clean.copy()
+        x[:, 7000:7500] = damage
+        w = preprocess_record(record(x), CFG)
+        assert list(w.start_s) == [0.0, 20.0] and w.skipped == {reason: 1}, (reason, w.skipped)
+        assert w.lead_skipped == {reason: 2}
+        # the neighbours are what they were without the artefact: no ringing, no lost context
+        ref = preprocess_record(record(clean), CFG)
+        assert np.abs(w.signals[1] - ref.signals[2]).max() < 0.05
+    x = clean.copy()
+    x[1, 7000:7500] = 40.0  # only lead II: masked in that window, lead I kept
+    w = preprocess_record(record(x), CFG)
+    assert len(w.start_s) == 3 and w.lead_mask[1, :2].tolist() == [True, False] and w.skipped == {}
+    assert w.lead_skipped == {"out_of_range": 1}
+
+
+def test_record_refused_only_when_no_window_survives() -> None:
+    rng = np.random.default_rng(0)
+    cases = {"not_ecg": rng.standard_normal((2, 15000)), "nan_gap": np.full((2, 15000), np.nan),
+             "flat_line": np.full((2, 15000), 0.3), "out_of_range": ecg_like(2, 500, 30).T * 1000}
+    cases["nan_gap"][0, ::1000] = 0.1  # a few finite samples: gaps, not an all-NaN record
+    for reason, x in cases.items():
+        with pytest.raises(BadRecordError, match=f"record r: {reason}: leads I, II: no usable window of 3"):
+            preprocess_record(record(x), CFG)
 
 
 def test_short_nan_gap_in_record_is_filled() -> None:
@@ -164,10 +200,8 @@ def test_record_checks() -> None:
         preprocess_record(record(ecg_like(2, 500, 9.9).T), CFG)
     with pytest.raises(BadRecordError, match="bad_sampling_rate"):
         preprocess_record(record(ecg_like(2, 60, 20).T, fs=60), CFG)
-    with pytest.raises(BadRecordError, match="out_of_range.*lead II"):
-        x = ecg_like(2, 500, 10).T
-        x[1] *= 1000
-        preprocess_record(record(x), CFG)
+    with pytest.raises(BadRecordError, match="out_of_range"):
+        preprocess_record(record(ecg_like(2, 500, 10).T * 1000), CFG)
 
 
 def test_damaged_files_give_their_reason(tmp_path: Path) -> None:

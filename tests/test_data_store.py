@@ -203,11 +203,28 @@ def test_cli_store(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixt
     code = clef_main(["store", str(tmp_path / "cohort"), "--out", str(tmp_path / "s"), "--no-progress",
                       "--set", "preprocess.window_s=5.0"])
     out = capsys.readouterr().out
-    assert code == 0 and "records 13: ok 4, skipped 9; windows 7" in out  # the 6 s record now fits
+    # the 6 s record now fits; the 12 s record with a 3 s NaN gap keeps its clean second window
+    assert code == 0 and "records 13: ok 5, skipped 8; windows 8" in out, out
     assert "skipped truncated: 1" in out and "skipped too_short: 0" not in out
+    assert "windows left out of kept records: nan_gap 1" in out and "store at " in out
     assert ECGStore.open(tmp_path / "s").window_samples == 2500
     assert clef_main(["store", str(tmp_path / "missing"), "--out", str(tmp_path / "s2")]) == 1
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_cli_store_without_a_usable_window_says_why(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    assert clef_main(["store", str(tmp_path / "empty"), "--out", str(tmp_path / "s1"), "--no-progress"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"clef store: {tmp_path / 'empty'}: no records found"), line
+    bad_records(tmp_path / "bad")
+    (tmp_path / "bad" / "only").mkdir()
+    for name in ("allnan", "flat"):
+        for file in (tmp_path / "bad").glob(f"{name}.*"):
+            file.rename(tmp_path / "bad" / "only" / file.name)
+    assert clef_main(["store", str(tmp_path / "bad" / "only"), "--out", str(tmp_path / "s2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no record gave a usable window: record allnan: all_nan" in err and "record flat: flat_line" in err
 
 
 def test_changed_source_rebuilds_from_the_first_differing_chunk(tmp_path: Path, shared_refs: list) -> None:

@@ -82,15 +82,24 @@ def test_af_head_from_evaluate_to_device_predictions(af_export, tmp_path, shared
     assert heads["mitdb_af_II"].activation == "sigmoid"
 
     record = shared_data / "mitdb" / "203"  # AF, atrial flutter and other rhythms
-    infer = run(["-m", "clef", "infer", str(out / "model.onnx"), str(record), "--lead", "II"])
+    infer = run(["-m", "clef", "infer", str(out / "model.onnx"), f"{record}.hea", "--lead", "II"])  # .hea too
     assert infer.returncode == 0, infer.stderr[-2000:]
+    assert f"{record}.hea: 180 of 180 windows used" in infer.stderr, infer.stderr
     dev = run_device(device_copy(out, tmp_path), str(record), "--lead", "II")
     assert dev.returncode == 0, dev.stderr[-2000:]
+    assert "180 of 180 windows used" in dev.stderr, dev.stderr
     a = [json.loads(x) for x in infer.stdout.splitlines()]
     b = [json.loads(x) for x in dev.stdout.splitlines()]
     assert len(a) == len(b) == 180
     assert [set(r) for r in a] == [set(r) for r in b]
-    assert set(a[0]) == {"lead", "start_s", "embedding", "predictions"}
+    assert set(a[0]) == {"lead", "start_s", "embedding", "predictions", "decisions"}
+    # the AF head ships an operating point chosen out-of-fold, and says it is a ranking score
+    op = heads["mitdb_af_II"].operating_points["af"]
+    assert op["target_sensitivity"] == 0.9 and 0 <= op["probability_threshold"] <= 1 and not op["calibrated"]
+    assert all(r["decisions"]["mitdb_af_II"]["af"] == (r["predictions"]["mitdb_af_II"]["af"]
+                                                      >= op["probability_threshold"]) for r in a)
+    for proc in (infer, dev):
+        assert "head mitdb_af_II (lead II" in proc.stderr and "not a calibrated probability" in proc.stderr
     pa = np.array([r["predictions"]["mitdb_af_II"]["af"] for r in a])
     pb = np.array([r["predictions"]["mitdb_af_II"]["af"] for r in b])
     assert np.abs(pa - pb).max() < 1e-3 and ((pa >= 0) & (pa <= 1)).all()
@@ -107,8 +116,8 @@ def test_af_head_from_evaluate_to_device_predictions(af_export, tmp_path, shared
 
 @pytest.mark.parametrize("case", ["too_short", "mis_scaled", "random"])
 def test_device_refuses_what_the_store_refuses(af_export, tmp_path, shared_data, case):
-    """A record shorter than one window, one in uV instead of mV, and white noise: one line on
-    stderr naming the record and the reason, exit 1 (before: exit 0 with no output)."""
+    """A record shorter than one window, one in uV instead of mV, and white noise: each window is
+    skipped with its reason, then one line on stderr naming the record and the reason, exit 1."""
     import wfdb
 
     x, fields = wfdb.rdsamp(str(shared_data / "mitdb" / "101"), channels=[0], sampto=360 * 60)
@@ -122,11 +131,13 @@ def test_device_refuses_what_the_store_refuses(af_export, tmp_path, shared_data,
     np.save(rec, signal)
     proc = run_device(device_copy(af_export, tmp_path), str(rec), "--fs", "360")
     assert proc.returncode == 1
-    (line,) = proc.stderr.strip().splitlines()
+    *notes, line = proc.stderr.strip().splitlines()  # notes: which heads run on this (unnamed) lead
     assert str(rec) in line and reason in line, line
-    if case == "random":  # each window was reported as skipped before the record was refused
+    assert all("mitdb_af_II" in n for n in notes), notes
+    if case != "too_short":  # each window was reported as skipped before the record was refused
         lines = [json.loads(x) for x in proc.stdout.splitlines()]
-        assert len(lines) == 6 and all(r["skipped"].startswith("noise-like") for r in lines)
+        prefix = {"random": "noise:", "mis_scaled": "out_of_range:"}[case]
+        assert len(lines) == 6 and all(r["skipped"].startswith(prefix) for r in lines)
     else:
         assert proc.stdout == ""
     # clef infer refuses the same way

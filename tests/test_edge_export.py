@@ -6,6 +6,7 @@ create it when that venv is absent; the tflite-runtime check needs the edge venv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -322,6 +323,49 @@ def test_heads_travel_to_the_device_as_predictions(tiny_checkpoint, tmp_path, sh
     with torch.no_grad():
         expect = torch.softmax(head(load_model(ckpt).encoder(torch.from_numpy(w.x[None, None]))), -1)[0]
     assert np.allclose([probs["af"], probs["normal"]], expect.numpy(), atol=1e-4)
+
+
+def test_heads_run_only_on_their_lead_and_export_chooses_what_ships(tiny_checkpoint, tmp_path, shared_data):
+    """A lead-I head is dropped from a lead-II export with a note; a synthetic-label head ships only
+    when named; on the device a lead-II head runs on lead-II windows only, with its decision at
+    the shipped operating point and a line saying the score is not a calibrated probability."""
+    from clef_core.checkpoint import add_head
+
+    from edge.export.exporter import ExportError
+
+    torch.manual_seed(0)
+    op = {"af": {"target_sensitivity": 0.9, "threshold": -1.0, "probability_threshold": 0.2689, "sensitivity": 0.9,
+                 "specificity": 0.4, "n_pos": 10, "n_neg": 20, "calibrated": False}}
+    ckpt = add_head(tiny_checkpoint, "af_II", torch.nn.Linear(256, 1), ["af"],
+                    meta={"lead": "II", "task": "mitdb_af", "metric": "auroc", "value": 0.74, "operating_points": op},
+                    out=tmp_path / "heads.pt")
+    add_head(ckpt, "af_I", torch.nn.Linear(256, 1), ["af"], meta={"lead": "I", "task": "mitdb_af"})
+    add_head(ckpt, "synth_II", torch.nn.Linear(256, 2), ["a", "b"], meta={"lead": "II", "task": "synthetic"})
+    add_head(ckpt, "af_250", torch.nn.Linear(256, 1), ["af"], meta={"lead": "II", "preprocess": {"sample_rate": 250}})
+    notes: list[str] = []
+    opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, report_data=None, leads=("II",), **FAST)
+    report = export_model(ckpt, tmp_path / "out", opts, log=notes.append)
+    assert set(report["heads"]["shipped"]) == {"af_II"}
+    assert "not exported" in report["heads"]["dropped"]["af_I"] and "synthetic" in report["heads"]["dropped"]["synth_II"]
+    assert any("head af_I not shipped: fitted on lead I" in n for n in notes), notes
+    assert report["heads"]["dropped"]["af_250"] == "fitted on other preprocessing: sample_rate 250 (the model's 500)"
+    assert report["heads"]["shipped"]["af_II"]["operating_points"]["af"]["sensitivity"] == 0.9
+
+    model = str(tmp_path / "out" / "model.onnx")
+    on_ii = clef("infer", model, str(shared_data / "ecg" / "HR06000"), "--lead", "II")
+    assert on_ii.returncode == 0, on_ii.stderr
+    (res,) = [json.loads(line) for line in on_ii.stdout.splitlines()]
+    assert set(res["predictions"]) == {"af_II"}
+    assert res["decisions"]["af_II"]["af"] == (res["predictions"]["af_II"]["af"] >= 0.2689)
+    assert "head af_II (lead II, validation auroc 0.740): a ranking score, not a calibrated probability" in on_ii.stderr
+    on_i = clef("infer", model, str(shared_data / "ecg" / "HR06000"), "--lead", "I")
+    (res,) = [json.loads(line) for line in on_i.stdout.splitlines()]
+    assert "predictions" not in res and "not run on lead I: af_II (lead II)" in on_i.stderr
+
+    with pytest.raises(ExportError, match="no head nope"):
+        export_model(ckpt, tmp_path / "out2", dataclasses.replace(opts, heads=("nope",)), log=lambda _: None)
+    report = export_model(ckpt, tmp_path / "out3", dataclasses.replace(opts, heads=("synth_II",)), log=lambda _: None)
+    assert set(report["heads"]["shipped"]) == {"synth_II"} and report["heads"]["dropped"]["af_II"] == "not named in --heads"
 
 
 def test_export_without_tflite_venv_says_how_to_make_it(tiny_checkpoint, tmp_path, shared_data):

@@ -121,18 +121,67 @@ def test_stream_memory_does_not_grow_with_record_length(spec):
     assert long < 1.2 * short + 100_000, (short, long)
 
 
-def test_nan_gaps_and_flat_windows(spec):
+def test_nan_gap_costs_only_its_window_and_flat_is_skipped(spec):
     x = np.sin(np.arange(500 * 30) / 500 * 2 * np.pi * 1.2)
     x[600:650] = np.nan  # 0.1 s: interpolated
-    x[6000:6500] = np.nan  # 1 s: that window (and its neighbours' context) are skipped
-    x[25000:] = 0.0  # flat last window
+    x[6000:6500] = np.nan  # 1 s: only that window is skipped, not its neighbour's context
+    x[12500:] = 0.0  # lead off for the last 5 s and the next window
+    x = np.concatenate([x, np.zeros(5000)])
     out = list(windows_of(x, 500, spec))
-    assert [w.start_s for w in out] == [0.0, 10.0, 20.0]
-    assert out[0].skipped is not None and out[1].skipped is not None and "NaN gap" in out[1].skipped
-    x[6000:6500] = 0.5
-    out = list(windows_of(x, 500, spec))
-    assert out[0].x is not None and np.isfinite(out[0].x).all()
-    assert not out[0].flat
+    assert [w.start_s for w in out] == [0.0, 10.0, 20.0, 30.0]
+    assert out[0].x is not None and np.isfinite(out[0].x).all() and out[2].x is not None
+    assert out[1].skipped.startswith("nan_gap: 1.00 s of NaN") and out[3].skipped.startswith("flat:")
+
+
+def _artefacts(x: np.ndarray, fs: float) -> np.ndarray:
+    """A real lead with one artefact per window: 1 s at 40 mV, 1 s of NaN, 0.2 s of NaN (kept),
+    a flat lead-off stretch, a window of white noise."""
+    x = x.copy()
+    w, s = int(10 * fs), int(fs)
+    x[2 * w + 3 * s : 2 * w + 4 * s] = 40.0
+    x[5 * w + 6 * s : 5 * w + 7 * s] = np.nan
+    x[7 * w + 2 * s : 7 * w + 2 * s + s // 5] = np.nan
+    x[9 * w : 12 * w] = 0.0  # the middle window is flat (its neighbours ring from the edges)
+    x[13 * w : 14 * w] = np.random.default_rng(0).standard_normal(w) * 0.3
+    return x
+
+
+def test_store_and_device_judge_windows_alike(shared_data, spec):
+    """Parity of the one quality rule (edge/runtime/quality.py): on a real lead with artefacts the
+    store's per-window decisions (clef_core.data.preprocess.window_reasons) are the device's."""
+    pre = pytest.importorskip("clef_core.data.preprocess")
+    from edge.runtime.quality import reason_code
+
+    x, fields = wfdb.rdsamp(str(shared_data / "mitdb" / "101"), channels=[0], sampto=360 * 180)
+    x = _artefacts(x[:, 0], fields["fs"])
+    _, reasons = pre.window_reasons(x[None], fields["fs"], pre.PreprocessConfig())
+    store = [reason_code(r) if r else None for r in reasons[:, 0]]
+    device = [reason_code(w.skipped) if w.skipped else None for w in windows_of(x, fields["fs"], spec)]
+    assert device == store
+    assert [store[k] for k in (2, 5, 7, 13)] == ["out_of_range", "nan_gap", None, "noise"]
+    assert store[10] == "flat" and store[0] is store[17] is None
+
+
+@pytest.mark.parametrize("case,reason", [("all_nan", "all_nan"), ("noise", "not_ecg"), ("flat", "flat_line"),
+                                         ("microvolts", "out_of_range")])
+def test_store_and_device_refuse_the_same_records(shared_data, spec, case, reason):
+    pre = pytest.importorskip("clef_core.data.preprocess")
+    from clef_core.data.errors import BadRecordError
+    from clef_core.data.records import EcgRecord
+
+    from edge.runtime import SignalError
+
+    x, fields = wfdb.rdsamp(str(shared_data / "mitdb" / "101"), channels=[0], sampto=360 * 30)
+    x = {"all_nan": np.full(x.shape[0], np.nan), "noise": np.random.default_rng(1).standard_normal(x.shape[0]),
+         "flat": np.full(x.shape[0], 0.2), "microvolts": x[:, 0] * 1000}[case]
+    # a constant at 360 Hz is not flat at the record's ends after resample_poly's zero padding
+    fs = 500 if case == "flat" else fields["fs"]
+    rec = EcgRecord(name="r", signal=x[None].astype(np.float32), fs=fs, leads=["II"], source_leads=["II"],
+                    units=["mV"])
+    with pytest.raises(BadRecordError, match=f"record r: {reason}"):
+        pre.preprocess_record(rec, pre.PreprocessConfig())
+    with pytest.raises(SignalError, match=f"^{reason}: "):
+        list(windows_of(x, fs, spec))
 
 
 @pytest.mark.parametrize("record,lead", [("ecg/E07500", "II"), ("wfdb/s0010_re", "II"), ("mitdb/101", "II"),
@@ -235,11 +284,11 @@ def test_noise_rule_and_range_check(spec):
 
     rng = np.random.default_rng(3)
     for noise in (rng.standard_normal(500 * 30), rng.uniform(-1, 1, 500 * 30)):
-        with pytest.raises(SignalError, match="not_ecg: all 3 window"):
+        with pytest.raises(SignalError, match=r"not_ecg: no usable window of 3 \(noise 3\)"):
             list(windows_of(noise, 500, spec))
     with pytest.raises(SignalError, match="too_short: 9.99 s"):
         list(windows_of(np.sin(np.arange(4995) / 50), 500, spec))
     x = np.sin(np.arange(500 * 30) / 50)
-    x[12_345] = 31.0  # one sample beyond the store's 30 mV
-    with pytest.raises(SignalError, match="out_of_range: 31.0 mV at 24.69 s"):
-        list(windows_of(x, 500, spec))
+    x[12_345] = 31.0  # one sample beyond the store's 30 mV: its window only
+    out = list(windows_of(x, 500, spec))
+    assert out[2].skipped.startswith("out_of_range: 31.0 mV at 24.69 s") and out[1].x is not None

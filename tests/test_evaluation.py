@@ -260,6 +260,9 @@ def test_cli_synthetic_and_evidence(tmp_path, tiny_checkpoint, tiny_site, capsys
     model = load_model(out / "model.pt")  # a copy with the head; the original is untouched
     head = model.heads["synthetic_I"]
     assert head.labels == task["head_labels"] and head.meta["activation"] == "sigmoid"
+    ops = head.meta["operating_points"]  # a threshold per label at the stated sensitivity, chosen out-of-fold
+    assert set(ops) == set(head.labels) and all(op["target_sensitivity"] == 0.9 for op in ops.values())
+    assert all(0 <= op["sensitivity"] <= 1 and 0 <= op["probability_threshold"] <= 1 for op in ops.values())
     assert load_model(tiny_checkpoint).heads == {}
     # the saved head reproduces the probe: outputs on embeddings are finite and have one column per label
     with torch.no_grad():

@@ -506,6 +506,13 @@ def test_run_config_maps_onto_the_experiment(tmp_path: Path) -> None:
         FederationSettings(strategy="fedprox", proximal_mu=0.0)
 
 
+def test_the_console_names_the_strategy_and_its_settings() -> None:
+    """`clef simulate` logs this line at the start of the rounds (server/loop.py)."""
+    line = FederationSettings(strategy="fedprox", proximal_mu=0.01, local_steps=4).describe()
+    assert line == "strategy fedprox (proximal_mu 0.01), 4 local steps, fraction_train 1, lr schedule cosine"
+    assert "server_lr 0.01" in FederationSettings(strategy="fedyogi").describe()
+
+
 def test_pyproject_flower_app_matches_the_config() -> None:
     """Every dotted key `flwr run -c` accepts is a real experiment key, and the shipped
     experiments are valid federations."""

@@ -41,10 +41,18 @@ def test_summary_panels_have_legends_per_label_curves_ci_and_chance(tmp_path: Pa
     assert _probe_panel(right, rounds())
     texts = legend_texts(right)
     assert "af (10+/40-)" in texts and "lvh (20+/30-)" in texts and "chance (0.5)" in texts
-    assert "95 % CI" in right.get_title()
+    assert "95 % CI" in right.get_title() and "untrained encoder (round 0): 0.520" in texts
+    assert left.get_ylim()[0] == 0  # the loss axis starts at zero: noise is not magnified
     bars = [c for c in right.containers if getattr(c, "has_yerr", False)]
     assert len(bars) == 2  # one error-bar series per label
     assert all(min(line.get_xdata()) < 0.5 for line in (b.lines[0] for b in bars))  # each label starts at round 0
+    plt.close(fig)
+    flat = rounds()
+    for row in [flat[0]["probe_initial"], *flat]:
+        row["probe_auroc.lvh"] = 0.5  # a probe that never separates anything
+    fig, ax = plt.subplots()
+    _probe_panel(ax, flat)
+    assert "lvh (20+/30-), degenerate: AUROC 0.5 every round" in legend_texts(ax)
     plt.close(fig)
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds()))
     text, png = summarise(tmp_path)

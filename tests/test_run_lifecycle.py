@@ -113,3 +113,65 @@ def test_simulate_refuses_a_second_run_shows_steps_and_leaves_no_orphan_after_ki
     with run_folder_lock(out):  # the lock died with its holder
         assert correct_dead_status(RunFolder(out)) is not None
     assert RunFolder(out).read_status()["state"] == "interrupted"
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no_records"])
+def test_a_bad_site_folder_stops_the_run_before_the_engine_starts(tmp_path: Path, case: str) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    (good / "r.hea").write_text("r 1 500 5000\n")
+    if case != "missing":
+        bad.mkdir()
+    if case == "no_records":
+        (bad / "notes.txt").write_text("no ECG here")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "clef", "simulate", "--out", str(out), "--sites", str(good), str(bad),
+                           "--set", "federation.min_available_nodes=2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    reason = {"missing": "does not exist", "empty": "holds no records", "no_records": "holds no records"}[case]
+    assert line.startswith("clef simulate: site ") and f"data folder {bad} {reason}" in line, line
+    assert not (out / ".flwr").exists() and not (out / "status.json").exists()  # no engine, no run
+
+
+def test_ctrl_c_prints_one_line_leaves_an_interrupted_resumable_run_and_no_orphan(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "clef", "simulate", "--out", str(out), *TINY]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a shell's foreground job
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 240
+    while not any("clef: site " in x and ": step " in x for x in seen):
+        assert proc.poll() is None and time.monotonic() < deadline, "\n".join(seen)
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            pass
+    engine = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("clef simulate: interrupted after round ") and "run the same command again" in line
+    status = RunFolder(out).read_status()
+    assert status["state"] == "interrupted" and "resume" in status["note"], status
+    wait_until("the engine's processes to stop", lambda: not any(alive(p) for p in engine), 60)
+
+
+def test_progress_lines_are_echoed_once_without_colour_codes() -> None:
+    from simulations.run import _progress
+
+    echoed: list[str] = []
+    on_line = _progress(echoed.append)
+    error = "\x1b[91mERROR \x1b[0m:     site site-1 failed: no usable window"
+    for line in ("\x1b[92mINFO \x1b[0m:      [ROUND 1/2]", error, "\x1b[36m(ClientAppActor pid=7)\x1b[0m " + error,
+                 "noise nobody watches", "\x1b[36m(ClientAppActor pid=7)\x1b[0m clef: site a round 1: step 1/2"):
+        on_line(line)
+    assert echoed == ["INFO :      [ROUND 1/2]", "ERROR :     site site-1 failed: no usable window",
+                      "clef: site a round 1: step 1/2"]

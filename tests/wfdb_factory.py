@@ -76,7 +76,7 @@ def bad_records(directory: Path) -> dict[str, str]:
     cases["fastfs"] = "bad_sampling_rate"
 
     gap = good.copy()
-    gap[1000:2500, 1] = np.nan  # 3 s
+    gap[1000:2500, :] = np.nan  # 3 s in every lead of the only window (one lead: masked, record kept)
     write(directory, "gap", gap, leads=["I", "II", "V1"])
     cases["gap"] = "nan_gap"
 

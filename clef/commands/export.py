@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of WFDB records for a report-only fidelity check on lead II "
                              "(default: ../shared/data/mitdb when present; 'none' skips it)")
     parser.add_argument("--leads", default="I,II", help="leads to calibrate and gate on (default I,II)")
+    parser.add_argument("--heads", metavar="NAME[,NAME]",
+                        help="task heads to ship (default: every head of an exported lead except those fitted on "
+                             "synthetic labels; 'none' ships none)")
     parser.add_argument("--per-channel", action="store_true",
                         help="per-channel int8 weights in the .tflite (default per-tensor: ~100 KiB smaller, "
                              "same measured fidelity)")
@@ -29,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lowers the TFLite Micro arena (the 250 Hz small encoder: see docs/edge.md)")
     parser.add_argument("--no-tflite", action="store_true",
                         help="skip model_int8.tflite (no export venv); the report's gate is then 'fail'")
+
+
+def _head_names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return () if text.strip().lower() == "none" else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         {"report_data": None if args.report_data.lower() == "none" else Path(args.report_data)}
     opts = ExportOptions(calibration=cal[0] if cal and len(cal) == 1 else cal, **extra,
                          leads=tuple(x.strip() for x in args.leads.split(",") if x.strip()),
-                         per_tensor=not args.per_channel, tflite=not args.no_tflite, split_parts=args.split_parts)
+                         heads=_head_names(args.heads), per_tensor=not args.per_channel, tflite=not args.no_tflite, split_parts=args.split_parts)
     try:
         report = export_model(args.checkpoint, args.out, opts)
     except (CheckpointError, ExportError, ValueError, OSError) as exc:

@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not echo the rounds while they run")
 
 
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # a bad value stops here, before the heavy imports
     from pathlib import Path
@@ -33,12 +37,20 @@ def run(args: argparse.Namespace) -> int:
     from simulations.run_lock import RunFolderBusy
     from simulations.sites import FederationSetupError, describe_sites
 
-    # a terminated `clef simulate` still stops its SuperLink, simulation process and Ray (finally blocks)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # SIGTERM is handled as Ctrl-C: the finally blocks stop the SuperLink, simulation process and
+    # Ray, status.json says "interrupted", and one line (no traceback) says how to resume
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     out = Path(args.out)
     echo = None if args.quiet else (lambda line: print(line, flush=True))
     try:
         result = simulate(cfg, out, site_dirs=args.sites, echo=echo)
+    except KeyboardInterrupt:
+        from simulations.summary import read_rounds
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the line short
+        print(f"\nclef simulate: interrupted after round {len(read_rounds(out))}; run the same command "
+              f"again to resume ({out})", file=sys.stderr)
+        return 130
     except (SplitError, FederationSetupError, SiteConfigError, EngineError, FileNotFoundError,
             RunFolderBusy) as exc:
         print(f"clef simulate: {exc}", file=sys.stderr)

@@ -48,10 +48,30 @@ def run(args: argparse.Namespace) -> int:
     state = "up to date (cached)" if report.cached else f"built in {report.seconds:.1f} s"
     if report.resumed_chunks:
         state += f", resumed after {report.resumed_chunks} committed chunk(s)"
-    print(f"store {report.path}: {state}")
+    print(f"store at {report.path}: {state}")
     print(f"records {report.n_records}: ok {report.n_ok}, skipped {report.n_skipped}; windows {report.n_windows}")
     for reason, count in sorted(report.skipped.items()):
         print(f"  skipped {reason}: {count}")
+    if report.skipped_windows:
+        print("  windows left out of kept records: "
+              + ", ".join(f"{reason} {count}" for reason, count in sorted(report.skipped_windows.items())))
     if report.n_skipped:
         print(f"  details: {Path(report.path) / 'skipped.csv'}")
-    return 0 if report.n_windows else 1
+    if report.n_windows:
+        return 0
+    print(f"clef store: {_no_windows_reason(args.source, report)}", file=sys.stderr)
+    return 1
+
+
+def _no_windows_reason(source: str, report) -> str:
+    """Why a build gave no window: no records at all, or the first refused records' lines."""
+    if not report.n_records:
+        return (f"{source}: no records found (expected record_list.csv, the MIMIC-IV-ECG layout, "
+                f"or WFDB .hea files)")
+    import csv
+    from pathlib import Path
+
+    with open(Path(report.path) / "skipped.csv") as fh:
+        lines = [row["message"] for row in csv.DictReader(fh)]
+    more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+    return f"{source}: no record gave a usable window: " + "; ".join(lines[:3]) + more

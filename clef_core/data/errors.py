@@ -12,14 +12,15 @@ REASONS: tuple[str, ...] = (
     "corrupt_signal",  # unreadable header or signal file
     "truncated",  # signal file ends inside a sample frame
     "header_length_mismatch",  # signal file holds whole frames, but not as many as the header says
-    "flat_line",  # every lead is flat (no window keeps a lead)
+    "flat_line",  # no window survives, most of them flat (edge/runtime/quality.py)
     "all_nan",  # no finite sample in any lead
     "too_short",  # shorter than one window
     "unknown_leads",  # no recognisable lead name
     "bad_sampling_rate",  # absurd, or too low for the band-pass
     "bad_units",  # physical units that are not a voltage
-    "out_of_range",  # |value| beyond the plausible mV range (mis-scaled units?)
-    "nan_gap",  # a NaN gap longer than max_nan_gap_s
+    "out_of_range",  # no window survives, most of them beyond the plausible mV range (mis-scaled units?)
+    "nan_gap",  # no window survives, most of them in NaN gaps longer than max_nan_gap_s
+    "not_ecg",  # no window survives, most of them random noise
 )
 
 

@@ -1,6 +1,9 @@
 """Record preprocessing of the CLEF method (../shared/reference/clef-method.md, "Views"):
-interpolate short NaN gaps -> resample to the model rate -> band-pass 0.67-40 Hz (Butterworth,
-zero-phase) -> cut into non-overlapping 10 s windows -> flat leads masked absent.
+out-of-range samples and NaN gaps interpolated -> resample to the model rate -> band-pass
+0.67-40 Hz (Butterworth, zero-phase) -> cut into non-overlapping 10 s windows -> each lead of
+each window judged by the signal-quality rule the device also runs (edge/runtime/quality.py:
+out of range, long NaN gap, flat, noise); a failing lead is masked absent, a window with no lead
+left is skipped and counted by reason, and a record is refused only when no window survives.
 
 No z-score here: augmentation noise is added in mV to the band-passed signal, and the z-score
 comes per view, after augmentation (:func:`zscore` is the helper for that step). The parameters
@@ -10,6 +13,7 @@ comes per view, after augmentation (:func:`zscore` is the helper for that step).
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -19,6 +23,16 @@ import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
 from clef_core.data.errors import BadRecordError
+from edge.runtime.quality import (
+    WINDOW_REASONS,
+    NoiseRule,
+    QualityRule,
+    band_reason,
+    prepare_samples,
+    raw_reason,
+    reason_code,
+    refusal,
+)
 from clef_core.data.leads import LEAD_INDEX, LEADS
 from clef_core.data.records import EcgRecord
 
@@ -35,9 +49,12 @@ class PreprocessConfig:
     bandpass_low: float = 0.67  # Hz
     bandpass_high: float = 40.0  # Hz
     filter_order: int = 5  # Butterworth order, applied forward and backward (zero phase)
-    max_nan_gap_s: float = 0.5  # longer NaN gaps make the record bad
-    max_abs_mv: float = 30.0  # |value| beyond this is bad input (mis-scaled units?)
+    max_nan_gap_s: float = 0.5  # a longer NaN gap skips the windows it touches
+    max_abs_mv: float = 30.0  # |value| beyond this skips its window (electrode pop, mis-scaled units?)
     flat_ptp_mv: float = 0.02  # a lead whose band-passed window spans less than this is flat
+    noise_kurtosis_max: float = 4.0  # noise: kurtosis below this ...
+    noise_hf_low_hz: float = 15.0  # ... and more than noise_hf_fraction_min of the band's power
+    noise_hf_fraction_min: float = 0.4  # between noise_hf_low_hz and bandpass_high
 
     def __post_init__(self) -> None:
         nyquist = self.sample_rate / 2
@@ -50,6 +67,17 @@ class PreprocessConfig:
             raise ValueError("preprocess: filter_order >= 1, window_s > 0, max_nan_gap_s >= 0 required")
         if not (0 < self.max_abs_mv <= 65_000) or self.flat_ptp_mv < 0:
             raise ValueError("preprocess: 0 < max_abs_mv <= 65000 (float16 range), flat_ptp_mv >= 0 required")
+        if not (self.bandpass_low < self.noise_hf_low_hz < self.bandpass_high) or not (
+                0 <= self.noise_hf_fraction_min <= 1):
+            raise ValueError("preprocess: need bandpass_low < noise_hf_low_hz < bandpass_high and "
+                             "0 <= noise_hf_fraction_min <= 1")
+
+    @property
+    def quality(self) -> QualityRule:
+        """The per-window signal-quality rule, shared with the device (edge/runtime/quality.py)."""
+        noise = NoiseRule(kurtosis_max=self.noise_kurtosis_max, hf_band_hz=(self.noise_hf_low_hz, self.bandpass_high),
+                          hf_fraction_min=self.noise_hf_fraction_min, band_hz=(self.bandpass_low, self.bandpass_high))
+        return QualityRule(self.max_abs_mv, self.max_nan_gap_s, self.flat_ptp_mv, noise)
 
     @property
     def window_samples(self) -> int:
@@ -82,41 +110,17 @@ class PreprocessConfig:
 
 @dataclass
 class Windows:
-    """A record's windows: ``signals`` (n, 12, T) float32 mV (absent leads 0), ``lead_mask`` (n, 12)."""
+    """A record's windows: ``signals`` (n, 12, T) float32 mV (absent leads 0), ``lead_mask`` (n, 12);
+    ``skipped`` counts the windows left out by reason, ``lead_skipped`` the lead-windows masked."""
 
     signals: np.ndarray
     lead_mask: np.ndarray
     start_s: np.ndarray
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    lead_skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- steps
-
-
-def nan_runs(x: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) of each run of NaNs in the 1-D array ``x``."""
-    isnan = np.concatenate([[False], np.isnan(x), [False]])
-    edges = np.flatnonzero(np.diff(isnan.astype(np.int8)))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
-
-
-def fill_nan_gaps(x: np.ndarray, fs: float, max_gap_s: float, record_id: str) -> np.ndarray:
-    """Linearly interpolate NaN gaps of at most ``max_gap_s`` in each row (edges: nearest value).
-
-    A longer gap raises ``nan_gap``. Rows must contain at least one finite value.
-    """
-    limit = max_gap_s * fs
-    out = x.copy()
-    for row in range(x.shape[0]):
-        runs = nan_runs(x[row])
-        if not runs:
-            continue
-        longest = max(b - a for a, b in runs)
-        if longest > limit:
-            raise BadRecordError(record_id, "nan_gap", f"row {row}: {longest / fs:.2f} s of NaN > {max_gap_s} s")
-        ok = ~np.isnan(x[row])
-        t = np.arange(x.shape[1])
-        out[row, ~ok] = np.interp(t[~ok], t[ok], x[row, ok])
-    return out
 
 
 def resample(x: np.ndarray, fs: float, target: int) -> np.ndarray:
@@ -144,11 +148,6 @@ def cut_windows(x: np.ndarray, n: int) -> np.ndarray:
     return x[:, : count * n].reshape(x.shape[0], count, n).transpose(1, 0, 2)
 
 
-def flat_leads(windows: np.ndarray, min_ptp: float) -> np.ndarray:
-    """(windows, leads) bool: True where a lead's peak-to-peak in the window is below ``min_ptp``."""
-    return np.ptp(windows, axis=-1) < min_ptp
-
-
 def zscore(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Per-segment z-score along the last axis: (x - mean) / (std + eps). Applied per view after
     augmentation (method note, "Views"); a constant segment maps to 0."""
@@ -168,43 +167,62 @@ def _finite_leads(record: EcgRecord) -> np.ndarray:
     return np.flatnonzero(finite)
 
 
-def _check_record(record: EcgRecord, rows: np.ndarray, cfg: PreprocessConfig) -> None:
+def _check_record(record: EcgRecord, cfg: PreprocessConfig) -> None:
     if record.fs < 2 * cfg.bandpass_high:
         raise BadRecordError(
             record.name, "bad_sampling_rate", f"{record.fs} Hz cannot carry the {cfg.bandpass_high} Hz band"
         )
     if record.duration_s < cfg.window_s - 0.5 / record.fs:
         raise BadRecordError(record.name, "too_short", f"{record.duration_s:.2f} s < one {cfg.window_s} s window")
-    peak = np.nanmax(np.abs(record.signal[rows]), axis=1)
-    if peak.max() > cfg.max_abs_mv:
-        lead = record.leads[rows[int(peak.argmax())]]
-        raise BadRecordError(
-            record.name, "out_of_range",
-            f"lead {lead} reaches {peak.max():.1f} mV > {cfg.max_abs_mv} mV (units {record.units})",
-        )
+
+
+def window_reasons(raw: np.ndarray, fs: float, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(band-passed windows (n, leads, T), reasons (n, leads))`` of the raw rows ``raw`` (leads,
+    samples) at ``fs``: a reason (edge/runtime/quality.py) where the lead-window is unusable, else None."""
+    rule = cfg.quality
+    samples = prepare_samples(raw, fs, rule)
+    x = bandpass(resample(samples.filled, fs, cfg.sample_rate), cfg)
+    T = cfg.window_samples
+    if x.shape[-1] < T:  # the rational resampling ratio can lose a sample at the boundary
+        x = np.pad(x, ((0, 0), (0, T - x.shape[-1])), mode="edge")
+    win = cut_windows(x, T)
+    reasons = np.full(win.shape[:2], None, dtype=object)
+    for k in range(win.shape[0]):
+        lo, hi = int(round(k * cfg.window_s * fs)), int(round((k + 1) * cfg.window_s * fs))
+        for lead in range(win.shape[1]):
+            reasons[k, lead] = (raw_reason(samples.row(lead), lo, hi, fs, rule)
+                                or band_reason(win[k, lead], cfg.sample_rate, rule))
+    return win, reasons
 
 
 def preprocess_record(record: EcgRecord, cfg: PreprocessConfig) -> Windows:
     """A record -> its band-passed windows at the model rate in the canonical 12-lead layout.
 
-    Leads that are all-NaN or flat in a window are masked absent (and zero); windows with no
-    lead left are dropped; a record with none left is ``flat_line``.
+    Leads that are all-NaN, or fail the quality rule in a window, are masked absent (and zero);
+    windows with no lead left are skipped and counted by reason; a record with none left is
+    refused with the most frequent reason (``flat_line``, ``nan_gap``, ``out_of_range``, ``not_ecg``).
     """
     rows = _finite_leads(record)
-    _check_record(record, rows, cfg)
-    x = fill_nan_gaps(record.signal[rows].astype(np.float64), record.fs, cfg.max_nan_gap_s, record.name)
-    x = bandpass(resample(x, record.fs, cfg.sample_rate), cfg)
-    T = cfg.window_samples
-    if x.shape[-1] < T:  # the rational resampling ratio can lose a sample at the boundary
-        x = np.pad(x, ((0, 0), (0, T - x.shape[-1])), mode="edge")
-    win = cut_windows(x, T)
-    present = ~flat_leads(win, cfg.flat_ptp_mv)
+    _check_record(record, cfg)
+    win, reasons = window_reasons(record.signal[rows].astype(np.float64), record.fs, cfg)
+    present = reasons == None  # noqa: E711 (elementwise on an object array)
     keep = present.any(axis=1)
+    lead_skipped = Counter(reason_code(r) for r in reasons[~present])
+    skipped = Counter(_window_reason(reasons[k]) for k in np.flatnonzero(~keep))
     if not keep.any():
-        raise BadRecordError(record.name, "flat_line", f"every lead of {record.leads} is flat")
+        reason, detail = refusal(skipped, len(keep))
+        raise BadRecordError(record.name, reason, f"leads {', '.join(record.leads)}: {detail}")
+    T = cfg.window_samples
     lead_rows = [LEAD_INDEX[record.leads[r]] for r in rows]
     signals = np.zeros((int(keep.sum()), len(LEADS), T), dtype=np.float32)
     mask = np.zeros((int(keep.sum()), len(LEADS)), dtype=bool)
     signals[:, lead_rows] = win[keep] * present[keep][:, :, None]
     mask[:, lead_rows] = present[keep]
-    return Windows(signals=signals, lead_mask=mask, start_s=np.flatnonzero(keep) * cfg.window_s)
+    return Windows(signals=signals, lead_mask=mask, start_s=np.flatnonzero(keep) * cfg.window_s,
+                   skipped=dict(skipped), lead_skipped=dict(lead_skipped))
+
+
+def _window_reason(lead_reasons: np.ndarray) -> str:
+    """A skipped window's reason: its leads' most frequent one (ties in WINDOW_REASONS order)."""
+    codes = Counter(reason_code(r) for r in lead_reasons)
+    return max(WINDOW_REASONS, key=lambda r: (codes.get(r, 0), -WINDOW_REASONS.index(r)))

@@ -9,6 +9,10 @@ Layout of a store directory::
                     cart_id, source_fs
     skipped.csv     record_id, reason, message of every record left out
 
+A record's windows are judged one by one (edge/runtime/quality.py, the rule the device runs):
+the manifest counts the windows left out (``skipped_windows``) and the lead-windows masked
+(``skipped_lead_windows``) by reason; a record is left out only when no window survives.
+
 float16 is adequate for mV ECG: its range (+-65504) is far beyond the +-30 mV accepted
 (``max_abs_mv``), and its spacing is <= 0.5 uV below 1 mV and <= 8 uV up to 16 mV, at or below
 an ECG amplifier's resolution (1-5 uV/LSB), while halving disk and read bandwidth.
@@ -63,12 +67,14 @@ SKIPPED_COLUMNS = ("record_id", "reason", "message")
 
 @dataclass
 class BuildReport:
-    """What a build did. ``skipped`` counts records left out, by reason."""
+    """What a build did. ``skipped`` counts records left out, by reason; ``skipped_windows`` the
+    windows of kept records left out, by reason (edge/runtime/quality.py)."""
 
     path: Path
     n_records: int
     n_windows: int
     skipped: dict[str, int] = field(default_factory=dict)
+    skipped_windows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     resumed_chunks: int = 0
     cached: bool = False
@@ -161,7 +167,8 @@ class _Partial:
             with open(self.dir / name, "w", newline="") as fh:
                 if header:
                     csv.writer(fh).writerow(header)
-        base = {"sizes": self._sizes(), "n_windows": 0, "n_records": 0, "skipped": {}}
+        base = {"sizes": self._sizes(), "n_windows": 0, "n_records": 0, "skipped": {},
+                "skipped_windows": {}, "skipped_lead_windows": {}}
         write_json_atomic(self.dir / PROGRESS, {"key": self.key, "base": base, "chunks": []})
 
     def _sizes(self) -> dict[str, int]:
@@ -187,6 +194,8 @@ class _Partial:
         """Append a chunk's results to the files, fsync them, then commit the chunk."""
         n_windows, n_records = self.state["n_windows"], self.state["n_records"]
         skipped = Counter(self.state["skipped"])
+        skipped_windows = Counter(self.state.get("skipped_windows", {}))
+        skipped_leads = Counter(self.state.get("skipped_lead_windows", {}))
         handles = {name: open(self.dir / name, "ab") for name in DATA_FILES}
         try:
             for res in results:
@@ -197,6 +206,8 @@ class _Partial:
                 else:
                     _append_windows(handles, res, n_windows)
                     n_windows += len(res.windows.signals)
+                    skipped_windows.update(res.windows.skipped)
+                    skipped_leads.update(res.windows.lead_skipped)
                 on_result()
             for fh in handles.values():
                 fh.flush()
@@ -205,7 +216,8 @@ class _Partial:
             for fh in handles.values():
                 fh.close()
         self.chunks.append({"fingerprint": fingerprint, "sizes": self._sizes(), "n_windows": n_windows,
-                            "n_records": n_records, "skipped": dict(skipped)})
+                            "n_records": n_records, "skipped": dict(skipped),
+                            "skipped_windows": dict(skipped_windows), "skipped_lead_windows": dict(skipped_leads)})
         write_json_atomic(self.dir / PROGRESS, self.progress)
 
 
@@ -266,7 +278,8 @@ def _cached_report(out: Path, cfg: PreprocessConfig, source: dict[str, Any], ove
         except StoreError:
             same = False
     if same:
-        return BuildReport(out, manifest["n_records"], manifest["n_windows"], manifest["skipped"], cached=True)
+        return BuildReport(out, manifest["n_records"], manifest["n_windows"], manifest["skipped"],
+                           manifest.get("skipped_windows", {}), cached=True)
     if not overwrite:
         raise StoreError(f"{out} already holds a different store (other preprocessing or source); "
                          "pass overwrite=True (clef store --overwrite) or choose another directory")
@@ -312,7 +325,7 @@ def build_store(
             resumed = len(_read_json(partial / PROGRESS)["chunks"])
         manifest = _publish(partial, out)
     return BuildReport(out, manifest["n_records"], manifest["n_windows"], manifest["skipped"],
-                       seconds=time.perf_counter() - start, resumed_chunks=resumed)
+                       manifest["skipped_windows"], seconds=time.perf_counter() - start, resumed_chunks=resumed)
 
 
 def _run_chunks(refs: Iterable[RecordRef], partial_dir: Path, key: str, cfg: PreprocessConfig,
@@ -322,7 +335,7 @@ def _run_chunks(refs: Iterable[RecordRef], partial_dir: Path, key: str, cfg: Pre
     partial = _Partial(partial_dir, key)
     resumed, k = 0, -1
     pool = ProcessPoolExecutor(workers, initializer=_worker_init) if workers > 1 else None
-    bar = tqdm(total=total, disable=not progress, unit="rec", desc=f"store {partial_dir.parent.name}")
+    bar = tqdm(total=total, disable=not progress, unit="rec", desc="preprocessing")
     try:
         for k, chunk in enumerate(_batched(refs, chunk_records)):
             fingerprint = _fingerprint(chunk)
@@ -361,6 +374,8 @@ def _stage_manifest(partial_dir: Path, cfg: PreprocessConfig, source: dict[str, 
         "n_records": state["n_records"],
         "n_skipped": sum(state["skipped"].values()),
         "skipped": state["skipped"],
+        "skipped_windows": state.get("skipped_windows", {}),
+        "skipped_lead_windows": state.get("skipped_lead_windows", {}),
         "source": source,
         "build_seconds": round(seconds, 3),
         "files": {name: {"bytes": (partial_dir / name).stat().st_size, "sha256": _sha256(partial_dir / name)}

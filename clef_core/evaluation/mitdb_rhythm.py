@@ -6,8 +6,10 @@ AF (1) when AFIB holds over all of it and non-AF (0) when AFIB holds nowhere in 
 straddle a rhythm change are left out, so every label is unambiguous. The MLII lead is resampled
 to the model rate and band-passed over the whole record (as the store does, and as
 :mod:`clef_core.evaluation.mitdb` does for beats), cut into back-to-back windows starting at 0,
-as the device runtime cuts them, and z-scored per window. At most ``per_class`` windows per
-record and class are kept (a uniform draw without replacement, seeded per record).
+as the device runtime cuts them, judged by the store's and device's signal-quality rule (a
+window the device would skip is left out and counted, ``quality_skipped``) and z-scored per
+window. At most ``per_class`` windows per record and class are kept (a uniform draw without
+replacement, seeded per record).
 
 Of the 22 DS1 records here, 201 and 203 hold AF episodes: a probe fitted on them is a real but
 small AF detector (two patients' AF), useful as the labelled output of the edge path, not as a
@@ -23,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.data.preprocess import PreprocessConfig, zscore
-from clef_core.evaluation.mitdb import model_rate, read_lead, rhythm_share
+from clef_core.data.preprocess import PreprocessConfig, window_reasons, zscore
+from clef_core.evaluation.mitdb import read_lead, rhythm_share
+
 
 @dataclasses.dataclass
 class RhythmWindows:
@@ -50,24 +53,24 @@ def load_af_windows(records: Sequence[Path], cfg: PreprocessConfig, lead: str = 
         win_raw = int(round(cfg.window_s * rec.fs))
         starts = np.arange(0, n_raw - win_raw + 1, win_raw)
         frac = rhythm_share(ann.rhythm_changes, n_raw, starts, win_raw)
+        win, reasons = window_reasons(np.asarray(signal, np.float64)[None], rec.fs, cfg)
+        usable = np.zeros(len(starts), dtype=bool)
+        usable[: len(win)] = reasons[: len(starts), 0] == None  # noqa: E711 (elementwise)
         rng = np.random.default_rng([zlib.crc32(rec.name.encode()), seed])
         chosen = []
-        for pure in (frac == 0.0, frac == 1.0):
+        for pure in ((frac == 0.0) & usable, (frac == 1.0) & usable):
             idx = np.flatnonzero(pure)
             if per_class and len(idx) > per_class:
                 idx = np.sort(rng.choice(idx, per_class, replace=False))
             chosen.append(idx)
-        sel = np.sort(np.concatenate(chosen))
-        x = model_rate(signal, rec.fs, cfg)
-        first = np.rint(starts[sel] * cfg.sample_rate / rec.fs).astype(np.int64)
-        ok = first + T <= len(x)
-        sel, first = sel[ok], first[ok]
-        xs.append(zscore(x[first[:, None] + np.arange(T)[None, :]]))
+        sel = np.sort(np.concatenate(chosen)).astype(np.int64)
+        xs.append(zscore(win[sel, 0].reshape(-1, T)))
         ys.append((frac[sel] == 1.0).astype(np.float64))
         groups.append(np.full(len(sel), rec.name))
         starts_s.append(starts[sel] / rec.fs)
         counts[rec.name] = {"af_available": int((frac == 1.0).sum()), "non_af_available": int((frac == 0.0).sum()),
                             "mixed_left_out": int(((frac > 0) & (frac < 1)).sum()),
+                            "quality_skipped": int((~usable).sum()),
                             "af_used": int(ys[-1].sum()), "non_af_used": int(len(sel) - ys[-1].sum())}
     return RhythmWindows(
         x=np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, T), np.float32),

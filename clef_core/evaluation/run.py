@@ -22,6 +22,7 @@ from torch import nn
 from clef_core.evaluation.embed import embed
 from clef_core.evaluation.evidence import distance_risk_spearman, leakage_probe, pca_2d, similarity_by_risk_bins
 from clef_core.evaluation.finetune import FinetuneConfig, finetune
+from clef_core.evaluation.operating_point import operating_point
 from clef_core.evaluation.probe import ACTIVATION, fit_probe
 from clef_core.evaluation.protocol import chance_halfwidth, headline, oof_decisions, score
 from clef_core.evaluation.splits import group_split
@@ -55,12 +56,15 @@ class EvalSettings:
     evidence_max_patients: int = 600
     evidence_permutations: int = 99
     max_chance_halfwidth: float = 0.1
+    operating_sensitivity: float = 0.9
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"evaluate.mode must be one of {MODES}, got {self.mode!r}")
         if self.folds < 2:
             raise ValueError(f"evaluate.folds must be >= 2, got {self.folds}")
+        if not 0 < self.operating_sensitivity <= 1:
+            raise ValueError(f"evaluate.operating_sensitivity must be in (0, 1], got {self.operating_sensitivity}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"evaluate.test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.probe_l2 < 0 or self.min_per_class < 1 or min(self.mitdb_beats_per_class, self.mitdb_af_windows_per_class) < 0:
@@ -128,6 +132,18 @@ def quarter_progress(say: Callable[[str], None] | None, what: str) -> Callable[[
     return on_batch
 
 
+def binary_operating_points(task: TaskData, decision: np.ndarray, target: float) -> dict[str, dict[str, Any]]:
+    """Per label, the threshold of the out-of-fold ``decision`` at sensitivity ``target`` and its
+    sensitivity / specificity on record groups it was not chosen on (evaluation/operating_point.py)."""
+    y = np.asarray(task.y).reshape(len(task.y), -1)
+    d = np.asarray(decision).reshape(len(decision), -1)
+    out = {}
+    for j, label in enumerate(task.labels):
+        ok = np.isfinite(d[:, j]) & np.isfinite(y[:, j])
+        out[str(label)] = operating_point(y[ok, j], d[ok, j], np.asarray(task.groups)[ok], target)
+    return out
+
+
 def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mode: str | None = None,
                   say: Callable[[str], None] | None = None) -> TaskResult:
     """Score ``encoder`` on ``task`` by ``mode`` (default ``settings.mode``); ``say`` gets progress lines."""
@@ -162,6 +178,8 @@ def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mo
             metrics = score(task.kind, task.labels, task.y, decision, **kwargs)
             probe = fit_probe(feats, task.y, task.kind, task.labels, settings.probe_l2, class_weight)
             protocol = f"patient-grouped {settings.folds}-fold CV (pooled out-of-fold), head refitted on all {len(task)} rows"
+            if task.kind == "binary":
+                meta["operating_points"] = binary_operating_points(task, decision, settings.operating_sensitivity)
         head = probe.to_linear()
         meta.update(l2=settings.probe_l2, class_weight=class_weight)
     else:

@@ -51,10 +51,10 @@ def cut(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def device_windows(x: np.ndarray, fs: float, spec: PreprocessSpec, limit: int) -> list[np.ndarray]:
-    """Up to ``limit`` usable (not skipped, not flat) windows, evenly spaced over the record; none
+    """Up to ``limit`` usable (not skipped: edge/runtime/quality.py) windows, evenly spaced over the record; none
     from a lead the device would refuse (too short, mis-scaled, noise: edge/runtime/quality.py)."""
     try:
-        wins = [w.x for w in windows_of(x, fs, spec) if w.x is not None and not w.flat]
+        wins = [w.x for w in windows_of(x, fs, spec) if w.x is not None]
     except SignalError:
         return []
     if len(wins) > limit:

@@ -78,6 +78,7 @@ class ExportOptions:
     windows_per_record: int = 3
     cuts: int = 2
     float_tflite: bool = False  # also model_fp32.tflite (benchmarks)
+    heads: tuple[str, ...] | None = None  # heads to ship (clef export --heads); None: all but synthetic-label ones
     split_parts: int = 1  # > 1: stem and first block's conv + Swish in channel slices (TFLM arena; exact)
     # report-only fidelity on other data (default MIT-BIH lead II), beside the gate; None skips it
     report_data: Path | None = field(default_factory=default_report_data)
@@ -85,14 +86,59 @@ class ExportOptions:
     timeout_s: float = 1800.0
 
 
+SIGNAL_KEYS = ("sample_rate", "window_s", "bandpass_low", "bandpass_high", "filter_order")  # what a head's input depends on
+
+
+def preprocess_mismatch(head_pre: dict | None, model_pre: dict) -> str | None:
+    """Why a head fitted on windows made with ``head_pre`` (its meta ``preprocess``) cannot run on
+    the device's windows (``model_pre``), or None (also when the head does not say)."""
+    if not head_pre:
+        return None
+    diff = [f"{k} {head_pre[k]} (the model's {model_pre.get(k)})" for k in SIGNAL_KEYS
+            if k in head_pre and head_pre[k] != model_pre.get(k)]
+    return f"fitted on other preprocessing: {', '.join(diff)}" if diff else None
+
+
+def select_heads(heads: dict, leads: tuple[str, ...], names: tuple[str, ...] | None,
+                 preprocess: dict | None = None) -> tuple[dict, dict[str, str]]:
+    """``(heads that ship, {dropped head: why})``. ``names`` (``clef export --heads``) chooses; by
+    default every head ships except those fitted on synthetic labels. A head fitted on one lead
+    (its meta ``lead``) ships only when that lead is exported: the device runs it on that lead only;
+    a head whose meta ``preprocess`` differs from the model's ``preprocess`` does not ship."""
+    unknown = sorted(set(names or ()) - set(heads))
+    if unknown:
+        raise ExportError(f"--heads: no head {', '.join(unknown)} in the checkpoint (it has: "
+                          f"{', '.join(heads) or 'none'})")
+    kept, dropped = {}, {}
+    for name, h in heads.items():
+        lead = h.meta.get("lead")
+        if names is not None and name not in names:
+            dropped[name] = "not named in --heads"
+        elif names is None and h.meta.get("task") == "synthetic":
+            dropped[name] = "fitted on synthetic labels (name it in --heads to ship it)"
+        elif lead and lead not in leads:
+            dropped[name] = f"fitted on lead {lead}, which is not exported (--leads {','.join(leads)})"
+        elif why := preprocess_mismatch(h.meta.get("preprocess"), preprocess or {}):
+            dropped[name] = why
+        else:
+            kept[name] = h
+    return kept, dropped
+
+
 def heads_json(heads: dict) -> dict[str, dict[str, Any]]:
-    """Linear heads as plain numbers for the device (activation from the head's meta, default sigmoid)."""
+    """Linear heads as plain numbers for the device (activation from the head's meta, default
+    sigmoid), with the lead and task they were fitted on, their validation metric and, for
+    binary heads from ``clef evaluate``, their operating point (clef_core/evaluation/operating_point.py)."""
     out = {}
     for name, h in heads.items():
         lin = h.module
-        out[name] = {"labels": list(h.labels), "weight": lin.weight.detach().double().tolist(),
-                     "bias": lin.bias.detach().double().tolist(),
-                     "activation": str(h.meta.get("activation", "sigmoid"))}
+        entry = {"labels": list(h.labels), "weight": lin.weight.detach().double().tolist(),
+                 "bias": lin.bias.detach().double().tolist(),
+                 "activation": str(h.meta.get("activation", "sigmoid")), "lead": h.meta.get("lead")}
+        for key in ("task", "metric", "value", "protocol", "operating_points", "preprocess"):
+            if h.meta.get(key) is not None:
+                entry[key] = h.meta[key]
+        out[name] = entry
     return out
 
 
@@ -181,10 +227,15 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, opts: ExportOption
     t0 = time.time()
     lm = load_model(checkpoint)
     encoder = lm.encoder.eval()
-    heads = heads_json(lm.heads)
+    shipped, dropped = select_heads(lm.heads, opts.leads, opts.heads, lm.preprocess)
+    for name, why in dropped.items():
+        log(f"clef export: head {name} not shipped: {why}")
+    heads = heads_json(shipped)
     spec_dict = build_preprocess_json(lm.preprocess, leads=opts.leads, heads=heads)
     (out_dir / "preprocess.json").write_text(json.dumps(spec_dict, indent=1))
     spec = spec_from_dict(spec_dict)
+    for name, head in spec.heads.items():
+        log(f"clef export: ships {head.describe(name)}")
     log(f"clef export: windows from {', '.join(map(str, sources))} (leads {', '.join(opts.leads)}) through the device preprocessing")
     sets = real_windows(source, spec, leads=opts.leads, seed=opts.seed,
                         windows_per_record=opts.windows_per_record, cuts=opts.cuts)
@@ -198,6 +249,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, opts: ExportOption
         "checkpoint": str(checkpoint), "encoder": lm.encoder_config,
         "gate_thresholds": {"centred_cosine_min": MIN_CENTRED_COSINE, "rel_l2_error": MAX_REL_L2},
         "windows": sets.summary(), "models": {},
+        "heads": {"shipped": {name: {k: v for k, v in h.items() if k not in ("weight", "bias")}
+                              for name, h in heads.items()}, "dropped": dropped},
         "report_data": {"source": str(opts.report_data), "lead": "II", "windows": len(extra),
                         "records": extra_records} if len(extra) else None,
     }

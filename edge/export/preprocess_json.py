@@ -17,7 +17,8 @@ from scipy import signal as ss
 from edge.runtime.spec import FORMAT, FORMAT_VERSION, spec_from_dict
 
 DEFAULTS = {"sample_rate": 500.0, "window_s": 10.0, "bandpass_low": 0.67, "bandpass_high": 40.0,
-            "filter_order": 5, "max_nan_gap_s": 0.5, "flat_ptp_mv": 0.02, "max_abs_mv": 30.0}
+            "filter_order": 5, "max_nan_gap_s": 0.5, "flat_ptp_mv": 0.02, "max_abs_mv": 30.0,
+            "noise_kurtosis_max": 4.0, "noise_hf_low_hz": 15.0, "noise_hf_fraction_min": 0.4}
 
 
 def sosfiltfilt_padlen(sos: np.ndarray) -> int:
@@ -65,7 +66,8 @@ def build_preprocess_json(
         "max_nan_gap_s": float(p["max_nan_gap_s"]),
         "flat_ptp_mv": float(p["flat_ptp_mv"]),
         "max_abs_mv": float(p["max_abs_mv"]),
-        "noise": {"kurtosis_max": 4.0, "hf_band_hz": [15.0, 40.0], "hf_fraction_min": 0.4},
+        "noise": {"kurtosis_max": float(p["noise_kurtosis_max"]), "hf_band_hz": [float(p["noise_hf_low_hz"]), high],
+                  "hf_fraction_min": float(p["noise_hf_fraction_min"])},
         "leads": list(leads),
         "heads": {name: dict(h) for name, h in (heads or {}).items()},
     }

@@ -13,7 +13,9 @@ class RecordError(ValueError):
 
 
 def read_array(path: str | Path, lead: str | None = None) -> tuple[np.ndarray, str]:
-    """``(signal (N,), lead name)`` for one lead of an array file (default: the first column/row)."""
+    """``(signal (N,), lead name)`` for one lead of an array file (default: the first column/row).
+    A single unnamed lead (a 1-D ``.npy``, a one-column ``.csv`` without header) takes ``lead`` as
+    its name, so task heads fitted on that lead run on it."""
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
@@ -37,6 +39,8 @@ def read_array(path: str | Path, lead: str | None = None) -> tuple[np.ndarray, s
         raise RecordError(f"{path}: unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     if data.ndim != 2 or data.shape[1] < 2 or not np.issubdtype(data.dtype, np.number):
         raise RecordError(f"{path}: expected a numeric 1-D signal or a leads x samples array, got shape {data.shape}")
+    if not names and data.shape[0] == 1 and lead is not None:
+        return data[0].astype(np.float64), lead
     names = names or [f"lead{i}" for i in range(data.shape[0])]
     if lead is None:
         return data[0].astype(np.float64), names[0]

@@ -15,14 +15,18 @@ everything here is plain numbers so the device needs neither scipy nor torch::
       "resample": {"method": "polyphase-kaiser", "kaiser_beta": 5.0, "half_len_factor": 10},
       "stream": {"context_s": 10.0}, # raw context filtered on each side of a window
       "zscore": {"eps": 1e-6},       # (x - mean) / max(std, eps) per window, as in training
-      "max_nan_gap_s": 0.5,          # shorter NaN gaps are interpolated, longer ones skip the window
-      "flat_ptp_mv": 0.02,           # a band-passed window spanning less is reported "flat" (lead off)
+      "max_nan_gap_s": 0.5,          # a longer NaN gap skips the windows it touches ("nan_gap")
+      "flat_ptp_mv": 0.02,           # a band-passed window spanning less is skipped ("flat", lead off)
       "leads": ["I", "II"],          # leads the model was calibrated and gated on
-      "max_abs_mv": 30.0,            # a sample beyond +-this refuses the record (mis-scaled units?), as the store does
+      "max_abs_mv": 30.0,            # a sample beyond +-this skips its window ("out_of_range"), as the store does
       "noise": {"kurtosis_max": 4.0, "hf_band_hz": [15.0, 40.0], "hf_fraction_min": 0.4},
                                      # a window below the kurtosis AND above the high-band power fraction
                                      # is random noise, not ECG (edge/runtime/quality.py)
-      "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid"}}
+      "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid",
+                       "lead": "II",           # run on windows of this lead only (null: any lead)
+                       "task": "mitdb_af", "metric": "auroc", "value": 0.74,   # validation, informative
+                       "operating_points": {label: {"probability_threshold": 0.23, "sensitivity": 0.9,
+                                                    "specificity": 0.4, "calibrated": false, ...}}}}
     }
 """
 
@@ -35,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .quality import NoiseRule
+from .quality import NoiseRule, QualityRule
+from .wfdb_lite import lead_key
 
 FORMAT = "clef-edge-preprocess"
 FORMAT_VERSION = 1
@@ -58,12 +63,46 @@ class BandFilter:
 
 @dataclass(frozen=True)
 class Head:
-    """A linear task head run in numpy on the dequantised embedding."""
+    """A linear task head run in numpy on the dequantised embedding, on windows of ``lead`` only
+    (None: any lead); a label with an operating point gets a decision beside its score."""
 
     labels: list[str]
     weight: np.ndarray  # (n_labels, emb_dim)
     bias: np.ndarray  # (n_labels,)
     activation: str
+    lead: str | None = None
+    operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task: str | None = None
+    metric: str | None = None
+    value: float | None = None
+
+    def applies_to(self, lead: str | None) -> bool:
+        return self.lead is None or (lead is not None and lead_key(self.lead) == lead_key(lead))
+
+    def decisions(self, scores: np.ndarray) -> dict[str, bool]:
+        """``{label: score >= its operating point's threshold}`` for the labels that have one."""
+        return {label: bool(p >= self.operating_points[label]["probability_threshold"])
+                for label, p in zip(self.labels, scores) if label in self.operating_points}
+
+    def describe(self, name: str) -> str:
+        """One line for the console: what the head's output means and does not mean."""
+        where = f"lead {self.lead}" if self.lead else "any lead"
+        val = (f", validation {self.metric} {self.value:.3f}" if self.metric and isinstance(self.value, (int, float))
+               else "")
+        text = f"head {name} ({where}{val}): "
+        if self.activation not in ("sigmoid", "softmax"):
+            return text + "a regression output"
+        if not self.operating_points:
+            return text + ("a ranking score, not a detector: no operating point shipped, and 0.5 is not a "
+                           "threshold (uncalibrated)")
+        parts = []
+        for label, op in self.operating_points.items():
+            cal = "" if op.get("calibrated") else "uncalibrated score, "
+            parts.append(f"'{label}' decided at score >= {op['probability_threshold']:.3g} ({cal}target sensitivity "
+                         f"{op['target_sensitivity']:g}; measured sensitivity {_fmt(op.get('sensitivity'))}, "
+                         f"specificity {_fmt(op.get('specificity'))} on {op.get('n_pos', '?')}+{op.get('n_neg', '?')} "
+                         f"held-out windows)")
+        return text + "a ranking score, not a calibrated probability; " + "; ".join(parts)
 
     def __call__(self, embedding: np.ndarray) -> np.ndarray:
         z = self.weight @ embedding + self.bias
@@ -73,6 +112,10 @@ class Head:
             e = np.exp(z - z.max())
             return e / e.sum()
         return z
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, (int, float)) else "n/a"
 
 
 @dataclass(frozen=True)
@@ -95,6 +138,11 @@ class PreprocessSpec:
     @property
     def window_samples(self) -> int:
         return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def quality(self) -> QualityRule:
+        """The per-window quality rule the store applied in training (edge/runtime/quality.py)."""
+        return QualityRule(self.max_abs_mv, self.max_nan_gap_s, self.flat_ptp_mv, self.noise)
 
     def filter_at(self, rate: float) -> BandFilter:
         for r, f in self.filters.items():
@@ -140,7 +188,11 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
         labels = [str(x) for x in _need(h, "labels", f"{where}: heads.{name}")]
         if w.shape[0] != len(labels) or b.shape != (len(labels),):
             raise SpecError(f"{where}: head '{name}' weight/bias shapes do not match its {len(labels)} labels")
-        heads[str(name)] = Head(labels, w, b, act)
+        ops = {str(k): dict(v) for k, v in (h.get("operating_points") or {}).items()
+               if isinstance(v, dict) and isinstance(v.get("probability_threshold"), (int, float))}
+        value = h.get("value")
+        heads[str(name)] = Head(labels, w, b, act, lead=h.get("lead"), operating_points=ops, task=h.get("task"),
+                                metric=h.get("metric"), value=float(value) if isinstance(value, (int, float)) else None)
     sample_rate = float(_need(d, "sample_rate", where))
     window_s = float(_need(d, "window_s", where))
     if sample_rate <= 0 or window_s <= 0 or abs(sample_rate * window_s - round(sample_rate * window_s)) > 1e-6:

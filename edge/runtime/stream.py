@@ -19,42 +19,26 @@ checks < 1e-3.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .filters import SOSFilter
-from .quality import SignalError, check_range, noise_reason
+from .quality import SignalError, band_reason, prepare_samples, raw_reason, reason_code, refusal
 from .resample import rate_ratio, resample
 from .spec import PreprocessSpec
 
 
 @dataclass
 class Window:
-    """One model input: ``x`` (T,) float32 z-scored, or ``x=None`` with ``skipped`` saying why."""
+    """One model input: ``x`` (T,) float32 z-scored, or ``x=None`` with ``skipped`` saying why
+    (``"<reason>: <detail>"``, reason one of edge/runtime/quality.py's WINDOW_REASONS)."""
 
     start_s: float
     x: np.ndarray | None
     skipped: str | None = None
-    flat: bool = False
-
-
-def fill_nan_gaps(x: np.ndarray, max_gap: int) -> np.ndarray | None:
-    """Linear interpolation across NaN runs of at most ``max_gap`` samples; None if a run is longer."""
-    bad = ~np.isfinite(x)
-    if not bad.any():
-        return x
-    if bad.all():
-        return None
-    edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    if (ends - starts).max() > max_gap:
-        return None
-    good = np.flatnonzero(~bad)
-    out = x.copy()
-    out[bad] = np.interp(np.flatnonzero(bad), good, x[good])
-    return out
 
 
 def zscore(x: np.ndarray, eps: float) -> np.ndarray:
@@ -77,7 +61,6 @@ class Preprocessor:
         # context rounded up to whole multiples of `down` so segment starts stay on the output grid
         c = int(np.ceil(spec.context_s * self.fs_in / self.down)) * self.down
         self.context_in = c
-        self.max_gap = int(round(spec.max_nan_gap_s * self.fs_in))
         self._filters: dict[float, SOSFilter] = {}
 
     def _filter(self, rate: float) -> SOSFilter:
@@ -98,56 +81,64 @@ class Preprocessor:
             y = resample(y, rate, self.spec.sample_rate)
         return y
 
-    def window(self, seg: np.ndarray, seg_start: int, win_start: int) -> tuple[np.ndarray | None, str | None, bool]:
-        """The z-scored window starting at raw sample ``win_start`` inside ``seg`` (raw from ``seg_start``)."""
-        filled = fill_nan_gaps(np.asarray(seg, dtype=np.float64), self.max_gap)
-        if filled is None:
-            return None, f"NaN gap longer than {self.spec.max_nan_gap_s:g} s", False
-        y = self.signal(filled)
-        off = (win_start - seg_start) * self.up // self.down
-        t = self.spec.window_samples
-        band = y[off : off + t]
-        # flat as in training (clef_core.data.preprocess.flat_leads): band-passed peak-to-peak
-        flat = bool(np.ptp(band) < self.spec.flat_ptp_mv)
-        noise = None if flat else noise_reason(band, self.spec.sample_rate, self.spec.noise)
-        if noise:
-            return None, noise, False
-        return zscore(band, self.spec.zscore_eps), None, flat
+    def window(self, seg: np.ndarray, seg_start: int, win_start: int) -> tuple[np.ndarray | None, str | None]:
+        """The z-scored window starting at raw sample ``win_start`` inside ``seg`` (raw from
+        ``seg_start``), or ``(None, reason)`` by the shared quality rule (edge/runtime/quality.py)."""
+        rule = self.spec.quality
+        samples = prepare_samples(seg, self.fs_in, rule)
+        lo = win_start - seg_start
+        reason = raw_reason(samples, lo, lo + self.window_in, self.fs_in, rule, offset=seg_start)
+        if reason:
+            return None, reason
+        y = self.signal(samples.filled)
+        off = lo * self.up // self.down
+        band = y[off : off + self.spec.window_samples]
+        reason = band_reason(band, self.spec.sample_rate, rule)
+        if reason:
+            return None, reason
+        return zscore(band, self.spec.zscore_eps), None
 
 
 def iter_windows(chunks: Iterable[np.ndarray], fs_in: float, spec: PreprocessSpec) -> Iterator[Window]:
     """Model-ready windows from a stream of raw 1-D chunks (any sizes) of one lead at ``fs_in`` Hz.
 
-    Raises :class:`~.quality.SignalError` (edge/runtime/quality.py) for a sample beyond
-    ``spec.max_abs_mv``, a stream shorter than one window, or one whose every window is noise.
+    A window that fails the quality rule (edge/runtime/quality.py) is yielded with ``skipped``;
+    :class:`~.quality.SignalError` when the stream is shorter than one window or, at its end,
+    when no window survived (the store's refusal of the same record).
     """
     pre = Preprocessor(spec, fs_in)
     w, c = pre.window_in, pre.context_in
     buf = np.zeros(0)
     buf_start = 0  # absolute index of buf[0]
     k = 0  # next window
-    noise = 0  # windows skipped as noise
+    counts: Counter[str] = Counter()  # skipped windows by reason
+    finite = False  # any finite sample seen (else the record is all_nan, as in the store)
     for chunk in chunks:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1)
-        check_range(chunk, spec.max_abs_mv, fs_in, buf_start + buf.size)
+        finite = finite or bool(np.isfinite(chunk).any())
         buf = np.concatenate([buf, chunk])
         while buf_start + buf.size >= (k + 1) * w + c:
-            win = _emit(pre, buf, buf_start, k)
-            noise += bool(win.skipped and win.skipped.startswith("noise-like"))
-            yield win
+            yield _counted(_emit(pre, buf, buf_start, k), counts)
             k += 1
             keep = max(0, k * w - c)
             buf, buf_start = buf[keep - buf_start :], keep
     n = buf_start + buf.size
     while (k + 1) * w <= n:
-        win = _emit(pre, buf, buf_start, k)
-        noise += bool(win.skipped and win.skipped.startswith("noise-like"))
-        yield win
+        yield _counted(_emit(pre, buf, buf_start, k), counts)
         k += 1
     if k == 0:
         raise SignalError(f"too_short: {n / fs_in:.2f} s < one {spec.window_s:g} s window")
-    if noise == k:
-        raise SignalError(f"not_ecg: all {k} window(s) are random noise, not ECG (last: {win.skipped})")
+    if not finite:
+        raise SignalError(f"all_nan: no finite sample in {n / fs_in:.2f} s")
+    if sum(counts.values()) == k:
+        reason, detail = refusal(counts, k)
+        raise SignalError(f"{reason}: {detail}")
+
+
+def _counted(win: Window, counts: Counter[str]) -> Window:
+    if win.skipped:
+        counts[reason_code(win.skipped)] += 1
+    return win
 
 
 def _emit(pre: Preprocessor, buf: np.ndarray, buf_start: int, k: int) -> Window:
@@ -155,8 +146,8 @@ def _emit(pre: Preprocessor, buf: np.ndarray, buf_start: int, k: int) -> Window:
     lo = max(0, k * w - c)
     hi = min(buf_start + buf.size, (k + 1) * w + c)
     seg = buf[lo - buf_start : hi - buf_start]
-    x, skipped, flat = pre.window(seg, lo, k * w)
-    return Window(start_s=k * w / pre.fs_in, x=x, skipped=skipped, flat=flat)
+    x, skipped = pre.window(seg, lo, k * w)
+    return Window(start_s=k * w / pre.fs_in, x=x, skipped=skipped)
 
 
 def windows_of(signal: np.ndarray, fs_in: float, spec: PreprocessSpec, chunk_s: float = 60.0) -> Iterator[Window]:

@@ -21,6 +21,11 @@ from .arrays import RecordError
 
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 ALIASES = {"mlii": "ii", "mli": "i", "mliii": "iii"}  # MIT-BIH modified limb leads
+
+
+def lead_key(name: str) -> str:
+    """A lead name compared case-insensitively, MIT-BIH's modified limb leads as the limb leads."""
+    return ALIASES.get(name.strip().lower(), name.strip().lower())
 _FMT = re.compile(r"^(?P<fmt>\d+)(x(?P<spf>\d+))?(:\d+)?(\+(?P<off>\d+))?$")
 _GAIN = re.compile(r"^(?P<gain>[-+\d.eE]+)(\((?P<base>-?\d+)\))?(/(?P<units>\S+))?$")
 
@@ -88,10 +93,9 @@ class _Lead:
         except (ValueError, IndexError) as exc:
             raise RecordError(f"record {rid}: malformed header: {exc}") from exc
         names = [s["name"] for s in sigs]
-        keys = [ALIASES.get(n.lower(), n.lower()) for n in names]
+        keys = [lead_key(n) for n in names]
         wanted = [lead] if lead else [*prefer]
-        idx = next((keys.index(ALIASES.get(w.lower(), w.lower())) for w in wanted
-                    if ALIASES.get(w.lower(), w.lower()) in keys), None)
+        idx = next((keys.index(lead_key(w)) for w in wanted if lead_key(w) in keys), None)
         if idx is None:
             if lead:
                 raise RecordError(f"record {rid}: no lead {lead!r} (has {', '.join(names)})")
