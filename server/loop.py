@@ -263,6 +263,7 @@ class Federation:
                 "train": dict(self.cfg["train"]),
                 "model": dict(self.cfg["model"]),
                 "views": dict(self.cfg["views"]),
+                "risk": dict(self.cfg["risk"]),
                 "rounds": len(lines),
                 "final_train_loss": lines[-1].get("train_loss") if lines else None,
                 "sites": sorted({s.get("site", f"node-{s['node_id']}") for line in lines for s in line["sites"]

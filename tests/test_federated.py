@@ -593,6 +593,7 @@ def test_simulation_on_three_real_sites_survives_a_broken_site_and_a_killed_serv
     assert 0 <= lines[-1]["probe_auroc"] <= 1 and 0 <= lines[0]["probe_auroc_initial"] <= 1
     model = load_model(out / "final_model.pt")
     assert model.provenance["kind"] == "federated-pretrain" and set(model.provenance["sites"]) == set(ECG_SITES)
+    assert model.provenance["risk"]["model"] == "score2"  # the clinical risk behind the run's weights
     assert (out / "summary.png").stat().st_size > 0
     assert "closed-hospital" in output  # the summary names the failing site
     assert not processes_in(out), "processes of the simulation outlived it"
