@@ -50,6 +50,11 @@ HOLDOUT = -1
 FILTERED_TABLES = ("record_list", "machine_measurements", "labels", "truth")
 # ESC 2021 SCORE2/SCORE2-OP risk categories: (upper age bound, "high" from, "very high" from)
 RISK_THRESHOLDS = ((50, 0.025, 0.075), (70, 0.05, 0.10), (math.inf, 0.075, 0.15))
+# (high, very high) 10-year risk cut-offs of the models whose categories do not depend on age:
+# PCE and PREVENT: the ACC/AHA 2019 primary-prevention bands (intermediate from 7.5 %, high from 20 %;
+# Arnett et al., Circulation 2019); SCORE2-Diabetes: ESC 2023 diabetes guideline (high 10-20 %,
+# very high >= 20 %; Marx et al., Eur Heart J 2023).
+FLAT_RISK_THRESHOLDS = {"pce": (0.075, 0.20), "prevent": (0.075, 0.20), "score2_diabetes": (0.10, 0.20)}
 
 
 class SplitError(ValueError):
@@ -160,12 +165,21 @@ def records_table(cohort: Path) -> pd.DataFrame:
     return table
 
 
-def risk_category(risk: float, age: float) -> str:
-    """SCORE2 (age < 70) / SCORE2-OP (>= 70) category: low-to-moderate, high, very high
-    (ESC 2021 prevention guideline, Visseren et al., Eur Heart J 2021); "unknown" when undefined."""
+def risk_category(risk: float, age: float, model: str = "score2") -> str:
+    """The risk category of one patient under ``model``: low-to-moderate, high, very high.
+
+    SCORE2 (age < 70) / SCORE2-OP (>= 70): the ESC 2021 prevention guideline's age-specific
+    thresholds (Visseren et al., Eur Heart J 2021); the other models: ``FLAT_RISK_THRESHOLDS``.
+    "unknown" when the risk or age is undefined."""
     if risk is None or age is None or not (np.isfinite(risk) and np.isfinite(age)):
         return "unknown"
-    for upper, high, very_high in RISK_THRESHOLDS:
+    if model in FLAT_RISK_THRESHOLDS:
+        bands = ((math.inf, *FLAT_RISK_THRESHOLDS[model]),)
+    elif model == "score2":
+        bands = RISK_THRESHOLDS
+    else:
+        raise ValueError(f"risk_category: no risk categories for risk model {model!r}")
+    for upper, high, very_high in bands:
         if age < upper:
             return "very_high" if risk >= very_high else "high" if risk >= high else "low_moderate"
     return "unknown"
@@ -173,7 +187,8 @@ def risk_category(risk: float, age: float) -> str:
 
 def patient_table(cohort: Path, clinical: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per patient, sorted by ``subject_id``: ``records``, ``cart`` (majority cart, or NA),
-    ``stratum`` (SCORE2 category from ``clinical``'s ``risk``/``age`` at the patient's first ECG)
+    ``stratum`` (the risk model's category, :func:`risk_category`, from ``clinical``'s ``risk``/``age``/``risk_model``
+    at the patient's first ECG)
     and every binary label column of labels.csv as ``label:<name>`` (1 if any ECG is positive)."""
     cohort = Path(cohort)
     records = records_table(cohort)
@@ -188,7 +203,9 @@ def patient_table(cohort: Path, clinical: pd.DataFrame | None = None) -> pd.Data
         if "ecg_time" in first.columns:
             first = first.sort_values("ecg_time", kind="stable")
         first = first.drop_duplicates("subject_id").set_index("subject_id")
-        cats = [risk_category(float(r), float(a)) for r, a in zip(first["risk"], first["age"], strict=True)]
+        models = first["risk_model"] if "risk_model" in first.columns else pd.Series("score2", index=first.index)
+        cats = [risk_category(float(r), float(a), str(m))
+                for r, a, m in zip(first["risk"], first["age"], models, strict=True)]
         patients["stratum"] = pd.Series(cats, index=first.index).reindex(patients.index).fillna("unknown")
     labels = read_table(cohort, "labels")
     if labels is not None and "subject_id" in labels.columns:

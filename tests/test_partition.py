@@ -134,6 +134,17 @@ def test_risk_categories_follow_esc_2021() -> None:
     assert risk_category(float("nan"), 60) == "unknown"
 
 
+def test_risk_categories_follow_the_risk_model() -> None:
+    # ACC/AHA 2019 bands for PCE / PREVENT (age plays no part), ESC 2023 for SCORE2-Diabetes
+    assert risk_category(0.03, 45, "pce") == "low_moderate"
+    assert risk_category(0.08, 45, "prevent") == "high"
+    assert risk_category(0.20, 75, "pce") == "very_high"
+    assert risk_category(0.08, 60, "score2_diabetes") == "low_moderate"
+    assert risk_category(0.15, 60, "score2_diabetes") == "high"
+    with pytest.raises(ValueError, match="no risk categories"):
+        risk_category(0.1, 60, "framingham")
+
+
 def test_wfdb_folder_split_links_real_records(shared_data: Path, tmp_path: Path) -> None:
     split = split_cohort(shared_data / "ecg", tmp_path / "split", SplitSpec(kind="iid", sites=3, holdout=0.0))
     linked = sorted(p.name for s in split.sites for p in s.dir.iterdir() if p.suffix == ".hea")
