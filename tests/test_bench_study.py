@@ -48,7 +48,7 @@ def test_study_estimate_counts_the_configs_steps():
     assert dict((r[0], r[1]) for r in plan(capped, ones, 10.0))["pretraining steps (encoder)"] == 27 * 100
     # fine-tune: 30 encoders x 2 subsamples; pool of 1,500 rows: 15 rows (1 step x 256 epochs), 150 (5 x 52), 1,500 (47 x 6)
     assert rows["fine-tune steps (encoder)"][0] == 30 * 2 * (256 + 260 + 282)
-    # bootstraps: 15 comparisons x 5 fractions, 11 without the features arm x 3 fine-tune fractions
-    assert rows["bootstraps"][0] == 15 * 5 + 11 * 3
+    # bootstraps: 12 comparisons x 5 fractions, 10 without the features arm x 3 fine-tune fractions
+    assert rows["bootstraps"][0] == 12 * 5 + 10 * 3
     few = load_config("study-gpu", ['study.arms=["untrained","ntxent"]'])
     assert dict((r[0], r[1]) for r in plan(few, ones, 10.0))["prepare stores"] == 15_000  # no second cohort

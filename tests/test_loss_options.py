@@ -233,3 +233,6 @@ def test_clef_diagnose_command(tiny_site, tmp_path, capsys):
     stats = json.loads(out.read_text())["statistics"]["paper defaults"]
     assert 0 <= stats["risk_known"] <= 1 and -1 <= stats["grad_cosine_placebo"] <= 1
     assert main(["diagnose", "--cohort", str(tmp_path / "nothing"), "--work", str(tmp_path / "w2")]) == 1
+    # the oracle needs a hidden factor: the default cohort has none, and the error names it
+    assert main(["diagnose", "--cohort", str(tiny_site.root), "--work", str(tmp_path / "w"), "--oracle"]) == 1
+    assert "risk_factor" in capsys.readouterr().err
