@@ -94,6 +94,7 @@ def test_study_runs_end_to_end(tmp_path):
                 "clef_signal_off", "ntxent_signal_off", "supervised"):
         assert f"| {arm} |" in table
     assert "| Bayes ceiling (true h) |" in table and "Resolution: 95 % CI half-width" in table
+    assert "| mean weight known-known / known-unknown / unknown-unknown |" in table  # the weight diagnostics
     diffs = (out / "differences.md").read_text()
     for row in ("clef - ntxent", "placebo - ntxent", "ntxent - untrained", "clef_repaired - untrained",
                 "ntxent - features", "clef_repaired - features", "clef_repaired - placebo_known", "oracle - ntxent",

@@ -285,6 +285,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
     (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study, ceiling) + mitdb_md
+                                  + _diagnostics_markdown(diagnostics)
                                   + ("\n## Fine-tuned\n\n" + ft_table_md if ft_table_md else ""), encoding="utf-8")
     (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels) + ft_diffs_md, encoding="utf-8")
     from clef_core.evaluation.plots import label_efficiency
@@ -696,6 +697,32 @@ def _label_markdown(long: pd.DataFrame, study: StudyConfig, ceiling: dict[str, f
     if ceiling:
         lines.append("| Bayes ceiling (true h) | " + " | ".join(f"{ceiling[c]:.3f}" if c in ceiling else "-" for c in labels)
                      + " |")
+    return "\n".join(lines) + "\n"
+
+
+DIAGNOSTIC_ROWS = (("risk known (patients) / both known (pairs)", ("risk_known", "pairs_with_risk")),
+                   ("mean weight known-known / known-unknown / unknown-unknown",
+                    ("mean_w_known_known", "mean_w_known_unknown", "mean_w_unknown_unknown")),
+                   ("Spearman weight vs risk difference (known pairs) / vs completeness product",
+                    ("spearman_w_riskdiff", "spearman_w_completeness")),
+                   ("gradient cosine true vs placebo / vs placebo_known", ("grad_cosine_placebo", "grad_cosine_placebo_known")),
+                   ("clinical part (g - g_NT-Xent) cosine vs placebo / vs placebo_known",
+                    ("clinical_cosine_placebo", "clinical_cosine_placebo_known")),
+                   ("share of the gradient the true risks decide", ("grad_change_placebo_known",)))
+
+
+def _diagnostics_markdown(diagnostics: dict[str, dict[str, float]]) -> str:
+    """The weight diagnostics of the pretraining batches (diagnostics.json) as a table, one column per setting."""
+    if not diagnostics:
+        return ""
+    names = list(diagnostics)
+    lines = ["", "Weight diagnostics of the pretraining batches (`clef diagnose`, random-init encoder; "
+             "docs/evaluation.md, \"Weights that act on risk\"):", "",
+             "| statistic | " + " | ".join(names) + " |", "|" + "|".join("---" for _ in range(len(names) + 1)) + "|"]
+    for title, keys in DIAGNOSTIC_ROWS:
+        cells = [" / ".join("-" if not math.isfinite(diagnostics[n].get(k, math.nan)) else f"{diagnostics[n][k]:.3g}"
+                            for k in keys) for n in names]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
