@@ -19,13 +19,13 @@ Clinical weights (N x N), see :func:`clinical_weights`::
              = mean of D over the batch's pairs i != k with both risks known   (``unknown_weight="mean"``; 1 when
                                                the batch has no such pair)
     D_ii     = 0
+    M_ik     = exp(-rho_i rho_k)                (the paper's direction: two complete patients -> e^-1)
+    W        = D * M  (use_mask)  or  D
 
 With ``unknown_weight="one"`` a pair with an unknown risk weighs more than any known pair (D = 1 is the
 ceiling of the known pairs' D): the weights then encode which records lack metadata rather than risk,
 and a placebo that shuffles risk among known records keeps that structure. ``"mean"`` gives such a pair
 the weight of an average known pair, so only the known risks move the weights (not in the paper).
-    M_ik     = exp(-rho_i rho_k)                (the paper's direction: two complete patients -> e^-1)
-    W        = D * M  (use_mask)  or  D
 
 W~ is W tiled to 2N x 2N (W~_ab = W_{a mod N, b mod N}), so self and positive entries are W_ii = 0.
 
