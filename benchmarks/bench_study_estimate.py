@@ -110,17 +110,18 @@ def plan(cfg: dict, m: dict[str, float], gpu_speedup: float) -> list[tuple[str, 
     steps_per_arm = min(steps_per_arm, tr["max_steps"]) if tr.get("max_steps") else steps_per_arm
     trained = sum(a not in UNTRAINED_ARMS for a in arms) * seeds
     encoders = sum(a != "features" for a in arms) * seeds
+    tuned = [a for a in arms if a != "features" and (not st.get("finetune_arms") or a in st["finetune_arms"])]
     arm_seeds = encoders + ("features" in arms)
     pool_rows = m["ecgs_per_patient"] * st["eval_patients"] * (1 - st["val_fraction"] - st["test_fraction"])
     ft_steps = 0
     for frac in st["finetune_fractions"]:
         rows = max(int(pool_rows * frac), int(st["min_patients"] * m["ecgs_per_patient"]))
         ft_steps += finetune_epochs(rows, st["finetune_steps"], st["finetune_batch"]) * math.ceil(rows / st["finetune_batch"])
-    ft_steps *= encoders * st["finetune_subsamples"]
+    ft_steps *= len(tuned) * seeds * st["finetune_subsamples"]
     windows = m["ecgs_per_patient"] * st["eval_patients"] * 2 + (39_600 / st["mitdb_stride_s"] if st["mitdb"] else 0)
     probes = arm_seeds * sum(m[f"probe_{f:g}"] * (1 if f >= 1 else st["subsamples"]) for f in st["label_fractions"])
     pairs = sum(a in arms and b in arms for a, b in COMPARISONS)
-    ft_pairs = sum(a in arms and b in arms and "features" not in (a, b) for a, b in COMPARISONS)
+    ft_pairs = sum(a in tuned and b in tuned for a, b in COMPARISONS)
     boots = pairs * len(st["label_fractions"]) + ft_pairs * len(st["finetune_fractions"])
     store_workers = max(st["workers"], st["threads"])
     loaders = max(tr.get("num_workers", 0), 1)

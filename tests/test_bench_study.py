@@ -50,5 +50,9 @@ def test_study_estimate_counts_the_configs_steps():
     assert rows["fine-tune steps (encoder)"][0] == 30 * 2 * (256 + 260 + 282)
     # bootstraps: 12 comparisons x 5 fractions, 10 without the features arm x 3 fine-tune fractions
     assert rows["bootstraps"][0] == 12 * 5 + 10 * 3
+    tuned = load_config("study-gpu", ['study.finetune_arms=["untrained","ntxent"]'])
+    rows_tuned = {r[0]: r[1] for r in plan(tuned, ones, 10.0)}
+    assert rows_tuned["fine-tune steps (encoder)"] == 2 * 3 * 2 * (256 + 260 + 282)  # 2 arms x 3 seeds x 2 subsamples
+    assert rows_tuned["bootstraps"] == 12 * 5 + 1 * 3  # one fine-tune comparison left: ntxent - untrained
     few = load_config("study-gpu", ['study.arms=["untrained","ntxent"]'])
     assert dict((r[0], r[1]) for r in plan(few, ones, 10.0))["prepare stores"] == 15_000  # no second cohort

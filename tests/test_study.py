@@ -188,6 +188,13 @@ def test_bad_study_settings_are_named():
         StudyConfig(finetune_fractions=(0.1, 2.0))
     with pytest.raises(ValueError, match="study.workers"):
         StudyConfig(workers=0)
+    with pytest.raises(ValueError, match="study.finetune_arms"):
+        StudyConfig(finetune_arms=("features",))
+    from clef_core.evaluation.study import finetune_arms
+
+    assert finetune_arms(StudyConfig()) == tuple(a for a in StudyConfig().arms if a != "features")
+    assert finetune_arms(StudyConfig(finetune_arms=("clef_repaired", "ntxent"))) == ("ntxent", "clef_repaired")
+    assert finetune_arms(StudyConfig(finetune_fractions=())) == ()
 
 
 @pytest.mark.parametrize("name", ["study-cpu", "study-gpu"])

@@ -33,8 +33,8 @@ from the hidden factor (``cvd_event``) is shown with its Bayes ceiling; every he
 differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
 (:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`); the features arm has no seed, its
 scores pair with every seed of the other arm. Beside the probe, every arm with
-an encoder is fine-tuned at study.finetune_fractions (:mod:`clef_core.evaluation.study_finetune`),
-with its own table and differences.
+an encoder (or those of study.finetune_arms) is fine-tuned at study.finetune_fractions
+(:mod:`clef_core.evaluation.study_finetune`), with its own table and differences.
 
 Every arm and seed is one unit (encoder, embeddings, probes, fine-tunes, MIT-BIH); units and
 bootstraps run in study.workers processes (:mod:`clef_core.evaluation.study_workers`) and are put
@@ -110,6 +110,7 @@ class StudyConfig:
     mitdb_stride_s: float = 30.0
     workers: int = 1
     finetune_fractions: tuple[float, ...] = (0.1, 1.0)
+    finetune_arms: tuple[str, ...] = ()
     finetune_subsamples: int = 2
     finetune_steps: int = 128
     finetune_batch: int = 32
@@ -118,7 +119,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "headline_labels", "repaired",
-                     "finetune_fractions"):
+                     "finetune_fractions", "finetune_arms"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
@@ -129,6 +130,9 @@ class StudyConfig:
             raise ValueError(f"study.label_fractions must lie in (0, 1], got {list(self.label_fractions)}")
         if not self.l2_grid or not all(v > 0 for v in self.l2_grid):
             raise ValueError(f"study.l2_grid must hold values > 0, got {list(self.l2_grid)}")
+        bad_ft = [a for a in self.finetune_arms if a not in self.arms or a == "features"]
+        if bad_ft:
+            raise ValueError(f"study.finetune_arms: {bad_ft} are not arms with an encoder in study.arms")
         if not all(0 < f <= 1 for f in self.finetune_fractions):
             raise ValueError(f"study.finetune_fractions must lie in (0, 1] ([] = no fine-tuning), got {list(self.finetune_fractions)}")
         if min(self.workers, self.threads, self.finetune_subsamples, self.finetune_steps, self.finetune_batch,
@@ -270,7 +274,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                        "test_patients": int(len(np.unique(task.groups[test]))),
                        "positives_test": {c: int(np.nansum(task.y[test][:, k])) for k, c in enumerate(task.labels)}},
         "arms": arm_info, "diagnostics": diagnostics, "study": dataclasses.asdict(study),
-        "finetune_arms": [a for a in study.arms if a != "features"] if study.finetune_fractions else [],
+        "finetune_arms": list(finetune_arms(study)),
         "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
         "synth": cfg["synth"],
     }
@@ -339,7 +343,7 @@ def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
         mitdb_row = {"arm": arm, "seed": seed, **record_cv_auroc(
             result.mitdb_emb, ctx.mitdb[1], ctx.mitdb[2], float(ctx.cfg["evaluate"]["probe_l2"]), seed=ctx.study.eval_seed)}
     rows, scores = probe_all(result.emb, ctx.task, ctx.pool, ctx.val, ctx.test, ctx.study, arm, seed)
-    ft_rows, ft_scores = ([], {}) if arm == "features" else _finetune_all(ctx, arm, seed)
+    ft_rows, ft_scores = _finetune_all(ctx, arm, seed) if arm in finetune_arms(ctx.study) else ([], {})
     ctx.log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
             f"{time.perf_counter() - t_arm:.0f} s (rho vs true risk {result.rho_truth:.3f})")
     return _UnitResult({"rho_truth": result.rho_truth, **result.train}, rows, scores, ft_rows, ft_scores, mitdb_row)
@@ -617,10 +621,18 @@ def _bootstrap_job(context, job) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- fine-tuning
 
 
+def finetune_arms(study: StudyConfig) -> tuple[str, ...]:
+    """The arms fine-tuned: those with an encoder (only study.finetune_arms when set); none without
+    fine-tune fractions."""
+    if not study.finetune_fractions:
+        return ()
+    return tuple(a for a in study.arms if a != "features" and (not study.finetune_arms or a in study.finetune_arms))
+
+
 def _finetune_study(study: StudyConfig) -> StudyConfig:
-    """The study as the fine-tune protocol sees it (fine-tuning on): the arms with an encoder, its
+    """The study as the fine-tune protocol sees it (fine-tuning on): the fine-tuned arms, its
     fractions and subsamples."""
-    return dataclasses.replace(study, arms=tuple(a for a in study.arms if a != "features"),
+    return dataclasses.replace(study, arms=finetune_arms(study),
                                label_fractions=study.finetune_fractions, subsamples=study.finetune_subsamples)
 
 
