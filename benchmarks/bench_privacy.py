@@ -10,13 +10,16 @@ in wall and process CPU time (target <= 1.5). ``--refresh k`` also times re-embe
 every k steps.
 
 Probe (``--probe``): the synthetic cohort (``--patients``) split into pretraining patients and a
-held-out probe set; the encoder is pretrained for ``--epochs`` passes without DP, with the DP
+held-out probe set; the encoder left at its random initialisation (the untrained baseline every
+row is read against), pretrained for ``--epochs`` passes without DP, with the DP
 objective and (almost) no noise -- the zero-noise control: each patient against the public bank,
 clipped, Poisson-sampled, sigma 1e-6 -- and with DP at epsilon = 1, 3, 8 (delta 1e-5; the noise
 multiplier is solved for by bisection on the RDP accountant given q and the steps), for each of
 ``--seeds``; then a linear probe (server.probe: grouped 5-fold logistic regression, mean AUROC
 over the synthetic labels) scores each on the held-out patients. "no DP" vs the control is what
-the DP objective costs; the control vs each epsilon is what the noise costs.
+the DP objective costs; the control vs each epsilon is what the noise costs; every row vs
+"untrained" (paired by seed: same initial weights) is what pretraining gives at all. ``--runs``
+picks the rows (default all).
 
     python benchmarks/bench_privacy.py [--batch 32] [--bank 64] [--steps 6] [--refresh 4] [--chunk 16] [--threads 1]
     python benchmarks/bench_privacy.py --probe --no-cost --patients 600 --epochs 3 --batch 32 --bank 64 --seeds 0 1
@@ -104,6 +107,8 @@ def step_cost(args: argparse.Namespace) -> None:
 
 
 CONTROL_SIGMA = 1e-6
+UNTRAINED = "untrained"
+RUNS = ("untrained", "nodp", "control", "eps")
 
 
 def probe(args: argparse.Namespace) -> None:
@@ -137,14 +142,18 @@ def probe(args: argparse.Namespace) -> None:
     # the zero-noise control: the DP objective (each patient against the public bank, clipped per
     # patient, Poisson batches) with no meaningful noise -- it separates what the objective costs
     # from what the noise costs (PatientDPSGD refuses sigma = 0, so 1e-6: noise std 1e-6 C)
-    plans = [("no DP", None), ("DP objective, sigma ~ 0", CONTROL_SIGMA), *((f"{e:g}", e) for e in args.epsilons)]
+    plans = [("untrained", "untrained", UNTRAINED), ("nodp", "no DP", None), ("control", "DP objective, sigma ~ 0", CONTROL_SIGMA),
+             *(("eps", f"{e:g}", e) for e in args.epsilons)]
+    plans = [(name, target) for run, name, target in plans if run in args.runs]
     for seed in args.seeds:
         for name, target in plans:
             torch.manual_seed(seed)
             trainer = Trainer(build_encoder("small", "group"), LossConfig(**cfg["loss"]),
                               dataclasses.replace(train_cfg, seed=seed))
             t0 = time.perf_counter()
-            if target is None:
+            if target is UNTRAINED:  # random init, the same weights the trained rows of this seed start from
+                sigma, spent = math.nan, math.nan
+            elif target is None:
                 for e in range(args.epochs):
                     trainer.train_epoch(make_loader(train, trainer.train_cfg, e), lr=args.lr)
                 sigma, spent = 0.0, math.inf
@@ -158,13 +167,18 @@ def probe(args: argparse.Namespace) -> None:
             score = linear_probe(trainer.model.eval(), probe_set, seed=0).get("probe_auroc", math.nan)
             rows.setdefault(name, []).append((sigma, spent, score, time.perf_counter() - t0))
             print(f"  seed {seed} {name}: probe AUROC {score:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    print(f"{'epsilon':>24}{'sigma':>8}{'eps spent':>11}{'probe AUROC':>18}{'seconds':>9}   ({len(args.seeds)} seed(s): mean +- SD)")
+    base = np.array([r[2] for r in rows["untrained"]]) if "untrained" in rows else None
+    print(f"{'epsilon':>24}{'sigma':>8}{'eps spent':>11}{'probe AUROC':>18}{'vs untrained':>14}{'seconds':>9}   "
+          f"({len(args.seeds)} seed(s): mean +- SD; vs untrained: mean paired difference)")
     for name, runs in rows.items():
         sigma, spent = runs[0][0], runs[0][1]
         scores = np.array([r[2] for r in runs])
         sd = f" +- {scores.std(ddof=1):.3f}" if len(scores) > 1 else ""
-        spent_text = "inf" if not math.isfinite(spent) else (">1e6" if spent > 1e6 else f"{spent:.2f}")
-        print(f"{name:>24}{sigma:8.2g}{spent_text:>11}{scores.mean():>11.3f}{sd:<7}{np.mean([r[3] for r in runs]):9.0f}")
+        spent_text = "-" if math.isnan(spent) else "inf" if math.isinf(spent) else (">1e6" if spent > 1e6 else f"{spent:.2f}")
+        sigma_text = "-" if not math.isfinite(sigma) else f"{sigma:.2g}"
+        gain = "-" if base is None or name == "untrained" else f"{(scores - base).mean():+.3f}"
+        print(f"{name:>24}{sigma_text:>8}{spent_text:>11}{scores.mean():>11.3f}{sd:<7}{gain:>14}"
+              f"{np.mean([r[3] for r in runs]):9.0f}")
 
 
 def main() -> None:
@@ -182,6 +196,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="pretraining seeds (initial weights, batches, DP sampling and noise)")
+    p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
+                   help="probe rows: untrained (random init), nodp, control (DP objective, sigma ~ 0), eps (each --epsilons)")
     p.add_argument("--work", default="", help="folder for the synthetic cohort and store (default: a temp dir)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-TRAINED = ("ntxent", "clef", "clef_repaired", "placebo", "supervised")
-
 
 def timed(fn, repeats: int = 1, warm_up: bool = True) -> float:
     """Seconds per call of ``fn`` (the mean of ``repeats`` calls, after one warm-up call)."""
@@ -101,25 +99,30 @@ def measure(cfg: dict, work: Path) -> dict[str, float]:
 
 def plan(cfg: dict, m: dict[str, float], gpu_speedup: float) -> list[tuple[str, float, float, str]]:
     """(part, one-thread CPU seconds, expected wall seconds, how) for every part of the study."""
+    from clef_core.evaluation.study import COMPARISONS, SIGNAL_OFF_ARMS, UNTRAINED_ARMS
     from clef_core.evaluation.study_finetune import finetune_epochs
 
     st, tr = cfg["study"], cfg["train"]
     arms, seeds = st["arms"], len(st["seeds"])
-    patients = cfg["synth"]["patients"] + st["eval_patients"]
+    signal_off = any(a in SIGNAL_OFF_ARMS for a in arms)  # a second pretraining cohort (synth.risk_signal = 0)
+    patients = cfg["synth"]["patients"] * (1 + signal_off) + st["eval_patients"]
     steps_per_arm = tr["epochs"] * math.ceil(cfg["synth"]["patients"] / tr["batch_size"])
     steps_per_arm = min(steps_per_arm, tr["max_steps"]) if tr.get("max_steps") else steps_per_arm
-    trained = sum(a in TRAINED for a in arms) * seeds
+    trained = sum(a not in UNTRAINED_ARMS for a in arms) * seeds
     encoders = sum(a != "features" for a in arms) * seeds
+    tuned = [a for a in arms if a != "features" and (not st.get("finetune_arms") or a in st["finetune_arms"])]
     arm_seeds = encoders + ("features" in arms)
     pool_rows = m["ecgs_per_patient"] * st["eval_patients"] * (1 - st["val_fraction"] - st["test_fraction"])
     ft_steps = 0
     for frac in st["finetune_fractions"]:
         rows = max(int(pool_rows * frac), int(st["min_patients"] * m["ecgs_per_patient"]))
         ft_steps += finetune_epochs(rows, st["finetune_steps"], st["finetune_batch"]) * math.ceil(rows / st["finetune_batch"])
-    ft_steps *= encoders * st["finetune_subsamples"]
+    ft_steps *= len(tuned) * seeds * st["finetune_subsamples"]
     windows = m["ecgs_per_patient"] * st["eval_patients"] * 2 + (39_600 / st["mitdb_stride_s"] if st["mitdb"] else 0)
     probes = arm_seeds * sum(m[f"probe_{f:g}"] * (1 if f >= 1 else st["subsamples"]) for f in st["label_fractions"])
-    boots = 4 * (len(st["label_fractions"]) + len(st["finetune_fractions"]))
+    pairs = sum(a in arms and b in arms for a, b in COMPARISONS)
+    ft_pairs = sum(a in tuned and b in tuned for a, b in COMPARISONS)
+    boots = pairs * len(st["label_fractions"]) + ft_pairs * len(st["finetune_fractions"])
     store_workers = max(st["workers"], st["threads"])
     loaders = max(tr.get("num_workers", 0), 1)
     rows = [

@@ -12,11 +12,20 @@ Clinical weights (N x N), see :func:`clinical_weights`::
     delta_ik = (r_i - r_k)^2 / max_{a != b, r_a and r_b known} (r_a - r_b)^2    (0 when that max is 0)
              = |q_i - q_k|  with ``risk_scaling="rank"``: q = (average rank - 1) / (n_known - 1) of the
                batch's known risks (robust to outlying risks; uniform on [0, 1] whatever the risk scale)
-    D_ik     = (1 - alpha) delta_ik + alpha    for i != k with both risks known
-             = 1                               for i != k with a risk unknown (plain negative)
+    D_ik     = ((1 - alpha) delta_ik + alpha)^gamma   for i != k with both risks known (gamma = ``weight_power``,
+                                                    1 in the paper; > 1 sharpens the weighting)
+             = 1                               for i != k with a risk unknown (plain negative; ``unknown_weight="one"``,
+                                               the paper)
+             = mean of D over the batch's pairs i != k with both risks known   (``unknown_weight="mean"``; 1 when
+                                               the batch has no such pair)
     D_ii     = 0
     M_ik     = exp(-rho_i rho_k)                (the paper's direction: two complete patients -> e^-1)
     W        = D * M  (use_mask)  or  D
+
+With ``unknown_weight="one"`` a pair with an unknown risk weighs more than any known pair (D = 1 is the
+ceiling of the known pairs' D): the weights then encode which records lack metadata rather than risk,
+and a placebo that shuffles risk among known records keeps that structure. ``"mean"`` gives such a pair
+the weight of an average known pair, so only the known risks move the weights (not in the paper).
 
 W~ is W tiled to 2N x 2N (W~_ab = W_{a mod N, b mod N}), so self and positive entries are W_ii = 0.
 
@@ -65,6 +74,7 @@ import torch.nn.functional as F
 
 WEIGHT_NORMS = ("softmax", "none", "mean_one")
 RISK_SCALINGS = ("minmax", "rank")
+UNKNOWN_WEIGHTS = ("one", "mean")
 
 TensorLike = torch.Tensor | Sequence[float]
 
@@ -80,13 +90,16 @@ def clef_loss(
     weight_norm: str = "softmax",
     align_weight: float = 1.0,
     risk_scaling: str = "minmax",
+    unknown_weight: str = "one",
+    weight_power: float = 1.0,
 ) -> torch.Tensor:
     """(L_w + align_weight * L_d) / (1 + align_weight) of the module docstring, a scalar tensor.
 
     ``risk`` (N,) SCORE2 risk, NaN when unknown; ``completeness`` (N,) in [0, 1] (may be None only
     when ``use_mask`` is False).
     """
-    _check_options(tau=tau, alpha=alpha, weight_norm=weight_norm, align_weight=align_weight, risk_scaling=risk_scaling)
+    _check_options(tau=tau, alpha=alpha, weight_norm=weight_norm, align_weight=align_weight, risk_scaling=risk_scaling,
+                   unknown_weight=unknown_weight, weight_power=weight_power)
     with _autocast_off(z):
         z, n = _embeddings(z, "clef_loss")
         risk_t = _vector(risk, n, "risk", z)
@@ -100,7 +113,8 @@ def clef_loss(
                 raise ValueError("clef_loss: completeness must lie in [0, 1] (no NaN)")
         else:
             rho = None
-        weights, defined = clinical_weights(risk_t, rho, alpha=alpha, risk_scaling=risk_scaling)
+        weights, defined = clinical_weights(risk_t, rho, alpha=alpha, risk_scaling=risk_scaling,
+                                            unknown_weight=unknown_weight, weight_power=weight_power)
         sim = cosine_matrix(z)
         tiled, tiled_defined = weights.repeat(2, 2), defined.repeat(2, 2)
         l_w = weighted_info_nce(sim, tiled, tau=tau, weight_norm=weight_norm)
@@ -121,7 +135,8 @@ def nt_xent(z: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
 
 
 def clinical_weights(
-    risk: torch.Tensor, completeness: torch.Tensor | None, *, alpha: float = 0.2, risk_scaling: str = "minmax"
+    risk: torch.Tensor, completeness: torch.Tensor | None, *, alpha: float = 0.2, risk_scaling: str = "minmax",
+    unknown_weight: str = "one", weight_power: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, defined): the N x N weights W = D * M (M omitted when ``completeness`` is None) and the
     mask of pairs whose clinical target is defined (diagonal, or both risks known)."""
@@ -138,7 +153,13 @@ def clinical_weights(
         delta = torch.where(pair_known & ~eye, (r[:, None] - r[None, :]) ** 2, zeros)
         largest = delta.max()
         delta = delta / torch.where(largest > 0, largest, torch.ones_like(largest))
-    d = torch.where(pair_known, (1 - alpha) * delta + alpha, torch.ones_like(delta)).masked_fill(eye, 0.0)
+    d_known = ((1 - alpha) * delta + alpha) ** weight_power
+    unknown = torch.ones_like(delta)
+    if unknown_weight == "mean":
+        known_off = pair_known & ~eye
+        if bool(known_off.any()):
+            unknown = unknown * d_known[known_off].mean()
+    d = torch.where(pair_known, d_known, unknown).masked_fill(eye, 0.0)
     if completeness is not None:
         d = d * torch.exp(-completeness[:, None] * completeness[None, :])
     return d, pair_known | eye
@@ -237,7 +258,11 @@ def _vector(values: TensorLike, n: int, name: str, like: torch.Tensor) -> torch.
 
 
 def _check_options(*, tau: float, alpha: float = 0.0, weight_norm: str = "none", align_weight: float = 0.0,
-                   risk_scaling: str = "minmax") -> None:
+                   risk_scaling: str = "minmax", unknown_weight: str = "one", weight_power: float = 1.0) -> None:
+    if unknown_weight not in UNKNOWN_WEIGHTS:
+        raise ValueError(f"loss: unknown_weight={unknown_weight!r} is unknown ({' | '.join(UNKNOWN_WEIGHTS)})")
+    if not (math.isfinite(weight_power) and weight_power > 0):
+        raise ValueError(f"loss: weight_power={weight_power!r} must be > 0")
     if risk_scaling not in RISK_SCALINGS:
         raise ValueError(f"loss: risk_scaling={risk_scaling!r} is unknown ({' | '.join(RISK_SCALINGS)})")
     if not (math.isfinite(tau) and tau > 0):

@@ -7,12 +7,25 @@ For one batch of N patients (risk r, NaN when unknown; completeness rho) and a l
 * ``weight_ratio`` (max / min) and ``weight_cv`` (SD / mean) of the weights w_ik anchors give their
   negatives (after the row softmax, mean-one normalisation or none; :func:`clef_core.loss.log_weights`),
   over anchor i and negative k in the first view block (i != k).
+* ``mean_w_known_known`` / ``mean_w_known_unknown`` / ``mean_w_unknown_unknown``: mean w_ik over the
+  pairs of each type (both risks known, one, none). Unknown pairs weighing more than known ones
+  means the weights reward missing metadata.
 * ``spearman_w_riskdiff``: Spearman rho of w_ik vs |r_i - r_k| over pairs with both risks known (the
   intended dependence); ``spearman_w_completeness``: rho of w_ik vs rho_i rho_k over all pairs
   (a dependence on record keeping rather than on the patient).
 * ``grad_cosine_placebo``: cosine between dL/dz with the true (risk, completeness) and with them
-  permuted among the batch's patients (the placebo's permutation), for embeddings z. Near 1: the
-  risks barely change the training signal.
+  permuted among the batch's patients (the ``all`` placebo, :mod:`clef_core.placebo`), for
+  embeddings z; ``grad_cosine_placebo_known``: the same for the ``known`` placebo (risks shuffled
+  among known-risk patients, missingness kept). Near 1: the risk values barely change the
+  training signal. Most of any of these gradients is NT-Xent's (the positives and the pairs
+  without risk, 1 - ``pairs_with_risk`` of them), so this cosine stays near 1 whatever the weights;
+  hence also:
+* ``clinical_cosine_placebo`` / ``clinical_cosine_placebo_known``: the same cosine between the
+  clinical parts g - g_NT-Xent (g_NT-Xent: the NT-Xent gradient at the same tau and z), i.e. what the
+  weighting adds to the contrastive signal. Near 1: that addition is the same with shuffled risks
+  (it follows missingness or the alignment term, not risk); near 0: it is specific to the true risks.
+* ``grad_change_placebo_known``: ||g_true - g_placebo_known|| / ||g_true||, how much of the gradient
+  the true risk values decide.
 
 :func:`diagnose` averages these over batches of a prepared site; ``clef diagnose`` prints them.
 """
@@ -27,12 +40,15 @@ import numpy as np
 import torch
 
 from clef_core.evaluation.metrics import spearman
-from clef_core.loss import clef_loss, clinical_weights, log_weights, nt_xent
+from clef_core.loss import clinical_weights, log_weights
+from clef_core.placebo import placebo_inputs
 from clef_core.train.config import LossConfig
-from clef_core.train.trainer import placebo_permutation
+from clef_core.train.trainer import make_loss, placebo_permutation
 
-STATS = ("risk_known", "pairs_with_risk", "weight_ratio", "weight_cv", "spearman_w_riskdiff",
-         "spearman_w_completeness", "grad_cosine_placebo")
+GRAD_STATS = ("grad_cosine_placebo", "grad_cosine_placebo_known", "clinical_cosine_placebo",
+              "clinical_cosine_placebo_known", "grad_change_placebo_known")
+STATS = ("risk_known", "pairs_with_risk", "weight_ratio", "weight_cv", "mean_w_known_known",
+         "mean_w_known_unknown", "mean_w_unknown_unknown", "spearman_w_riskdiff", "spearman_w_completeness") + GRAD_STATS
 
 
 def effective_weights(risk: torch.Tensor, completeness: torch.Tensor, cfg: LossConfig) -> np.ndarray:
@@ -42,7 +58,8 @@ def effective_weights(risk: torch.Tensor, completeness: torch.Tensor, cfg: LossC
         w = np.ones((n, n))
     else:
         weights, _ = clinical_weights(risk.double(), completeness.double() if cfg.use_mask else None,
-                                      alpha=cfg.alpha, risk_scaling=cfg.risk_scaling)
+                                      alpha=cfg.alpha, risk_scaling=cfg.risk_scaling,
+                                      unknown_weight=cfg.unknown_weight, weight_power=cfg.weight_power)
         w = torch.exp(log_weights(weights.repeat(2, 2), cfg.weight_norm))[:n, :n].numpy()
     w = w.astype(np.float64)
     np.fill_diagonal(w, np.nan)
@@ -62,33 +79,47 @@ def batch_diagnostics(risk: torch.Tensor, completeness: torch.Tensor, cfg: LossC
     pair_known = (known[:, None] & known[None, :])[iu]
     r = risk.numpy()
     w_pairs = w[iu]
+    n_known = (known[:, None].astype(int) + known[None, :].astype(int))[iu]
     out = {
         "risk_known": float(known.mean()),
         "pairs_with_risk": float(pair_known.mean()) if len(pair_known) else math.nan,
         "weight_ratio": float(vals.max() / vals.min()) if vals.size and vals.min() > 0 else math.inf,
         "weight_cv": float(vals.std() / vals.mean()) if vals.size else math.nan,
+        **{f"mean_w_{name}": float(w_pairs[n_known == k].mean()) if (n_known == k).any() else math.nan
+           for name, k in (("known_known", 2), ("known_unknown", 1), ("unknown_unknown", 0))},
         "spearman_w_riskdiff": (spearman(w_pairs[pair_known], np.abs(r[:, None] - r[None, :])[iu][pair_known])
                                 if pair_known.sum() >= 3 else math.nan),
         "spearman_w_completeness": spearman(w_pairs, np.outer(completeness.numpy(), completeness.numpy())[iu]),
-        "grad_cosine_placebo": math.nan,
+        **{k: math.nan for k in GRAD_STATS},
     }
     if z is not None:
-        perm = placebo_permutation(n, seed, step)
-        g_true = _loss_grad(z, risk, completeness, cfg)
-        g_perm = _loss_grad(z, risk[perm], completeness[perm], cfg)
-        out["grad_cosine_placebo"] = float(torch.nn.functional.cosine_similarity(g_true.flatten(), g_perm.flatten(), dim=0))
+        out.update(placebo_gradients(z, risk, completeness, cfg, placebo_permutation(n, seed, step)))
+    return out
+
+
+def placebo_gradients(z: torch.Tensor, risk: torch.Tensor, completeness: torch.Tensor, cfg: LossConfig,
+                      perm: torch.Tensor) -> dict[str, float]:
+    """The gradient statistics of the module docstring (``grad_*``, ``clinical_*``) for embeddings ``z``
+    and the placebo permutation ``perm``."""
+    cos = torch.nn.functional.cosine_similarity
+    g_true = _loss_grad(z, risk, completeness, cfg)
+    g_nt = _loss_grad(z, risk, completeness, LossConfig(kind="ntxent", tau=cfg.tau))
+    out = {}
+    for suffix, scope in (("", "all"), ("_known", "known")):
+        g_perm = _loss_grad(z, *placebo_inputs(risk, completeness, perm, scope), cfg)
+        out[f"grad_cosine_placebo{suffix}"] = float(cos(g_true, g_perm, dim=0))
+        clinical = (g_true - g_nt, g_perm - g_nt)
+        present = min(float(c.norm()) for c in clinical) > 1e-9 * float(g_true.norm())  # else all weights equal
+        out[f"clinical_cosine_placebo{suffix}"] = float(cos(*clinical, dim=0)) if present else math.nan
+        if scope == "known":
+            out["grad_change_placebo_known"] = float((g_true - g_perm).norm() / g_true.norm())
     return out
 
 
 def _loss_grad(z: torch.Tensor, risk: torch.Tensor, completeness: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     zz = z.detach().double().requires_grad_(True)
-    if cfg.kind == "ntxent":
-        loss = nt_xent(zz, tau=cfg.tau)
-    else:
-        loss = clef_loss(zz, risk, completeness, tau=cfg.tau, alpha=cfg.alpha, use_mask=cfg.use_mask,
-                         weight_norm=cfg.weight_norm, align_weight=cfg.align_weight, risk_scaling=cfg.risk_scaling)
-    (grad,) = torch.autograd.grad(loss, zz)
-    return grad
+    (grad,) = torch.autograd.grad(make_loss(cfg)(zz, risk, completeness), zz)
+    return grad.flatten()
 
 
 def diagnose(batches: Iterable[dict[str, Any]], settings: dict[str, LossConfig], encoder: torch.nn.Module | None = None,

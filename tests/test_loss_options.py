@@ -1,5 +1,5 @@
-"""The loss options beside the paper's defaults (rank risk scaling, mean-one weights, projection
-head, placebo) and the batch weight diagnostics."""
+"""The loss options beside the paper's defaults (rank risk scaling, mean-one weights, unknown pairs
+at the mean weight, a power on D, projection head, the two placebos) and the batch weight diagnostics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from clef_core.encoders import build_encoder
 from clef_core.loss import batch_quantiles, clef_loss, clinical_weights, log_weights, nt_xent
+from clef_core.placebo import placebo_inputs
 from clef_core.train import LossConfig, TrainConfig, Trainer
 from clef_core.train.trainer import placebo_permutation
 from clef_core.weight_diagnostics import batch_diagnostics
@@ -76,6 +77,62 @@ def test_defaults_are_the_papers():
     assert float(clef_loss(z, risk, rho)) == float(clef_loss(z, risk, rho, weight_norm="softmax", risk_scaling="minmax"))
     cfg = LossConfig()
     assert (cfg.weight_norm, cfg.risk_scaling, cfg.projection_dim, cfg.shuffle_risk) == ("softmax", "minmax", 0, False)
+    assert (cfg.unknown_weight, cfg.weight_power, cfg.shuffle_scope) == ("one", 1.0, "all")
+    assert float(clef_loss(z, risk, rho)) == float(clef_loss(z, risk, rho, unknown_weight="one", weight_power=1.0))
+
+
+def test_unknown_pairs_weigh_as_the_mean_known_pair():
+    _, risk, rho = _inputs(6)
+    risk[[1, 4]] = math.nan
+    paper, _ = clinical_weights(risk, None, alpha=0.2)
+    mean, defined = clinical_weights(risk, None, alpha=0.2, unknown_weight="mean")
+    known = ~torch.isnan(risk)
+    known_off = known[:, None] & known[None, :] & ~torch.eye(N, dtype=torch.bool)
+    assert torch.equal(mean[known_off], paper[known_off])  # known pairs keep their D
+    assert float(paper[1, 4]) == 1.0 and float(paper[0, 1]) == 1.0  # the paper: unknown = the ceiling
+    expected = paper[known_off].mean()
+    assert torch.allclose(mean[~known_off & ~torch.eye(N, dtype=torch.bool)], expected)
+    assert float(expected) < 1.0 and torch.equal(defined, known[:, None] & known[None, :] | torch.eye(N, dtype=torch.bool))
+    none_known, _ = clinical_weights(torch.full((N,), math.nan, dtype=torch.float64), None, unknown_weight="mean")
+    assert float(none_known[0, 1]) == 1.0  # no known pair: plain negatives
+
+
+def test_weight_power_sharpens_the_known_pairs():
+    _, risk, _ = _inputs(7)
+    base, _ = clinical_weights(risk, None, alpha=0.2, risk_scaling="rank")
+    sharp, _ = clinical_weights(risk, None, alpha=0.2, risk_scaling="rank", weight_power=4.0)
+    off = ~torch.eye(N, dtype=torch.bool)
+    assert torch.allclose(sharp[off], base[off] ** 4)
+    assert float(sharp[off].max() / sharp[off].min()) == pytest.approx(float(base[off].max() / base[off].min()) ** 4)
+
+
+def test_known_placebo_moves_only_known_risks():
+    risk = torch.tensor([0.1, math.nan, 0.3, 0.2, math.nan, 0.5], dtype=torch.float64)
+    rho = torch.linspace(0, 1, 6, dtype=torch.float64)
+    perm = torch.tensor([5, 1, 0, 4, 3, 2])
+    r, c = placebo_inputs(risk, rho, perm, "known")
+    assert torch.equal(c, rho) and torch.isnan(r[[1, 4]]).all()  # missingness and completeness stay
+    assert r[[0, 2, 3, 5]].tolist() == [0.5, 0.1, 0.2, 0.3]  # the known risks in the order perm visits them
+    r_all, c_all = placebo_inputs(risk, rho, perm, "all")
+    assert torch.equal(c_all, rho[perm]) and torch.isnan(r_all[[3, 1]]).all()
+    full = torch.arange(6, dtype=torch.float64)  # every risk known: both scopes move risk alike
+    assert torch.equal(placebo_inputs(full, rho, perm, "known")[0], full[perm])
+    with pytest.raises(ValueError, match="shuffle_scope"):
+        placebo_inputs(risk, rho, perm, "some")
+
+
+def test_the_trainer_runs_the_known_placebo():
+    trainer = _trainer(shuffle_risk=True, shuffle_scope="known")
+    seen = []
+    real = trainer.loss_fn
+    trainer.loss_fn = lambda z, r, c: (seen.append((r.clone(), c.clone())), real(z, r, c))[1]
+    b = _batch()
+    b["risk"][[0, 3]] = math.nan
+    trainer.train_epoch([b, b])
+    for step, (r, c) in enumerate(seen):
+        expected, _ = placebo_inputs(b["risk"].float(), b["completeness"].float(), placebo_permutation(6, 0, step), "known")
+        assert torch.equal(torch.isnan(r), torch.isnan(b["risk"])) and torch.equal(c, b["completeness"].float())
+        assert torch.allclose(r, expected, equal_nan=True)
 
 
 def _trainer(**loss) -> Trainer:
@@ -132,6 +189,14 @@ def test_diagnostics_of_a_batch():
     # monotone in the rank difference (not the risk difference), row-normalised: high but below 1
     assert repaired["spearman_w_riskdiff"] > 0.8 and repaired["weight_ratio"] > paper["weight_ratio"]
     assert repaired["grad_cosine_placebo"] < 0.999
+    # the paper's weights reward missingness: pairs with an unknown risk weigh most (D = 1)
+    assert paper["mean_w_unknown_unknown"] > paper["mean_w_known_unknown"] > paper["mean_w_known_known"]
+    # ... and the weights' deviation from NT-Xent barely depends on the risk values; the new defaults' does
+    new = batch_diagnostics(risk, rho, LossConfig(use_mask=False, risk_scaling="rank", weight_norm="mean_one",
+                                                  unknown_weight="mean", weight_power=4.0, align_weight=0.0), z)
+    assert paper["clinical_cosine_placebo_known"] > 0.9 > new["clinical_cosine_placebo_known"]
+    assert new["mean_w_unknown_unknown"] < new["mean_w_known_known"] * 1.5 and new["grad_change_placebo_known"] > 0
+    assert math.isnan(ntx["clinical_cosine_placebo"])  # NT-Xent (all weights equal) has no clinical part
 
 
 def test_bad_options_are_named():
@@ -141,6 +206,17 @@ def test_bad_options_are_named():
     from clef_core.config import ConfigError
     with pytest.raises(ConfigError, match="projection_dim"):
         LossConfig(projection_dim=-1)
+    for bad, key in (({"unknown_weight": "zero"}, "unknown_weight"), ({"weight_power": 0.0}, "weight_power"),
+                     ({"shuffle_scope": "some"}, "shuffle_scope")):
+        with pytest.raises(ConfigError, match=key):
+            LossConfig(**bad)
+    with pytest.raises(ValueError, match="unknown_weight"):
+        clef_loss(z, risk, rho, unknown_weight="zero")
+    with pytest.raises(ValueError, match="weight_power"):
+        clef_loss(z, risk, rho, weight_power=-1.0)
+    from clef_core.privacy.dpsgd import check_dp_loss
+    with pytest.raises(ValueError, match="weight_power"):  # the DP bank loss implements the paper's options only
+        check_dp_loss(LossConfig(weight_power=2.0))
 
 
 def test_clef_diagnose_command(tiny_site, tmp_path, capsys):
@@ -157,3 +233,6 @@ def test_clef_diagnose_command(tiny_site, tmp_path, capsys):
     stats = json.loads(out.read_text())["statistics"]["paper defaults"]
     assert 0 <= stats["risk_known"] <= 1 and -1 <= stats["grad_cosine_placebo"] <= 1
     assert main(["diagnose", "--cohort", str(tmp_path / "nothing"), "--work", str(tmp_path / "w2")]) == 1
+    # the oracle needs a hidden factor: the default cohort has none, and the error names it
+    assert main(["diagnose", "--cohort", str(tiny_site.root), "--work", str(tmp_path / "w"), "--oracle"]) == 1
+    assert "risk_factor" in capsys.readouterr().err

@@ -90,10 +90,17 @@ def test_study_runs_end_to_end(tmp_path):
             "--set", "study.mitdb=true", "--set", "study.mitdb_stride_s=600.0", "--set", "study.finetune_steps=2"]
     assert main(args) == 0
     table = (out / "table.md").read_text()
-    for arm in ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised"):
+    for arm in ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
+                "clef_signal_off", "ntxent_signal_off", "supervised"):
         assert f"| {arm} |" in table
+    assert "| Bayes ceiling (true h) |" in table and "Resolution: 95 % CI half-width" in table
+    assert "| mean weight known-known / known-unknown / unknown-unknown |" in table  # the weight diagnostics
     diffs = (out / "differences.md").read_text()
-    assert "clef - ntxent" in diffs and "placebo - ntxent" in diffs
+    for row in ("clef - ntxent", "placebo - ntxent", "ntxent - untrained", "clef_repaired - untrained",
+                "ntxent - features", "clef_repaired - features", "clef_repaired - placebo_known", "oracle - ntxent",
+                "clef_signal_off - ntxent_signal_off"):
+        assert f"| {row} |" in diffs
+    assert "ntxent - features" not in diffs.split("### Fine-tuned")[1]  # no features arm among the fine-tunes
     fine = table.split("## Fine-tuned")[1]  # the fine-tune protocol: every arm with an encoder, its own CIs
     assert "| untrained |" in fine and "| supervised |" in fine and "| features |" not in fine
     assert "| 10 % (4 pts) | 100 % (" in fine and "clef_repaired - placebo" in diffs.split("### Fine-tuned")[1]
@@ -102,6 +109,10 @@ def test_study_runs_end_to_end(tmp_path):
     ft_first = (out / "finetune.csv").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert "cvd_event" in summary["labels"] and summary["diagnostics"]["clef"]["pairs_with_risk"] >= 0
+    assert summary["diagnostics"]["oracle"]["risk_known"] == 1.0  # the oracle's batches: h for every record
+    assert 0.5 < summary["bayes_ceiling"]["cvd_event"] <= 1
+    off = json.loads((out / "data" / "pretrain_signal_off" / "cohort" / ".clef-cohort-complete.json").read_text())
+    assert off["synth"]["risk_signal"] == 0.0 and summary["synth"]["risk_signal"] == 1.0  # the negative control's cohort
     assert (out / "label_efficiency.png").stat().st_size > 1000
     from tests.conftest import SHARED_DATA
 
@@ -120,6 +131,52 @@ def test_study_runs_end_to_end(tmp_path):
     assert main(args + ["--set", "study.finetune_lr=0.01"]) == 1  # nor other fine-tune settings
 
 
+def test_oracle_site_reads_the_hidden_factor(tmp_path, tiny_site):
+    from clef_core.config import load_config
+    from clef_core.evaluation.label_efficiency import weighted_auroc
+    from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
+    from clef_core.evaluation.tasks import synthetic_task
+    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.synth.risk_link import event_probability
+
+    cfg = load_config(overrides=["synth.patients=30", "synth.risk_labels=true", "synth.risk_signal=1.0",
+                                 "preprocess.sample_rate=100"])
+    site = prepare_site(default_cohort(tmp_path, cfg), tmp_path, cfg, progress=False)
+    truth = pd.read_csv(site.root / "truth.csv", dtype={"subject_id": str}).set_index("subject_id")
+    oracle = oracle_site(site)
+    expected = truth.loc[oracle.clinical["subject_id"].astype(str), "risk_factor"].to_numpy()
+    assert np.array_equal(oracle.clinical["risk"].to_numpy(), expected) and (oracle.clinical["completeness"] == 1).all()
+    assert site.clinical["risk"].isna().any() and not np.array_equal(site.clinical["risk"], oracle.clinical["risk"])
+    task = synthetic_task(site, "I")
+    rows = np.arange(len(task))
+    ceiling = bayes_ceiling(site.root, task, rows)
+    y = task.y[:, task.labels.index("cvd_event")]
+    p = event_probability(truth.loc[task.groups, "risk_factor"].to_numpy())
+    assert ceiling["cvd_event"] == pytest.approx(weighted_auroc(p, y)[0]) and set(ceiling) == {"cvd_event"}
+    with pytest.raises(ValueError, match="risk_factor"):  # the default cohort has no hidden factor
+        oracle_site(tiny_site)
+    assert bayes_ceiling(tiny_site.root, synthetic_task(tiny_site, "I"), np.arange(3)) == {}
+
+
+def test_features_pair_with_every_seed_and_headline_labels_are_checked():
+    from clef_core.evaluation.study import StudyConfig, paired_differences, split_saturated_labels
+    from clef_core.evaluation.tasks import TaskData
+
+    rng = np.random.default_rng(3)
+    n = 60
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    task = TaskData("t", "binary", ["a", "b"], np.zeros((n, 4)), y, np.arange(n).astype(str), "I")
+    study = StudyConfig(seeds=(0, 1, 2), label_fractions=(1.0,), subsamples=1, bootstrap=20)
+    test = np.arange(n)
+    scores = {("features", 0, 1.0, 0): y + rng.normal(size=(n, 2))}
+    scores.update({("ntxent", s, 1.0, 0): y + rng.normal(size=(n, 2)) for s in (0, 1, 2)})
+    diffs = paired_differences(scores, task, test, ["a"], y[:, :1], study, (("ntxent", "features"),))
+    assert diffs["units"].tolist() == [3]  # the features arm's one unit pairs with all three seeds
+    long = pd.DataFrame({"arm": ["ntxent"] * 2, "fraction": [1.0] * 2, "label": ["a", "b"], "auroc": [0.99, 0.6]})
+    assert split_saturated_labels(long, study) == (["b"], ["a"])
+    assert split_saturated_labels(long, StudyConfig(headline_labels=("a",), label_fractions=(1.0,))) == (["a"], ["a"])
+
+
 def test_bad_study_settings_are_named():
     from clef_core.evaluation.study import StudyConfig
 
@@ -131,6 +188,13 @@ def test_bad_study_settings_are_named():
         StudyConfig(finetune_fractions=(0.1, 2.0))
     with pytest.raises(ValueError, match="study.workers"):
         StudyConfig(workers=0)
+    with pytest.raises(ValueError, match="study.finetune_arms"):
+        StudyConfig(finetune_arms=("features",))
+    from clef_core.evaluation.study import finetune_arms
+
+    assert finetune_arms(StudyConfig()) == tuple(a for a in StudyConfig().arms if a != "features")
+    assert finetune_arms(StudyConfig(finetune_arms=("clef_repaired", "ntxent"))) == ("ntxent", "clef_repaired")
+    assert finetune_arms(StudyConfig(finetune_fractions=())) == ()
 
 
 @pytest.mark.parametrize("name", ["study-cpu", "study-gpu"])

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="CKPT", type=Path,
                         help="encoder for the gradient cosine (default: the [model] encoder at its random init)")
     parser.add_argument("--batches", type=int, default=10, help="batches of train.batch_size patients (default 10)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="weights read the synthetic cohort's hidden risk factor h (truth.csv) for every record, as "
+                             "clef study's oracle arm")
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the numbers here")
 
 
@@ -34,12 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     from clef_core.checkpoint import CheckpointError, load_model
     from clef_core.config import merge, overrides_to_dict
+    from clef_core.evaluation.study_truth import oracle_site
     from clef_core.train.config import LossConfig, TrainConfig
     from clef_core.train.loop import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import STATS, diagnose
 
     try:
         site = prepare_cohort_site(NAME, args.cohort, args.work, cfg, progress=False)
+        site = oracle_site(site) if args.oracle else site
         train_cfg = TrainConfig(**cfg["train"])
         torch.manual_seed(train_cfg.seed)
         encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(cfg)
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     risk = RiskSettings.from_config(cfg)
     pre = site.summary()
-    print(f"{site.root}: {args.batches} batches of {train_cfg.batch_size} patients; "
+    print(f"{site.root}{' (oracle: risk = hidden factor h)' if args.oracle else ''}: {args.batches} batches of "
+          f"{train_cfg.batch_size} patients; "
           f"encoder {'= ' + str(args.checkpoint) if args.checkpoint else 'at random init'}")
     print(f"clinical risk: {risk.describe()}; risk known for {pre['risk_known']:.0%} of records")
     print(f"{'statistic':26s}" + "".join(f"{n:>28s}" for n in names))
@@ -67,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"settings": {n: dataclasses.asdict(c) for n, c in settings.items()}, "statistics": result,
                    "risk": dataclasses.asdict(risk),
-                   "batches": args.batches, "batch_size": train_cfg.batch_size, "cohort": str(site.root)}
+                   "batches": args.batches, "batch_size": train_cfg.batch_size, "cohort": str(site.root),
+                   "oracle": args.oracle}
         args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0
 

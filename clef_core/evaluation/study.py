@@ -7,8 +7,16 @@ cap; two augmented views per patient per step):
   features       46 hand-made lead-I features (:mod:`clef_core.evaluation.handmade`), no training
   ntxent         loss.kind = ntxent (SimCLR)
   clef           the configured [loss] (the paper's defaults unless the experiment changes them)
-  clef_repaired  [loss] + study.repaired overrides (default: rank risk scaling, mean-one weights, no M)
+  clef_repaired  [loss] + study.repaired overrides (default: rank risk scaling, mean-one weights, no M,
+                 unknown pairs at the batch's mean D, D^4, no alignment term; docs/evaluation.md)
   placebo        clef_repaired with (risk, completeness) shuffled among the batch's patients every step
+  placebo_known  clef_repaired with the risks shuffled among the batch's known-risk patients only
+                 (which records lack a risk, and completeness, kept): the risk values' own effect
+  oracle         clef_repaired weighted by the synthetic cohort's hidden risk factor h (truth.csv) in
+                 place of SCORE2, known for every record (:mod:`clef_core.evaluation.study_truth`)
+  clef_signal_off / ntxent_signal_off   negative control: clef_repaired / ntxent pretrained on the
+                 same cohort with synth.risk_signal = 0 (no risk in the waveform: CLEF has nothing to
+                 find, so clef_signal_off - ntxent_signal_off should be 0)
   supervised     the encoder trained on the pretraining cohort's labels (masked BCE), then probed
 
 Data: pretraining on the [synth] cohort (seed synth.seed); evaluation on another cohort of the same
@@ -17,13 +25,16 @@ split by patient into pool / validation / test once for all arms. For every arm,
 fraction f and label subsample j: a frozen linear probe (logistic, one per label) is fitted on the
 first max(ceil(f n_pool), study.min_patients) pool patients of subsample j, its L2 chosen per
 label from study.l2_grid on the validation patients (all labelled), and scored on the test
-patients (AUROC). The headline is the mean AUROC over the labels that are not saturated (a label
-whose median AUROC over the arms at the largest f is >= study.saturated_auroc is reported but left
-out: it cannot tell encoders apart). Paired
+patients (AUROC). The headline is the mean AUROC over study.headline_labels, or when that is empty
+over the labels that are not saturated (a label whose median AUROC over the arms at the largest f
+is >= study.saturated_auroc is reported but left out: it cannot tell encoders apart). A label drawn
+from the hidden factor (``cvd_event``) is shown with its Bayes ceiling; every headline label with the
+95 % CI half-width of one AUROC on the test patients (Hanley & McNeil), the study's resolution. Paired
 differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
-(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`). Beside the probe, every arm with
-an encoder is fine-tuned at study.finetune_fractions (:mod:`clef_core.evaluation.study_finetune`),
-with its own table and differences.
+(:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`); the features arm has no seed, its
+scores pair with every seed of the other arm. Beside the probe, every arm with
+an encoder (or those of study.finetune_arms) is fine-tuned at study.finetune_fractions
+(:mod:`clef_core.evaluation.study_finetune`), with its own table and differences.
 
 Every arm and seed is one unit (encoder, embeddings, probes, fine-tunes, MIT-BIH); units and
 bootstraps run in study.workers processes (:mod:`clef_core.evaluation.study_workers`) and are put
@@ -57,12 +68,20 @@ from clef_core.data.preprocess import zscore
 from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap,
                                                    subsample_patients, three_way_split, weighted_auroc)
+from clef_core.evaluation.metrics import auroc_ci95_halfwidth
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
+from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
 from clef_core.evaluation.study_workers import map_units
 
-ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "supervised")
-COMPARISONS = (("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"))
+ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
+        "clef_signal_off", "ntxent_signal_off", "supervised")
+COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent", "features"), ("clef_repaired", "features"),
+               ("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"),
+               ("clef_repaired", "placebo_known"), ("oracle", "ntxent"), ("oracle", "clef_repaired"),
+               ("clef_signal_off", "ntxent_signal_off"))
 UNTRAINED_ARMS = ("untrained", "features")
+REPAIRED_ARMS = ("clef_repaired", "placebo", "placebo_known", "oracle", "clef_signal_off")  # [loss] + study.repaired
+SIGNAL_OFF_ARMS = ("clef_signal_off", "ntxent_signal_off")  # pretrained on the cohort with synth.risk_signal = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +99,18 @@ class StudyConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.3
     labels: tuple[str, ...] = ()
+    headline_labels: tuple[str, ...] = ()
     saturated_auroc: float = 0.97
     bootstrap: int = 1000
-    repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false")
+    repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false",
+                                 'loss.unknown_weight="mean"', "loss.weight_power=4.0", "loss.align_weight=0.0")
     threads: int = 1
     diagnose_batches: int = 10
     mitdb: bool = False
     mitdb_stride_s: float = 30.0
     workers: int = 1
     finetune_fractions: tuple[float, ...] = (0.1, 1.0)
+    finetune_arms: tuple[str, ...] = ()
     finetune_subsamples: int = 2
     finetune_steps: int = 128
     finetune_batch: int = 32
@@ -96,7 +118,8 @@ class StudyConfig:
     finetune_checks: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "repaired", "finetune_fractions"):
+        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "headline_labels", "repaired",
+                     "finetune_fractions", "finetune_arms"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
@@ -107,6 +130,9 @@ class StudyConfig:
             raise ValueError(f"study.label_fractions must lie in (0, 1], got {list(self.label_fractions)}")
         if not self.l2_grid or not all(v > 0 for v in self.l2_grid):
             raise ValueError(f"study.l2_grid must hold values > 0, got {list(self.l2_grid)}")
+        bad_ft = [a for a in self.finetune_arms if a not in self.arms or a == "features"]
+        if bad_ft:
+            raise ValueError(f"study.finetune_arms: {bad_ft} are not arms with an encoder in study.arms")
         if not all(0 < f <= 1 for f in self.finetune_fractions):
             raise ValueError(f"study.finetune_fractions must lie in (0, 1] ([] = no fine-tuning), got {list(self.finetune_fractions)}")
         if min(self.workers, self.threads, self.finetune_subsamples, self.finetune_steps, self.finetune_batch,
@@ -128,13 +154,23 @@ def arm_config(cfg: dict[str, Any], arm: str, study: StudyConfig, seed: int) -> 
     """The full config an arm trains with (a copy; ``train.seed = seed``)."""
     out = copy.deepcopy(cfg)
     out["train"]["seed"] = seed
-    if arm == "ntxent":
+    if arm in ("ntxent", "ntxent_signal_off"):
         out["loss"]["kind"] = "ntxent"
-    if arm in ("clef_repaired", "placebo"):
+    if arm in REPAIRED_ARMS:
         out = merge(out, overrides_to_dict(study.repaired), strict=True)
-    if arm == "placebo":
+    if arm in ("placebo", "placebo_known"):
         out["loss"]["shuffle_risk"] = True
+        out["loss"]["shuffle_scope"] = "known" if arm == "placebo_known" else "all"
+    if arm in SIGNAL_OFF_ARMS:
+        out["synth"]["risk_signal"] = 0.0
     return out
+
+
+def arm_key(acfg: dict[str, Any], arm: str) -> dict[str, Any]:
+    """What an arm's cached encoder depends on: its config without [study] (scoring settings),
+    plus the risk source when it is not the clinical table's SCORE2 (the oracle)."""
+    key = {k: v for k, v in acfg.items() if k != "study"}
+    return {**key, "risk_source": "truth.risk_factor"} if arm == "oracle" else key
 
 
 def _log(msg: str) -> None:
@@ -147,7 +183,7 @@ class _Context:
 
     cfg: dict[str, Any]
     study: StudyConfig
-    pre_site: Any
+    sites: dict[str, Any]  # pretraining site per data source: "pretrain", "oracle", "signal_off" (those needed)
     task: Any
     evidence: Any
     pool: np.ndarray
@@ -190,10 +226,14 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     store_workers = max(study.workers, study.threads)  # preprocessing records is one process per record
     pre_site = prepare_site(default_cohort(data / "pretrain", cfg, progress=progress), data / "pretrain", cfg,
                             progress=progress, workers=store_workers)
+    sites = _pretraining_sites(cfg, study, pre_site, data, progress, store_workers)
     settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
     eval_site = synthetic_site(cfg, settings, data, progress=progress, workers=store_workers)
     lead = settings.lead.split(",")[0].strip()
     task = synthetic_task(eval_site, lead, list(study.labels) or None)
+    unknown = [c for c in study.headline_labels if c not in task.labels]
+    if unknown:
+        raise ValueError(f"study.headline_labels: {unknown} not among the scored labels {task.labels}")
     evidence = evidence_inputs(eval_site, lead)
     fs = float(eval_site.store.preprocess["sample_rate"])
     pool, val, test = three_way_split(task.groups, study.val_fraction, study.test_fraction, study.eval_seed)
@@ -202,9 +242,9 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         f"(risk known for {pre['risk_known']:.0%} of records); evaluation {len(task)} ECGs of "
         f"{len(np.unique(task.groups))} patients, labels {task.labels}; pool/val/test patients "
         f"{len(np.unique(task.groups[pool]))}/{len(np.unique(task.groups[val]))}/{len(np.unique(task.groups[test]))}")
-    diagnostics = _diagnostics(cfg, study, pre_site, out)
+    diagnostics = _diagnostics(cfg, study, sites, out)
     mitdb = _mitdb_windows(cfg, settings, study, log)
-    ctx = _Context(cfg, study, pre_site, task, evidence, pool, val, test, fs, mitdb, out, progress, log)
+    ctx = _Context(cfg, study, sites, task, evidence, pool, val, test, fs, mitdb, out, progress, log)
     units = [(arm, seed) for arm in study.arms for seed in (study.seeds[:1] if arm == "features" else study.seeds)]
     results = map_units(_arm_unit, ctx, units, study.workers, study.threads)
 
@@ -217,6 +257,8 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     headline_labels, saturated = split_saturated_labels(long, study)
     y_test = task.y[test][:, [task.labels.index(c) for c in headline_labels]]
     table = _headline_table(long, headline_labels, arm_info, study)
+    ceiling = bayes_ceiling(eval_site.root, task, test)
+    resolution = auroc_resolution(long, task, test, headline_labels, study)
     table.to_csv(out / "table.csv", index=False)
     diffs = paired_differences(test_scores, task, test, headline_labels, y_test, study)
     diffs.to_csv(out / "differences.csv", index=False)
@@ -224,6 +266,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     summary = {
         "seconds": round(time.perf_counter() - started, 1),
         "labels": task.labels, "headline_labels": headline_labels, "saturated_labels": saturated,
+        "bayes_ceiling": ceiling, "auroc_ci95_halfwidth": resolution,
         "pretraining": {k: pre[k] for k in ("subjects", "records", "risk_known", "mean_completeness")},
         "evaluation": {"ecgs": int(len(task)), "patients": int(len(np.unique(task.groups))),
                        "pool_patients": int(len(np.unique(task.groups[pool]))),
@@ -231,7 +274,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                        "test_patients": int(len(np.unique(task.groups[test]))),
                        "positives_test": {c: int(np.nansum(task.y[test][:, k])) for k, c in enumerate(task.labels)}},
         "arms": arm_info, "diagnostics": diagnostics, "study": dataclasses.asdict(study),
-        "finetune_arms": [a for a in study.arms if a != "features"] if study.finetune_fractions else [],
+        "finetune_arms": list(finetune_arms(study)),
         "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
         "synth": cfg["synth"], "risk": dict(cfg.get("risk", {})),  # the clinical risk model behind CLEF's weights
     }
@@ -245,7 +288,8 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                                     "stride_s": study.mitdb_stride_s}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
-    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study) + mitdb_md
+    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study, ceiling) + mitdb_md
+                                  + _diagnostics_markdown(diagnostics)
                                   + ("\n## Fine-tuned\n\n" + ft_table_md if ft_table_md else ""), encoding="utf-8")
     (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels) + ft_diffs_md, encoding="utf-8")
     from clef_core.evaluation.plots import label_efficiency
@@ -256,6 +300,29 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
 
 
 # ----------------------------------------------------------------------------- arms
+
+
+def _pretraining_sites(cfg, study: StudyConfig, pre_site, data: Path, progress: bool, workers: int) -> dict[str, Any]:
+    """The pretraining sites the arms need: the [synth] cohort; its oracle view (risk = h); the same
+    cohort generated with synth.risk_signal = 0 (in data/pretrain_signal_off)."""
+    from clef_core.pipeline import default_cohort, prepare_site
+
+    sites = {"pretrain": pre_site}
+    if "oracle" in study.arms:
+        sites["oracle"] = oracle_site(pre_site)
+    if set(study.arms) & set(SIGNAL_OFF_ARMS):
+        off = arm_config(cfg, SIGNAL_OFF_ARMS[0], study, 0)
+        folder = data / "pretrain_signal_off"
+        sites["signal_off"] = prepare_site(default_cohort(folder, off, progress=progress), folder, off,
+                                           progress=progress, workers=workers)
+    return sites
+
+
+def _arm_site(sites: dict[str, Any], arm: str) -> Any:
+    """The pretraining site of ``arm``."""
+    if arm == "oracle":
+        return sites["oracle"]
+    return sites["signal_off"] if arm in SIGNAL_OFF_ARMS else sites["pretrain"]
 
 
 def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
@@ -269,14 +336,14 @@ def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
         result = ArmOutput(features(ctx.task.x, ctx.fs), math.nan, {"steps": 0, "seconds": 0.0},
                            None if mitdb_x is None else features(zscore(mitdb_x), ctx.fs))
     else:
-        result = _arm_embeddings(ctx.cfg, arm, ctx.study, seed, ctx.pre_site, ctx.task.x, ctx.evidence, ctx.out,
+        result = _arm_embeddings(ctx.cfg, arm, ctx.study, seed, _arm_site(ctx.sites, arm), ctx.task.x, ctx.evidence, ctx.out,
                                  ctx.progress, mitdb_x)
     mitdb_row = None
     if ctx.mitdb is not None:
         mitdb_row = {"arm": arm, "seed": seed, **record_cv_auroc(
             result.mitdb_emb, ctx.mitdb[1], ctx.mitdb[2], float(ctx.cfg["evaluate"]["probe_l2"]), seed=ctx.study.eval_seed)}
     rows, scores = probe_all(result.emb, ctx.task, ctx.pool, ctx.val, ctx.test, ctx.study, arm, seed)
-    ft_rows, ft_scores = ([], {}) if arm == "features" else _finetune_all(ctx, arm, seed)
+    ft_rows, ft_scores = _finetune_all(ctx, arm, seed) if arm in finetune_arms(ctx.study) else ([], {})
     ctx.log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
             f"{time.perf_counter() - t_arm:.0f} s (rho vs true risk {result.rho_truth:.3f})")
     return _UnitResult({"rho_truth": result.rho_truth, **result.train}, rows, scores, ft_rows, ft_scores, mitdb_row)
@@ -307,8 +374,7 @@ def _finetune_all(ctx: _Context, arm: str, seed: int):
     acfg = arm_config(ctx.cfg, arm, study, seed)
     settings = {k: getattr(study, k) for k in ("finetune_steps", "finetune_batch", "finetune_lr", "finetune_checks",
                                                "eval_seed", "min_patients", "val_fraction", "test_fraction", "labels")}
-    key = json.dumps({"arm": {k: v for k, v in acfg.items() if k != "study"}, "finetune": settings},
-                     sort_keys=True, default=str)
+    key = json.dumps({"arm": arm_key(acfg, arm), "finetune": settings}, sort_keys=True, default=str)
     encoder = None
     rows, scores = [], {}
     for frac in study.finetune_fractions:
@@ -336,7 +402,7 @@ def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: dict[str, Any], fol
         encoder = build_model(acfg)
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return encoder.eval()
-    encoder, _ = _encoder(acfg, arm, ctx.pre_site, folder, ctx.progress, list(ctx.study.labels))
+    encoder, _ = _encoder(acfg, arm, _arm_site(ctx.sites, arm), folder, ctx.progress, list(ctx.study.labels))
     _save_encoder(encoder, path)
     return encoder
 
@@ -360,7 +426,7 @@ def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progres
     folder = out / "arms" / f"{arm}_s{seed}"
     cache = folder / "embeddings.npz"
     acfg = arm_config(cfg, arm, study, seed)
-    key = json.dumps({k: v for k, v in acfg.items() if k != "study"}, sort_keys=True, default=str)
+    key = json.dumps(arm_key(acfg, arm), sort_keys=True, default=str)
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
         if str(saved["config"]) != key:
@@ -405,24 +471,27 @@ def _encoder(cfg, arm, site, folder: Path, progress: bool, labels: list[str]):
                                                     "final_loss": result.final_loss}
 
 
-def _diagnostics(cfg, study: StudyConfig, site, out: Path) -> dict[str, Any]:
-    """Weight statistics of the pretraining batches for the two CLEF arms (random-init encoder)."""
+def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Weight statistics of the pretraining batches (random-init encoder) for clef and clef_repaired,
+    and for the oracle's batches (risk = h) when it is an arm; recomputed each run (seconds)."""
     import torch
 
     from clef_core.train.config import LossConfig, TrainConfig
     from clef_core.train.loop import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import diagnose
 
-    path = out / "diagnostics.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
     tc = TrainConfig(**cfg["train"])
-    torch.manual_seed(tc.seed)
-    settings = {arm: LossConfig(**arm_config(cfg, arm, study, tc.seed)["loss"]) for arm in ("clef", "clef_repaired")}
-    loader = make_loader(make_dataset(cfg, site, tc.seed), tc, epoch=0)
-    stats = diagnose(loader, settings, build_model(cfg).eval(), max_batches=study.diagnose_batches, seed=tc.seed)
+    stats = {}
+    for source, arms in (("pretrain", ("clef", "clef_repaired")), ("oracle", ("oracle",))):
+        if source not in sites:
+            continue
+        torch.manual_seed(tc.seed)
+        settings = {arm: LossConfig(**arm_config(cfg, arm, study, tc.seed)["loss"]) for arm in arms}
+        loader = make_loader(make_dataset(cfg, sites[source], tc.seed), tc, epoch=0)
+        stats.update(diagnose(loader, settings, build_model(cfg).eval(), max_batches=study.diagnose_batches,
+                              seed=tc.seed))
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    (out / "diagnostics.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
     return stats
 
 
@@ -475,13 +544,28 @@ def probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tuple
 
 
 def split_saturated_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
-    """(headline labels, saturated labels) of the probe rows ``long``: a label whose median AUROC over
-    the arms at the largest fraction is >= study.saturated_auroc cannot tell encoders apart."""
+    """(headline labels, saturated labels) of the probe rows ``long``: study.headline_labels when
+    set, else the labels that are not saturated (a label whose median AUROC over the arms at the
+    largest fraction is >= study.saturated_auroc cannot tell encoders apart)."""
     full = long[long["fraction"] == max(study.label_fractions)]
     by_arm = full.groupby(["label", "arm"])["auroc"].mean().unstack()
     saturated = sorted(by_arm.index[by_arm.median(axis=1) >= study.saturated_auroc])
+    if study.headline_labels:
+        return list(study.headline_labels), saturated
     labels = [c for c in long["label"].drop_duplicates() if c not in saturated]
     return labels or list(long["label"].drop_duplicates()), saturated
+
+
+def auroc_resolution(long: pd.DataFrame, task, test, labels: list[str], study: StudyConfig) -> dict[str, float]:
+    """{label: 95 % CI half-width of one AUROC (Hanley & McNeil) on the test patients at the mean AUROC
+    over arms at the largest fraction}: the smallest difference one arm's score can resolve."""
+    full = long[long["fraction"] == max(study.label_fractions)]
+    out = {}
+    for label in labels:
+        y = task.y[test, task.labels.index(label)]
+        n_pos, n_neg = int(np.nansum(y == 1)), int(np.nansum(y == 0))
+        out[label] = auroc_ci95_halfwidth(float(full.loc[full["label"] == label, "auroc"].mean()), n_pos, n_neg)
+    return out
 
 
 def _headline_table(long: pd.DataFrame, labels: list[str], arm_info: dict, study: StudyConfig) -> pd.DataFrame:
@@ -508,15 +592,20 @@ def paired_differences(test_scores, task, test, labels, y_test, study: StudyConf
     ``study.workers`` processes (each is seeded by itself: the same numbers for any count)."""
     cols = [task.labels.index(c) for c in labels]
     present = {key[0] for key in test_scores}
+    seedless = {arm: min(key[1] for key in test_scores if key[0] == arm) for arm in ("features",) if arm in present}
+
+    def key(arm: str, seed: int, frac: float, j: int) -> tuple[str, int, float, int]:
+        return (arm, seedless.get(arm, seed), frac, j)  # the features arm's one unit pairs with every seed
+
     jobs = []
     for a, b in comparisons:
         if a not in present or b not in present:
             continue
         for frac in study.label_fractions:
             keys = [(s, j) for s in study.seeds for j in range(study.subsamples)
-                    if (a, s, frac, j) in test_scores and (b, s, frac, j) in test_scores]
-            jobs.append((f"{a} - {b}", frac, [test_scores[(a, s, frac, j)][:, cols] for s, j in keys],
-                         [test_scores[(b, s, frac, j)][:, cols] for s, j in keys]))
+                    if key(a, s, frac, j) in test_scores and key(b, s, frac, j) in test_scores]
+            jobs.append((f"{a} - {b}", frac, [test_scores[key(a, s, frac, j)][:, cols] for s, j in keys],
+                         [test_scores[key(b, s, frac, j)][:, cols] for s, j in keys]))
     context = (y_test, task.groups[test], study.bootstrap, study.eval_seed)
     rows = map_units(_bootstrap_job, context, jobs, study.workers, study.threads)
     return pd.DataFrame(rows, columns=list(DIFF_COLUMNS))
@@ -532,10 +621,18 @@ def _bootstrap_job(context, job) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- fine-tuning
 
 
+def finetune_arms(study: StudyConfig) -> tuple[str, ...]:
+    """The arms fine-tuned: those with an encoder (only study.finetune_arms when set); none without
+    fine-tune fractions."""
+    if not study.finetune_fractions:
+        return ()
+    return tuple(a for a in study.arms if a != "features" and (not study.finetune_arms or a in study.finetune_arms))
+
+
 def _finetune_study(study: StudyConfig) -> StudyConfig:
-    """The study as the fine-tune protocol sees it (fine-tuning on): the arms with an encoder, its
+    """The study as the fine-tune protocol sees it (fine-tuning on): the fine-tuned arms, its
     fractions and subsamples."""
-    return dataclasses.replace(study, arms=tuple(a for a in study.arms if a != "features"),
+    return dataclasses.replace(study, arms=finetune_arms(study),
                                label_fractions=study.finetune_fractions, subsamples=study.finetune_subsamples)
 
 
@@ -575,6 +672,13 @@ def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> s
             f"{summary['evaluation']['test_patients']} test patients. rho_truth: Spearman of embedding cosine distance "
             f"vs |true SCORE2 difference|. CLEF's clinical risk: {summary.get('risk', {}).get('model', 'score2')}. "
             f"Total {summary['seconds'] / 60:.1f} min.\n")
+    resolution = "; ".join(f"{c} ±{v:.3f}" for c, v in summary["auroc_ci95_halfwidth"].items() if math.isfinite(v))
+    if resolution:
+        note += (f"\nResolution: 95 % CI half-width of one AUROC on these test patients (Hanley & McNeil 1982): "
+                 f"{resolution} (paired differences: differences.md).\n")
+    if summary["bayes_ceiling"]:
+        note += ("\nBayes ceiling (AUROC of the label's true probability given the hidden risk factor h, "
+                 "same test patients): " + "; ".join(f"{c} {v:.3f}" for c, v in summary["bayes_ceiling"].items()) + ".\n")
     return "\n".join(lines) + "\n" + note
 
 
@@ -593,8 +697,9 @@ def _table_lines(table: pd.DataFrame, study: StudyConfig) -> list[str]:
     return lines
 
 
-def _label_markdown(long: pd.DataFrame, study: StudyConfig) -> str:
-    """Per-label test AUROC at the largest fraction (mean over units), every label including saturated ones."""
+def _label_markdown(long: pd.DataFrame, study: StudyConfig, ceiling: dict[str, float] | None = None) -> str:
+    """Per-label test AUROC at the largest fraction (mean over units), every label including saturated
+    ones; a last row with the Bayes ceiling of the labels that have one."""
     frac = max(study.label_fractions)
     by = long[long["fraction"] == frac].groupby(["arm", "label"])["auroc"].mean().unstack()
     labels = list(long["label"].drop_duplicates())
@@ -602,6 +707,35 @@ def _label_markdown(long: pd.DataFrame, study: StudyConfig) -> str:
              "|" + "|".join("---" for _ in range(len(labels) + 1)) + "|"]
     for arm in study.arms:
         lines.append(f"| {arm} | " + " | ".join(f"{by.at[arm, c]:.3f}" for c in labels) + " |")
+    if ceiling:
+        lines.append("| Bayes ceiling (true h) | " + " | ".join(f"{ceiling[c]:.3f}" if c in ceiling else "-" for c in labels)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+DIAGNOSTIC_ROWS = (("risk known (patients) / both known (pairs)", ("risk_known", "pairs_with_risk")),
+                   ("mean weight known-known / known-unknown / unknown-unknown",
+                    ("mean_w_known_known", "mean_w_known_unknown", "mean_w_unknown_unknown")),
+                   ("Spearman weight vs risk difference (known pairs) / vs completeness product",
+                    ("spearman_w_riskdiff", "spearman_w_completeness")),
+                   ("gradient cosine true vs placebo / vs placebo_known", ("grad_cosine_placebo", "grad_cosine_placebo_known")),
+                   ("clinical part (g - g_NT-Xent) cosine vs placebo / vs placebo_known",
+                    ("clinical_cosine_placebo", "clinical_cosine_placebo_known")),
+                   ("share of the gradient the true risks decide", ("grad_change_placebo_known",)))
+
+
+def _diagnostics_markdown(diagnostics: dict[str, dict[str, float]]) -> str:
+    """The weight diagnostics of the pretraining batches (diagnostics.json) as a table, one column per setting."""
+    if not diagnostics:
+        return ""
+    names = list(diagnostics)
+    lines = ["", "Weight diagnostics of the pretraining batches (`clef diagnose`, random-init encoder; "
+             "docs/evaluation.md, \"Weights that act on risk\"):", "",
+             "| statistic | " + " | ".join(names) + " |", "|" + "|".join("---" for _ in range(len(names) + 1)) + "|"]
+    for title, keys in DIAGNOSTIC_ROWS:
+        cells = [" / ".join("-" if not math.isfinite(diagnostics[n].get(k, math.nan)) else f"{diagnostics[n][k]:.3g}"
+                            for k in keys) for n in names]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

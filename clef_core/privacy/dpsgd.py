@@ -172,7 +172,10 @@ def check_dp_loss(loss_cfg: LossConfig) -> None:
     extra = {k: v for k, v in (("weight_norm", loss_cfg.weight_norm if loss_cfg.weight_norm == "mean_one" else None),
                                 ("risk_scaling", None if loss_cfg.risk_scaling == "minmax" else loss_cfg.risk_scaling),
                                 ("projection_dim", loss_cfg.projection_dim or None),
-                                ("shuffle_risk", loss_cfg.shuffle_risk or None)) if v is not None}
+                                ("shuffle_risk", loss_cfg.shuffle_risk or None),
+                                ("unknown_weight", None if loss_cfg.unknown_weight == "one" else loss_cfg.unknown_weight),
+                                ("weight_power", None if loss_cfg.weight_power == 1.0 else loss_cfg.weight_power))
+             if v is not None}
     if extra:
         raise ValueError(f"privacy.mode = patient does not support loss options {extra} (central pretraining only)")
 

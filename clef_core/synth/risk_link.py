@@ -107,7 +107,12 @@ def apply_to_subjects(df: pd.DataFrame, link: RiskLink, seed: int) -> None:
     df["qtc_ms"] = np.round(df["qtc_ms"].to_numpy(float) + QTC_MS_PER_SD * s * h)
     if link.risk_labels:
         rng = np.random.default_rng([seed, 0x215C])
-        df["cvd_event"] = (rng.random(len(df)) < 1 / (1 + np.exp(1.4 - 1.5 * h))).astype(int)
+        df["cvd_event"] = (rng.random(len(df)) < event_probability(h)).astype(int)
+
+
+def event_probability(h: np.ndarray) -> np.ndarray:
+    """P(cvd_event = 1 | h) = sigmoid(-1.4 + 1.5 h), the label's true probability (its Bayes score)."""
+    return 1 / (1 + np.exp(1.4 - 1.5 * np.asarray(h, float)))
 
 
 def complete_flags(n: int, link: RiskLink, seed: int) -> np.ndarray | None:

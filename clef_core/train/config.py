@@ -14,6 +14,8 @@ from clef_core.config import ConfigError
 LOSS_KINDS = ("clef", "ntxent")
 WEIGHT_NORMS = ("softmax", "none", "mean_one")
 RISK_SCALINGS = ("minmax", "rank")
+UNKNOWN_WEIGHTS = ("one", "mean")
+SHUFFLE_SCOPES = ("all", "known")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +65,10 @@ class LossConfig:
     align_weight: float = 1.0
     risk_scaling: str = "minmax"  # minmax (reference) | rank (batch quantiles)
     projection_dim: int = 0  # > 0: the loss sees a SimCLR projection head's output; probes use the encoder
-    shuffle_risk: bool = False  # placebo: (risk, completeness) permuted among the batch's patients every step
+    shuffle_risk: bool = False  # placebo: risks permuted among the batch's patients every step
+    shuffle_scope: str = "all"  # all: (risk, completeness) together | known: risks among known-risk patients only
+    unknown_weight: str = "one"  # D of a pair with an unknown risk: one (paper) | mean (the batch's mean known-pair D)
+    weight_power: float = 1.0  # D of known pairs raised to this power (1: paper; > 1 sharper)
 
     def __post_init__(self) -> None:
         _check(self.kind in LOSS_KINDS, "loss.kind", self.kind, " or ".join(LOSS_KINDS))
@@ -72,6 +77,10 @@ class LossConfig:
         _check(self.weight_norm in WEIGHT_NORMS, "loss.weight_norm", self.weight_norm, " or ".join(WEIGHT_NORMS))
         _check(self.align_weight >= 0, "loss.align_weight", self.align_weight, ">= 0")
         _check(self.risk_scaling in RISK_SCALINGS, "loss.risk_scaling", self.risk_scaling, " or ".join(RISK_SCALINGS))
+        _check(self.shuffle_scope in SHUFFLE_SCOPES, "loss.shuffle_scope", self.shuffle_scope, " or ".join(SHUFFLE_SCOPES))
+        _check(self.unknown_weight in UNKNOWN_WEIGHTS, "loss.unknown_weight", self.unknown_weight,
+               " or ".join(UNKNOWN_WEIGHTS))
+        _check(self.weight_power > 0, "loss.weight_power", self.weight_power, "> 0")
         _check(self.projection_dim >= 0, "loss.projection_dim", self.projection_dim, ">= 0 (0: no head)")
 
     def to_dict(self) -> dict[str, Any]:

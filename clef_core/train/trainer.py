@@ -37,6 +37,7 @@ from torch import nn
 
 from clef_core.atomic import atomic_torch_save
 from clef_core.checkpoint import strip_prefix, unwrap
+from clef_core.placebo import placebo_inputs
 from clef_core.train.config import LossConfig, TrainConfig
 
 STATE_FORMAT = "clef-train-state"
@@ -104,6 +105,8 @@ def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Te
         weight_norm=cfg.weight_norm,
         align_weight=cfg.align_weight,
         risk_scaling=cfg.risk_scaling,
+        unknown_weight=cfg.unknown_weight,
+        weight_power=cfg.weight_power,
     )
 
 
@@ -250,8 +253,8 @@ class Trainer:
         risk = risk.to(dev, dtype=torch.float32)
         completeness = completeness.to(dev, dtype=torch.float32)
         if self.loss_cfg.shuffle_risk:
-            perm = placebo_permutation(risk.shape[0], self.train_cfg.seed, self.step).to(dev)
-            risk, completeness = risk[perm], completeness[perm]
+            perm = placebo_permutation(risk.shape[0], self.train_cfg.seed, self.step)
+            risk, completeness = placebo_inputs(risk, completeness, perm, self.loss_cfg.shuffle_scope)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
             z = self.model(x)
