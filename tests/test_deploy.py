@@ -383,23 +383,35 @@ def _built_bundle(tmp_path: Path) -> Path:
     return bundle
 
 
+def _gate_script(tmp_path: Path, bundle: Path, then: str) -> list[str]:
+    """A Python process as the gate's flwr-clientapp runs: its own bytecode folder, the import
+    hook, the bundle on sys.path (as Flower's loader puts it)."""
+    return [sys.executable, "-c",
+            "from deploy.app_gate import AppGate, code_root, own_bytecode, log; import sys, logging; "
+            f"from pathlib import Path; log.addHandler(logging.FileHandler({str(tmp_path / 'app-gate.log')!r})); "
+            f"log.propagate = False; own_bytecode(Path({str(tmp_path / 'pycache')!r})); "
+            f"sys.meta_path.insert(0, AppGate({str(tmp_path / 'apps')!r}, code_root())); "
+            f"sys.path.insert(0, {str(bundle)!r})\n" + then]
+
+
 def test_the_app_gate_runs_only_the_installed_clientapp(tmp_path: Path) -> None:
-    from deploy.app_gate import code_root, verify_bundle
+    from deploy.app_gate import REFUSAL, code_root, verify_bundle
 
     bundle = _built_bundle(tmp_path)
     assert verify_bundle(bundle, code_root()) == ""
-    gate = f"from deploy.app_gate import AppGate; import sys; sys.meta_path.insert(0, AppGate({str(tmp_path / 'apps')!r}, " \
-           f"__import__('deploy.app_gate').app_gate.code_root())); sys.path.insert(0, {str(bundle)!r})\n" \
-           "import client.client_app, clef_core.privacy.policy as p; print(p.__file__)"
-    ok = subprocess.run([sys.executable, "-c", gate], capture_output=True, text=True, timeout=120)
+    gate = _gate_script(tmp_path, bundle, "import client.client_app, clef_core.privacy.policy as p; print(p.__file__)")
+    ok = subprocess.run(gate, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and ok.stdout.strip().startswith(str(bundle)), ok.stderr  # the bundle's code ran
+    assert not list(bundle.rglob("__pycache__"))  # its bytecode went to the site's own folder
+    assert verify_bundle(bundle, code_root()) == ""
     # a coordinator's altered bundle: one changed line in the site's privacy policy
     policy = bundle / "clef_core" / "privacy" / "policy.py"
     policy.write_text(policy.read_text().replace("if STRENGTH[request.mode] < STRENGTH[policy.mode]:", "if False:"))
     assert verify_bundle(bundle, code_root()) == "clef_core/privacy/policy.py differs from the installed clef-fl"
-    refused = subprocess.run([sys.executable, "-c", gate], capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "app bundle refused by the site: clef_core/privacy/policy.py differs" in refused.stderr
-    # an extra module, or another entry point, is refused as well
+    refused = subprocess.run(gate, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and REFUSAL in refused.stderr and "policy.py" not in refused.stderr
+    assert "policy.py differs" in (tmp_path / "app-gate.log").read_text()  # the reason stays on the site
+    # an extra module, or another entry point, is refused as well -- with the same text
     policy.write_text((code_root() / "clef_core/privacy/policy.py").read_text())
     (bundle / "client" / "evil.py").write_text("app = None\n")
     assert verify_bundle(bundle, code_root()) == "client/evil.py is not part of the installed clef-fl"
@@ -407,6 +419,28 @@ def test_the_app_gate_runs_only_the_installed_clientapp(tmp_path: Path) -> None:
     (bundle / "pyproject.toml").write_text((bundle / "pyproject.toml").read_text().replace(
         'clientapp = "client.client_app:app"', 'clientapp = "client.evil:app"'))
     assert "its ClientApp is 'client.evil:app'" in verify_bundle(bundle, code_root())
+
+
+def test_the_app_gate_runs_no_bytecode_from_the_bundle(tmp_path: Path) -> None:
+    """The attack of issue 19: every listed file byte-identical to the installed clef-fl, plus an
+    unchecked-hash ``client/__pycache__/__init__.cpython-311.pyc`` whose code Python would run
+    instead of the identical source. Passed the gate before (it skipped __pycache__)."""
+    import py_compile
+
+    from deploy.app_gate import REFUSAL, code_root, verify_bundle
+
+    bundle = _built_bundle(tmp_path)
+    payload = tmp_path / "payload.py"
+    payload.write_text("print('PAYLOAD RAN')\n")
+    tag = sys.implementation.cache_tag
+    for where in (bundle / "client" / "__pycache__" / f"__init__.{tag}.pyc", bundle / "client" / "evil.pyc"):
+        where.parent.mkdir(exist_ok=True)
+        py_compile.compile(str(payload), cfile=str(where), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        assert "bytecode" in verify_bundle(bundle, code_root())
+        run = subprocess.run(_gate_script(tmp_path, bundle, "import client.client_app"), capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode != 0 and "PAYLOAD RAN" not in run.stdout and REFUSAL in run.stderr, run.stdout
+        where.unlink()
 
 
 def test_clef_supernode_starts_behind_the_gate(tmp_path: Path) -> None:
