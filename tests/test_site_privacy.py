@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,17 +49,18 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("hospital")
     cfg = load_config(None, EXPERIMENT)
     data = prepare_federation(cfg, root / "split").sites[0].data_dir
-    import tomli_w
-
-    (root / "experiment.toml").write_text(tomli_w.dumps(cfg))
     node = {"data-dir": str(data), "site-id": "hospital-a", "work-dir": str(root / "work"), "privacy-mode": "patient",
             "privacy-noise-multiplier": 1.0, "privacy-clip-norm": 1.0, "privacy-delta": 1e-5,
             "privacy-budget": BUDGET}
     _, arrays = initial_arrays(cfg)
     clear_cache()
-    return {"root": root, "node": node, "arrays": arrays,
-            "run": {"experiment": str(root / "experiment.toml"), "set": "", "run-dir": str(root / "run"),
-                    "sites-manifest": "", "prepare-sites": False}}
+    return {"root": root, "node": node, "arrays": arrays, "run": run_config(root / "run")}
+
+
+def run_config(run_dir: Path) -> dict:
+    """An honest DP run: a deployed site reads only shipped experiment names, the rest is `set`."""
+    return {"experiment": "", "set": shlex.join(EXPERIMENT), "run-dir": str(run_dir), "sites-manifest": "",
+            "prepare-sites": False}
 
 
 def ledger(h: dict) -> PrivacyLedger:
@@ -64,8 +68,11 @@ def ledger(h: dict) -> PrivacyLedger:
 
 
 def call(h: dict, run: dict | None = None, node: dict | None = None, msg: Message | None = None) -> Message:
+    run = dict(run or {})
+    if "set" in run:  # the run's own overrides after the honest experiment's
+        run["set"] = h["run"]["set"] + " " + run["set"]
     ctx = Context(run_id=1, node_id=7, node_config=node or h["node"], state=RecordDict(),
-                  run_config={**h["run"], **(run or {})})
+                  run_config={**h["run"], **run})
     return client_app.app(msg or message(h["arrays"]), ctx)
 
 
@@ -207,14 +214,11 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
     data.mkdir()
     for f in sorted((shared_data / "ecg").glob("E075*")):
         (data / f.name).symlink_to(f)
-    node = {"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "privacy-mode": "patient"}
+    node = {"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "privacy-mode": "patient",
+            "privacy-budget": 100.0}  # q = 0.4: one replace-one step costs 8.5
     cfg = load_config(None, EXPERIMENT)
-    import tomli_w
-
-    (tmp_path / "experiment.toml").write_text(tomli_w.dumps(cfg))
     _, arrays = initial_arrays(cfg)
-    h = {"node": node, "arrays": arrays, "run": {"experiment": str(tmp_path / "experiment.toml"), "set": "",
-                                                 "run-dir": str(tmp_path / "run"), "sites-manifest": ""}}
+    h = {"node": node, "arrays": arrays, "run": run_config(tmp_path / "run")}
     metrics = call(h).content.metric_records["metrics"]
     assert metrics["privacy.unit_is_record"] == 1.0 and metrics["num-examples"] == 10.0
     assert "privacy unit: RECORD" in (tmp_path / "w" / "site.log").read_text()
@@ -222,7 +226,7 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
     (data / "patients.csv").write_text("record_id,subject_id\n" + "".join(
         f"E0750{i},{'p1' if i < 2 else f'p{i}'}\n" for i in range(10)))
     clear_cache()  # a restarted SuperNode; the changed map itself makes the site rebuild its store
-    metrics = call(h, node={**node, "privacy-budget": 0.0}).content.metric_records["metrics"]
+    metrics = call(h).content.metric_records["metrics"]
     assert metrics["privacy.unit_is_record"] == 0.0 and metrics["num-examples"] == 9.0
     assert json.dumps(dict(metrics)).find("p1") < 0
 

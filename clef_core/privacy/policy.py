@@ -94,9 +94,10 @@ class SitePolicy:
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> SitePolicy:
-        """The policy in a node config's ``privacy-*`` keys (unknown ``privacy-*`` keys are errors:
-        a misspelt budget must not pass silently)."""
-        unknown = sorted(k for k in node_config if str(k).startswith(NODE_PREFIX) and k not in NODE_KEYS)
+        """The policy in a node config's ``privacy-*`` keys (unknown ones and near misses such as
+        ``privacy_mode`` or ``Privacy-Mode`` are errors: a misspelt policy must not pass silently)."""
+        unknown = sorted(k for k in node_config if k not in NODE_KEYS and
+                         "".join(c for c in str(k).lower() if c.isalpha()).startswith("privacy"))
         if unknown:
             raise PrivacyPolicyError(f"node config: unknown privacy key(s) {unknown} (known: {sorted(NODE_KEYS)})")
         values = {field: node_config[key] for key, field in NODE_KEYS.items() if key in node_config}
