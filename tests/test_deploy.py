@@ -31,20 +31,10 @@ from server.checkpoint import RunFolder
 from simulations.engine import bin_dir, descendant_groups, engine_env, free_port, stage_app, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT = """\
-[federation]
-rounds = 2
-local_steps = 1
-min_train_nodes = 2
-min_available_nodes = 2
-round_timeout = 240.0
-eval_every = 0
-keep_checkpoints = 0
-[train]
-batch_size = 4
-[model]
-scale = "small"
-"""
+# the run's experiment, as `set` overrides: a deployed site reads only shipped experiment names
+EXPERIMENT = ("federation.rounds=2 federation.local_steps=1 federation.min_train_nodes=2 "
+              "federation.min_available_nodes=2 federation.round_timeout=240.0 federation.eval_every=0 "
+              "federation.keep_checkpoints=0 train.batch_size=4 model.scale=small")
 
 
 # ----------------------------------------------------------------------------- process handling
@@ -129,7 +119,6 @@ def trial(tmp_path: Path, shared_data: Path) -> Iterator[dict]:
     for seed, name in ((1, "hospital-a"), (2, "hospital-b")):
         generate_cohort(tmp_path / "sites" / name, patients=8, sites=1, seed=seed)
         sites[name] = tmp_path / "sites" / name
-    (tmp_path / "experiment.toml").write_text(EXPERIMENT)
     port = free_port()
     flwr_home = tmp_path / "flwr-home"
     write_connection(flwr_home, f"127.0.0.1:{port}", creds.ca_cert)
@@ -161,7 +150,8 @@ def start_supernode(t: dict, i: int, site: str | None, *, key: int | None, tls: 
     c = t["creds"]
     data = t["sites"][site] if site else t["root"] / "nowhere"
     work = t["root"] / "work" / (site or f"node-{i}")
-    config = node_config(data, site_id=site or "", work_dir=work, device="cpu", site_index=i)
+    config = node_config(data, site_id=site or "", work_dir=work, device="cpu", site_index=i,
+                         extra={"privacy-mode": "off"})
     cmd = supernode_command(superlink=f"127.0.0.1:{t['port']}", ca=c.ca_cert if tls else None,
                             private_key=c.node_keys[key] if key is not None else None, node_config=config,
                             port=free_port(), max_retries=retries, max_wait_time=20 if retries else None)
@@ -183,7 +173,7 @@ def online_nodes(t: dict) -> set[str]:
 
 
 def start_run(t: dict, name: str, app: Path | None = None, run_dir: Path | None = None) -> subprocess.Popen:
-    config = f"prepare-sites=false run-dir='{run_dir or t['run_dir']}' experiment='{t['root'] / 'experiment.toml'}'"
+    config = f"prepare-sites=false run-dir='{run_dir or t['run_dir']}' set='{EXPERIMENT}'"
     cmd = [str(bin_dir() / "flwr"), "run", str(app or t["app"]), "--stream", "-c", config]
     return t["procs"].start(name, cmd, t["flwr_home"])
 
