@@ -14,14 +14,15 @@ reviewed (from the wheelhouse):
   file of the installed bundle (``$FLWR_HOME/apps/<publisher>.<name>.<version>.<hash>/``) with the
   installed clef-fl, byte for byte, and checks that the ClientApp component is
   ``client.client_app:app``. Anything else -- an altered file, an extra module, another entry
-  point, and any bytecode (``__pycache__/``, ``*.pyc``: Python would run it instead of the
-  identical source, and ``flwr build`` never ships it) -- is refused: the import fails with one
-  fixed text (:data:`REFUSAL`, whatever the reason: which file differs would tell a coordinator
-  what exists on the site's disk); ``app-gate.log`` records every bundle allowed or refused, with
-  the reason;
-* the gate's process, and every process it starts, keeps its bytecode in a site-owned folder
-  (``sys.pycache_prefix`` / ``PYTHONPYCACHEPREFIX`` = ``<work-dir>/app-gate/pycache``), so
-  Python never reads a ``__pycache__`` inside the bundle nor writes one there.
+  point, a sourceless ``*.pyc`` -- is refused: the import fails with one fixed text
+  (:data:`REFUSAL`, whatever the reason: which file differs would tell a coordinator what exists
+  on the site's disk); ``app-gate.log`` records every bundle allowed or refused, with the reason;
+* a verified bundle is only a token: every module Flower asks for is imported from the
+  installed tree, never from the bundle. So bytecode in the bundle's ``__pycache__`` (which
+  Python would otherwise run instead of the identical source; the SuperLink's ServerApp writes
+  such files when it shares ``$FLWR_HOME`` on a one-host trial) is never executed;
+* the gate's process, and every process it starts, keeps its own bytecode in a site-owned folder
+  (``sys.pycache_prefix`` / ``PYTHONPYCACHEPREFIX`` = ``<work-dir>/app-gate/pycache``).
 
 So a coordinator cannot run different code at the site: the only ClientApp that trains there is
 the hospital's installed one, whose privacy policy comes from the site file.
@@ -97,7 +98,9 @@ def verify_bundle(app_dir: Path, root: Path) -> str:
         rel = path.relative_to(app_dir)
         if rel.parts[0] in BUNDLE_META or (path.is_dir() and not path.is_symlink()):
             continue
-        if "__pycache__" in rel.parts or path.suffix in BYTECODE_SUFFIXES:
+        if "__pycache__" in rel.parts:
+            continue  # never read: modules come from the installed tree (AppGate), bytecode from the gate's own folder
+        if path.suffix in BYTECODE_SUFFIXES:
             return f"{rel.as_posix()} is bytecode (a bundle ships source only)"
         if not path.is_file():
             return f"{rel.as_posix()} is not a regular file"
@@ -113,8 +116,10 @@ def verify_bundle(app_dir: Path, root: Path) -> str:
 
 
 class AppGate(importlib.abc.MetaPathFinder):
-    """An import hook that lets a module of an installed app bundle load only after the whole
-    bundle passed :func:`verify_bundle` (checked once per bundle folder)."""
+    """An import hook for the modules Flower imports from an installed app bundle: the whole
+    bundle must pass :func:`verify_bundle` (checked once per bundle folder), and then the module
+    is imported from the installed tree instead -- no byte of the bundle is ever executed, so
+    nothing it carries beside the checked sources (a ``__pycache__`` included) can run."""
 
     def __init__(self, apps_root: Path, root: Path) -> None:
         self.apps_root = Path(apps_root).resolve()
@@ -143,7 +148,14 @@ class AppGate(importlib.abc.MetaPathFinder):
                 log.info("app bundle %s is the installed clef-fl (%s): allowed", bundle.name, self.root)
         if self.verdicts[bundle]:
             raise BundleRefused(REFUSAL)
-        return None  # verified: let the normal finders import it
+        # verified: the bundle is only a token; the module comes from the installed tree
+        rel = Path(origin).resolve().relative_to(bundle.resolve())
+        container = rel.parent.parent if rel.name == "__init__.py" else rel.parent
+        installed = importlib.machinery.PathFinder.find_spec(fullname, [str(self.root / container)])
+        if installed is None or installed.origin is None or self.bundle_of(Path(installed.origin)) is not None:
+            log.error("REFUSED app bundle %s: module %s has no installed twin", bundle.name, fullname)
+            raise BundleRefused(REFUSAL)
+        return installed
 
 
 def check_flower_version() -> str:
