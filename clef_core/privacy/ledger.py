@@ -49,7 +49,7 @@ from clef_core.privacy.accounting import SITE_ADJACENCY, epsilon_of_curve, rdp_a
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = "ledger.lock"
-MARK_FILE = "ledger.mark.json"
+MARK_FILE = "ledger.mark.json"  # the high-water mark's name, in the site's work dir (beside its store)
 FIELDS = ("experiment", "round", "mode", "noise_multiplier", "sample_rate", "steps", "delta")
 _NUMBER = (int, float)
 TYPES: dict[str, tuple[type, ...]] = {"experiment": (str,), "round": (int,), "mode": (str,),

@@ -12,7 +12,7 @@ Who decides what (docs/privacy.md, "Who controls what"):
   *request*: :func:`effective_privacy` accepts a request that is at least as strong as the
   policy and refuses one that is weaker, before any of the site's data is touched.
 
-"At least as strong", per setting (patient-level DP-SGD, add/remove-one-patient adjacency):
+"At least as strong", per setting (patient-level DP-SGD, replace-one-patient adjacency: docs/privacy.md):
 
 =================  =========================================================================
 mode               off < client < patient. ``client`` (DP-FedAvg) adds its noise on the server,
@@ -42,7 +42,6 @@ from clef_core.privacy.config import BUDGET_SCOPES, PrivacyConfig
 POLICY_MODES = ("off", "patient")
 MAX_DELTA = 1e-2  # no site accepts a larger delta: it is the chance that the guarantee fails
 STRENGTH = {"off": 0, "client": 1, "patient": 2}
-NODE_PREFIX = "privacy-"
 NODE_KEYS = {  # node_config key -> SitePolicy field
     "privacy-mode": "mode",
     "privacy-noise-multiplier": "noise_multiplier",

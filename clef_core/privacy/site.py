@@ -34,10 +34,9 @@ from clef_core.privacy.accounting import SITE_ADJACENCY, epsilon_of_curve, rdp_a
 from clef_core.privacy.accounting import sample_rate as rate_for
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.dpsgd import DPStats, PatientDPSGD
-from clef_core.privacy.ledger import Entry, PrivacyLedger
+from clef_core.privacy.ledger import MARK_FILE, Entry, PrivacyLedger
 
 LEDGER_DIR = "privacy"
-MARK_FILE = "ledger.mark.json"  # the ledger's high-water mark, in the site's work dir
 
 
 @dataclasses.dataclass(frozen=True)
