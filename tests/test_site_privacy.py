@@ -356,6 +356,11 @@ def test_a_deleted_or_moved_ledger_stops_the_site(hospital: dict, tmp_path: Path
         call(hospital, node=node)
     assert not book.path.exists() or not book.entries()
     assert "holds 0 entries, but this site recorded 1" in (tmp_path / "work" / "site.log").read_text()
+    (tmp_path / "work" / "ledger.mark.json").unlink()  # the mark as well: the site's log still remembers
+    with pytest.raises(SiteFailure):
+        call(hospital, node=node)
+    assert "records earlier private rounds" in (tmp_path / "work" / "site.log").read_text()
+    assert not book.path.exists() or not book.entries()
 
 
 @pytest.mark.parametrize("change", [

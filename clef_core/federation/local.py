@@ -50,7 +50,7 @@ import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
 from clef_core.federation.contract import PRIVACY_METRICS, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
-from clef_core.federation.sites import SiteSpec, prepared_site, pretrain_dataset, site_experiment
+from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
 from clef_core.train.config import LossConfig, TrainConfig
@@ -60,6 +60,7 @@ from clef_core.train.trainer import Trainer, make_loss, resolve_device, seed_eve
 StateDict = dict[str, torch.Tensor]
 DEFAULT_EVAL_BATCHES = 4
 NO_PATIENTS = "refused by the site: it has no usable patients under its own settings"
+DP_ROUND_LOGGED = "(DP, experiment "  # in the site log line of every private round (private_train)
 _BANKS: dict[tuple[Any, ...], Any] = {}
 
 
@@ -211,7 +212,7 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
     mu = float(conf.get("proximal-mu", 0.0))
     experiment = experiment_key(priv, run_dir)
     result = private_round(
-        trainer, dataset, public_bank(cfg, site, priv), priv, ledger_for(priv, spec.work_dir),
+        trainer, dataset, public_bank(cfg, site, priv), priv, remembered_ledger(ledger_for(priv, spec.work_dir), spec),
         experiment=experiment, server_round=server_round, batch_size=trainer.train_cfg.batch_size,
         local_epochs=int(conf["local-epochs"]), local_steps=int(conf["local-steps"]), lr=float(conf["lr"]),
         proximal_mu=mu, global_params=global_state if mu > 0 else None, num_workers=trainer.train_cfg.num_workers,
@@ -243,6 +244,20 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
     metrics.update(zip(PRIVACY_METRICS, (float(result.epsilon), float(result.delta),
                                          0.0 if result.trained else 1.0, 1.0 if unit == "record" else 0.0)))
     return _weights(trainer), metrics
+
+
+def remembered_ledger(ledger: Any, spec: SiteSpec) -> Any:
+    """``ledger``, unless it is empty, its high-water mark is gone too, and the site's own log
+    shows earlier private rounds: then its spending cannot be established (LedgerError)."""
+    from clef_core.privacy.ledger import LedgerError
+
+    if (ledger.mark is not None and ledger.mark.is_file()) or ledger.entries():
+        return ledger  # the mark guards a non-empty history (PrivacyLedger.check_mark)
+    site_log_file = spec.work_dir / LOG_FILE
+    if site_log_file.is_file() and DP_ROUND_LOGGED in site_log_file.read_text(encoding="utf-8", errors="replace"):
+        raise LedgerError(f"{ledger.path} is empty and its high-water mark is gone, but {site_log_file} records "
+                          f"earlier private rounds: the site will not train until its ledger is restored")
+    return ledger
 
 
 @torch.no_grad()
