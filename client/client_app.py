@@ -57,11 +57,35 @@ def _limit_threads(context: Context) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _refuse_site_owned(run_config: Mapping[str, Any]) -> None:
+def _refuse_site_owned(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> None:
     named = sorted(requested_keys(run_config) & set(SITE_OWNED_KEYS))
     if named:
         raise PrivacyRefusal("refused by the site: the run sets a privacy setting that only the site may set",
                              f"run_config names {named}")
+    experiment = str(run_config.get("experiment", ""))
+    if "data-dir" in node_config and experiment and not _shipped_config(experiment):
+        # a path would make the site read (and report on) any TOML file on its disk
+        raise PrivacyRefusal("refused by the site: the run's experiment is not a shipped config name",
+                             f"run_config experiment = {experiment!r}; a deployed site reads only configs/<name>.toml "
+                             f"of its installed clef-fl (send the rest as `set` overrides)")
+
+
+def _site_run_config(context: Context) -> dict[str, Any]:
+    """The run_config, with a deployed site's experiment name as the path of its shipped file (not
+    a file of that name in the SuperNode's working folder)."""
+    run_config = dict(context.run_config)
+    name = str(run_config.get("experiment", ""))
+    if "data-dir" in context.node_config and name:
+        from clef_core.config import configs_dir
+
+        run_config["experiment"] = str(configs_dir() / f"{name.removesuffix('.toml')}.toml")
+    return run_config
+
+
+def _shipped_config(name: str) -> bool:
+    from clef_core.config import SITE_TEMPLATE, config_names
+
+    return name.removesuffix(".toml") in set(config_names()) - {SITE_TEMPLATE} and "/" not in name and "\\" not in name
 
 
 Work = Callable[[Mapping[str, Any], SiteSpec, logging.Logger], Message]
@@ -76,8 +100,8 @@ def guarded(stage: str, msg: Message, context: Context, work: Work) -> Message:
         spec = resolve_site(context.node_config, sites_manifest_path(context.run_config))
         log = site_log(spec)
         log.info("%s round %s: start", stage, msg.content["config"].get("server-round", "?"))
-        _refuse_site_owned(context.run_config)
-        reply = work(experiment_config(context.run_config), spec, log)
+        _refuse_site_owned(context.run_config, context.node_config)
+        reply = work(experiment_config(_site_run_config(context)), spec, log)
         log.info("%s: done %s", stage, dict(next(iter(reply.content.metric_records.values()))))
         return reply
     except PrivacyRefusal as exc:

@@ -14,8 +14,15 @@ reviewed (from the wheelhouse):
   file of the installed bundle (``$FLWR_HOME/apps/<publisher>.<name>.<version>.<hash>/``) with the
   installed clef-fl, byte for byte, and checks that the ClientApp component is
   ``client.client_app:app``. Anything else -- an altered file, an extra module, another entry
-  point -- is refused: the import fails and the reply names the first file that differs (no
-  path or content of the site's); ``app-gate.log`` records every bundle allowed or refused.
+  point, a sourceless ``*.pyc`` -- is refused: the import fails with one fixed text
+  (:data:`REFUSAL`, whatever the reason: which file differs would tell a coordinator what exists
+  on the site's disk); ``app-gate.log`` records every bundle allowed or refused, with the reason;
+* a verified bundle is only a token: every module Flower asks for is imported from the
+  installed tree, never from the bundle. So bytecode in the bundle's ``__pycache__`` (which
+  Python would otherwise run instead of the identical source; the SuperLink's ServerApp writes
+  such files when it shares ``$FLWR_HOME`` on a one-host trial) is never executed;
+* the gate's process, and every process it starts, keeps its own bytecode in a site-owned folder
+  (``sys.pycache_prefix`` / ``PYTHONPYCACHEPREFIX`` = ``<work-dir>/app-gate/pycache``).
 
 So a coordinator cannot run different code at the site: the only ClientApp that trains there is
 the hospital's installed one, whose privacy policy comes from the site file.
@@ -45,6 +52,9 @@ SHIM_NAME = "flwr-clientapp"
 LOG_NAME = "app-gate.log"
 BUNDLE_META = (".info", "pyproject.toml")  # written by `flwr build`, not code
 PACKAGED_CONFIGS = ("clef_core", "configs")  # the wheel carries configs/ as clef_core/configs/
+PYCACHE = "pycache"  # the gate's own bytecode folder, beside the shim
+REFUSAL = "app bundle refused by the site: it is not the site's installed clef-fl"
+BYTECODE_SUFFIXES = (".pyc", ".pyo")
 
 log = logging.getLogger("clef.app_gate")
 
@@ -83,12 +93,17 @@ def verify_bundle(app_dir: Path, root: Path) -> str:
     component = config.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {}).get("clientapp")
     if component != CLIENTAPP:
         return f"its ClientApp is {component!r}, not the installed {CLIENTAPP!r}"
-    files = sorted(p for p in app_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     checked = 0
-    for path in files:
+    for path in sorted(app_dir.rglob("*")):
         rel = path.relative_to(app_dir)
-        if rel.parts[0] in BUNDLE_META:
+        if rel.parts[0] in BUNDLE_META or (path.is_dir() and not path.is_symlink()):
             continue
+        if "__pycache__" in rel.parts:
+            continue  # never read: modules come from the installed tree (AppGate), bytecode from the gate's own folder
+        if path.suffix in BYTECODE_SUFFIXES:
+            return f"{rel.as_posix()} is bytecode (a bundle ships source only)"
+        if not path.is_file():
+            return f"{rel.as_posix()} is not a regular file"
         twin = installed_twin(rel, root)
         if not twin.is_file():
             return f"{rel.as_posix()} is not part of the installed clef-fl"
@@ -101,8 +116,10 @@ def verify_bundle(app_dir: Path, root: Path) -> str:
 
 
 class AppGate(importlib.abc.MetaPathFinder):
-    """An import hook that lets a module of an installed app bundle load only after the whole
-    bundle passed :func:`verify_bundle` (checked once per bundle folder)."""
+    """An import hook for the modules Flower imports from an installed app bundle: the whole
+    bundle must pass :func:`verify_bundle` (checked once per bundle folder), and then the module
+    is imported from the installed tree instead -- no byte of the bundle is ever executed, so
+    nothing it carries beside the checked sources (a ``__pycache__`` included) can run."""
 
     def __init__(self, apps_root: Path, root: Path) -> None:
         self.apps_root = Path(apps_root).resolve()
@@ -130,8 +147,15 @@ class AppGate(importlib.abc.MetaPathFinder):
             else:
                 log.info("app bundle %s is the installed clef-fl (%s): allowed", bundle.name, self.root)
         if self.verdicts[bundle]:
-            raise BundleRefused(f"app bundle refused by the site: {self.verdicts[bundle]}")
-        return None  # verified: let the normal finders import it
+            raise BundleRefused(REFUSAL)
+        # verified: the bundle is only a token; the module comes from the installed tree
+        rel = Path(origin).resolve().relative_to(bundle.resolve())
+        container = rel.parent.parent if rel.name == "__init__.py" else rel.parent
+        installed = importlib.machinery.PathFinder.find_spec(fullname, [str(self.root / container)])
+        if installed is None or installed.origin is None or self.bundle_of(Path(installed.origin)) is not None:
+            log.error("REFUSED app bundle %s: module %s has no installed twin", bundle.name, fullname)
+            raise BundleRefused(REFUSAL)
+        return installed
 
 
 def check_flower_version() -> str:
@@ -163,25 +187,42 @@ def main() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     check_flower_version()
+    own_bytecode(Path(os.environ.get(PYCACHE_ENV, "") or Path.home() / ".clef" / "app-gate" / PYCACHE))
     install()
     from flwr.supernode.cli import flwr_clientapp
 
     flwr_clientapp()
 
 
+PYCACHE_ENV = "PYTHONPYCACHEPREFIX"
+
+
+def own_bytecode(folder: Path) -> None:
+    """Python's bytecode for this process and its children in ``folder`` (site-owned), never in a
+    ``__pycache__`` beside the source: a bundle's bytecode is neither read nor written."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    sys.pycache_prefix = str(folder)
+    os.environ[PYCACHE_ENV] = str(folder)
+
+
 def write_gate(folder: Path, log_file: Path) -> Path:
-    """``folder/flwr-clientapp``: the executable that runs :func:`main` with this interpreter."""
+    """``folder/flwr-clientapp``: the executable that runs :func:`main` with this interpreter and
+    ``folder/pycache`` as its bytecode folder."""
     folder.mkdir(parents=True, exist_ok=True)
     shim = folder / SHIM_NAME
-    shim.write_text(f"#!{sys.executable}\nimport os, sys\nos.environ.setdefault('CLEF_APP_GATE_LOG', {str(log_file)!r})\n"
+    shim.write_text(f"#!{sys.executable}\nimport os, sys\nos.environ['CLEF_APP_GATE_LOG'] = {str(log_file)!r}\n"
+                    f"os.environ[{PYCACHE_ENV!r}] = {str(folder.resolve() / PYCACHE)!r}\n"
                     f"from deploy.app_gate import main\nsys.exit(main())\n", encoding="utf-8")
     shim.chmod(0o755)
     return folder
 
 
 def gate_environment(folder: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``env`` (default: this process's) with the gate first on PATH, then this environment's bin/."""
+    """``env`` (default: this process's) with the gate first on PATH, then this environment's bin/,
+    and the gate's bytecode folder as every Python process's (:func:`own_bytecode`)."""
     from deploy.commands import bin_dir
 
     base = dict(os.environ if env is None else env)
-    return {**base, "PATH": os.pathsep.join([str(folder), str(bin_dir()), base.get("PATH", "")])}
+    return {**base, "PATH": os.pathsep.join([str(folder), str(bin_dir()), base.get("PATH", "")]),
+            PYCACHE_ENV: str(Path(folder).resolve() / PYCACHE)}

@@ -186,13 +186,20 @@ def check_patients(data_dir: Path) -> Check:
         return Check("patients", "fail", str(exc))
     named = sum(r.subject_id != r.record_id for r in refs)
     patients = len({r.subject_id for r in refs})
-    info = {"records": len(refs), "named": named, "patients": patients}
+    unnamed = len(refs) - named
+    info = {"records": len(refs), "named": named, "patients": patients,
+            "unnamed_share": unnamed / len(refs) if refs else 0.0, "unit_is_record": bool(refs) and unnamed > 0}
+    how = (f"add {data_dir / PATIENTS_FILE} with record_id,subject_id, or '# Patient: <id>' header comments")
     if named == 0:
         return Check("patients", "warn", f"privacy unit is the RECORD: none of {len(refs)} records names its patient "
-                                         f"(add {data_dir / PATIENTS_FILE} with record_id,subject_id, or '# Patient: "
-                                         f"<id>' header comments), so a person with several records is several "
-                                         f"units of privacy", info)
-    return Check("patients", "ok", f"{patients} patients over {len(refs)} records ({named} named)", info)
+                                         f"({how}), so a person with several records is several units of privacy",
+                     info)
+    if unnamed:
+        return Check("patients", "warn", f"privacy unit is the RECORD for {unnamed} of {len(refs)} records "
+                                         f"({100 * unnamed / len(refs):.0f}%) that name no patient ({how}): a person "
+                                         f"with several of them is several units of privacy; replies carry "
+                                         f"privacy.unit_is_record = 1", info)
+    return Check("patients", "ok", f"{patients} patients over {len(refs)} records (all named)", info)
 
 
 def check_ca(path: Path | None) -> Check:
@@ -252,18 +259,18 @@ def check_work_dir(node_config: Mapping[str, Any]) -> Check:
 
 def preflight(site: SiteConfig, cfg: Mapping[str, Any], max_records: int = 0) -> PreflightReport:
     """Every check of the module docstring for ``site`` under the experiment ``cfg``."""
-    from clef_core.federation.sites import foreign_folders, resolve_site, with_site_folders
+    from clef_core.federation.sites import foreign_folders, foreign_preprocess, resolve_site, with_site_folders
 
     node = site.node_config
     data_dir = Path(str(node["data-dir"])).expanduser()
+    spec = resolve_site(node, Path())
+    foreign = foreign_folders(cfg, spec) + foreign_preprocess(cfg, spec)
+    cfg = {**with_site_folders(cfg, spec), "preprocess": spec.preprocess}  # the site reads with its own settings
     data, bad = check_data(data_dir, cfg, max_records)
     checks = [Check("config", "ok", f"site config {site.source or '(flags)'}: node-config {site.node_config_string()}"),
               data]
-    spec = resolve_site(node, Path())
-    foreign = foreign_folders(cfg, spec)
     if foreign:
         checks.append(Check("folders", "warn", f"this experiment would be REFUSED: it names {'; '.join(foreign)}"))
-    cfg = with_site_folders(cfg, spec)
     if data_dir.is_dir():
         checks += [check_metadata(data_dir, cfg), check_patients(data_dir)]
     checks += [check_device(str(node.get("device", "")), cfg), check_privacy(cfg, node),

@@ -1,7 +1,9 @@
 """A hospital's site configuration file: everything its SuperNode needs, in one TOML file.
 
 configs/site-template.toml is the annotated template: copy it, fill in the paths, decide the
-privacy policy (``privacy-mode`` is required: a hospital states what it demands). The
+privacy policy (``privacy-mode`` is required: a hospital states what it demands; ``patient``
+needs an absolute ``work-dir`` and a positive ``privacy-budget``) and, optionally, its own
+``preprocess-*`` settings (which records it keeps; a run cannot change them). The
 ``[node-config]`` table becomes ``flower-supernode --node-config``: the site's identity, its
 folders and its privacy policy (:mod:`clef_core.federation.sites`, :mod:`clef_core.privacy.policy`)
 come from here and never from the run.
@@ -17,8 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from clef_core.federation.sites import PREPROCESS_PREFIX, SiteConfigError, deployment_site
 from clef_core.privacy.policy import NODE_KEYS as POLICY_KEYS
-from clef_core.privacy.policy import PrivacyPolicyError, SitePolicy
+from clef_core.privacy.policy import PrivacyPolicyError
 from deploy.commands import node_config as node_config_string
 from deploy.commands import supernode_command
 
@@ -47,18 +50,16 @@ class SiteConfig:
         if unknown:
             raise SiteConfigFileError(f"{where}: unknown keys {unknown} (expected {list(TOP_KEYS)})")
         node = dict(data.get("node-config", {}))
-        unknown = sorted(set(node) - set(NODE_KEYS))
+        unknown = sorted(k for k in node if k not in NODE_KEYS and not str(k).startswith(PREPROCESS_PREFIX))
         if unknown:
-            raise SiteConfigFileError(f"{where}: [node-config] has unknown keys {unknown} (expected {list(NODE_KEYS)})")
+            raise SiteConfigFileError(f"{where}: [node-config] has unknown keys {unknown} (expected {list(NODE_KEYS)} "
+                                      f"or {PREPROCESS_PREFIX}<setting>)")
         if not str(node.get("data-dir", "")):
             raise SiteConfigFileError(f"{where}: [node-config] data-dir is required")
-        if "privacy-mode" not in node:
-            raise SiteConfigFileError(f"{where}: [node-config] privacy-mode is required: \"patient\" (this site "
-                                      f"trains only under patient-level DP) or \"off\" (configs/site-template.toml)")
         try:
-            SitePolicy.from_node_config(node)
-        except PrivacyPolicyError as exc:
-            raise SiteConfigFileError(f"{where}: {exc}") from None
+            deployment_site(node)
+        except (SiteConfigError, PrivacyPolicyError) as exc:
+            raise SiteConfigFileError(f"{where}: [node-config] {exc}") from None
         base = source.parent if source else Path.cwd()
 
         def path(key: str) -> Path | None:

@@ -7,7 +7,7 @@ for the server's probe. The result is ``<run>/sites.json`` (:func:`clef_core.fed
 each site works in ``<run>/sites/<site-id>/`` (its store, caches and ``site.log``), as a hospital
 would on its own disk. The researcher plays every site of a simulation: each site's privacy
 policy demands exactly the experiment's ``[privacy]`` (:meth:`SitePolicy.for_simulated_site`) and
-reads the experiment's hosp / noise folders; running again with other privacy settings rewrites
+reads the experiment's hosp / noise folders and ``[preprocess]``; running again with other privacy settings rewrites
 those policies (as a hospital would edit its site file).
 
 Preparing is idempotent: a run folder keeps its sites, and asking for different ones there is an
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clef_core.federation.sites import SiteSpec, read_manifest, write_manifest
+from clef_core.federation.sites import SiteSpec, read_manifest, site_preprocess, write_manifest
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import SitePolicy
 from simulations.partition import SplitSpec, is_mimic_layout, split_cohort
@@ -130,10 +130,11 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
 
 def site_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What every simulated site sets for itself: the experiment's privacy as its policy, and the
-    experiment's clinical-table and noise folders as its own."""
+    experiment's clinical-table and noise folders and ``[preprocess]`` as its own."""
     return {"policy": SitePolicy.for_simulated_site(PrivacyConfig.from_config(dict(cfg))),
             "hosp_dir": str(cfg.get("metadata", {}).get("hosp_dir", "")),
-            "noise_dir": str(cfg.get("views", {}).get("noise_dir", ""))}
+            "noise_dir": str(cfg.get("views", {}).get("noise_dir", "")),
+            "preprocess_items": site_preprocess(dict(cfg.get("preprocess", {})), "experiment")}
 
 
 def _describe(run_root: Path, specs: list[SiteSpec], eval_dir: Path | None, cohort: Path | None) -> None:

@@ -31,20 +31,10 @@ from server.checkpoint import RunFolder
 from simulations.engine import bin_dir, descendant_groups, engine_env, free_port, stage_app, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT = """\
-[federation]
-rounds = 2
-local_steps = 1
-min_train_nodes = 2
-min_available_nodes = 2
-round_timeout = 240.0
-eval_every = 0
-keep_checkpoints = 0
-[train]
-batch_size = 4
-[model]
-scale = "small"
-"""
+# the run's experiment, as `set` overrides: a deployed site reads only shipped experiment names
+EXPERIMENT = ("federation.rounds=2 federation.local_steps=1 federation.min_train_nodes=2 "
+              "federation.min_available_nodes=2 federation.round_timeout=240.0 federation.eval_every=0 "
+              "federation.keep_checkpoints=0 train.batch_size=4 model.scale=small")
 
 
 # ----------------------------------------------------------------------------- process handling
@@ -129,7 +119,6 @@ def trial(tmp_path: Path, shared_data: Path) -> Iterator[dict]:
     for seed, name in ((1, "hospital-a"), (2, "hospital-b")):
         generate_cohort(tmp_path / "sites" / name, patients=8, sites=1, seed=seed)
         sites[name] = tmp_path / "sites" / name
-    (tmp_path / "experiment.toml").write_text(EXPERIMENT)
     port = free_port()
     flwr_home = tmp_path / "flwr-home"
     write_connection(flwr_home, f"127.0.0.1:{port}", creds.ca_cert)
@@ -161,7 +150,8 @@ def start_supernode(t: dict, i: int, site: str | None, *, key: int | None, tls: 
     c = t["creds"]
     data = t["sites"][site] if site else t["root"] / "nowhere"
     work = t["root"] / "work" / (site or f"node-{i}")
-    config = node_config(data, site_id=site or "", work_dir=work, device="cpu", site_index=i)
+    config = node_config(data, site_id=site or "", work_dir=work, device="cpu", site_index=i,
+                         extra={"privacy-mode": "off"})
     cmd = supernode_command(superlink=f"127.0.0.1:{t['port']}", ca=c.ca_cert if tls else None,
                             private_key=c.node_keys[key] if key is not None else None, node_config=config,
                             port=free_port(), max_retries=retries, max_wait_time=20 if retries else None)
@@ -183,7 +173,7 @@ def online_nodes(t: dict) -> set[str]:
 
 
 def start_run(t: dict, name: str, app: Path | None = None, run_dir: Path | None = None) -> subprocess.Popen:
-    config = f"prepare-sites=false run-dir='{run_dir or t['run_dir']}' experiment='{t['root'] / 'experiment.toml'}'"
+    config = f"prepare-sites=false run-dir='{run_dir or t['run_dir']}' set='{EXPERIMENT}'"
     cmd = [str(bin_dir() / "flwr"), "run", str(app or t["app"]), "--stream", "-c", config]
     return t["procs"].start(name, cmd, t["flwr_home"])
 
@@ -267,7 +257,9 @@ def test_tls_federation_refuses_strangers_and_survives_a_lost_node_and_a_superli
     run3.wait(timeout=300)  # `flwr run --stream` exits 0 even when its ServerApp fails: read the run folder
     failed = RunFolder(t["root"] / "run-altered").read_status()
     assert failed["state"] == "failed" and "only 0 of 2 sampled sites" in failed["error"], failed
-    assert "refused by the site: client/client_app.py differs from the installed clef-fl" in failed["sites"]
+    # one refusal text whatever the reason: which file differs stays in the site's gate log
+    assert "refused by the site: it is not the site's installed clef-fl" in failed["sites"]
+    assert "client_app.py" not in failed["sites"]
     for site in ("hospital-hr", "hospital-a"):
         gate_log = (t["root"] / "work" / site / "app-gate.log").read_text()
         assert "is the installed clef-fl" in gate_log and "allowed" in gate_log
@@ -383,23 +375,36 @@ def _built_bundle(tmp_path: Path) -> Path:
     return bundle
 
 
+def _gate_script(tmp_path: Path, bundle: Path, then: str) -> list[str]:
+    """A Python process as the gate's flwr-clientapp runs: its own bytecode folder, the import
+    hook, the bundle on sys.path (as Flower's loader puts it)."""
+    return [sys.executable, "-c",
+            "from deploy.app_gate import AppGate, code_root, own_bytecode, log; import sys, logging; "
+            f"from pathlib import Path; log.addHandler(logging.FileHandler({str(tmp_path / 'app-gate.log')!r})); "
+            f"log.propagate = False; own_bytecode(Path({str(tmp_path / 'pycache')!r})); "
+            f"sys.meta_path.insert(0, AppGate({str(tmp_path / 'apps')!r}, code_root())); "
+            f"sys.path.insert(0, {str(bundle)!r})\n" + then]
+
+
 def test_the_app_gate_runs_only_the_installed_clientapp(tmp_path: Path) -> None:
-    from deploy.app_gate import code_root, verify_bundle
+    from deploy.app_gate import REFUSAL, code_root, verify_bundle
 
     bundle = _built_bundle(tmp_path)
     assert verify_bundle(bundle, code_root()) == ""
-    gate = f"from deploy.app_gate import AppGate; import sys; sys.meta_path.insert(0, AppGate({str(tmp_path / 'apps')!r}, " \
-           f"__import__('deploy.app_gate').app_gate.code_root())); sys.path.insert(0, {str(bundle)!r})\n" \
-           "import client.client_app, clef_core.privacy.policy as p; print(p.__file__)"
-    ok = subprocess.run([sys.executable, "-c", gate], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and ok.stdout.strip().startswith(str(bundle)), ok.stderr  # the bundle's code ran
+    gate = _gate_script(tmp_path, bundle, "import client.client_app, clef_core.privacy.policy as p; print(p.__file__)")
+    ok = subprocess.run(gate, capture_output=True, text=True, timeout=120)
+    # the bundle is a token: the installed code ran, and nothing was written into the bundle
+    assert ok.returncode == 0 and ok.stdout.strip().startswith(str(code_root())), ok.stderr
+    assert not list(bundle.rglob("__pycache__"))
+    assert verify_bundle(bundle, code_root()) == ""
     # a coordinator's altered bundle: one changed line in the site's privacy policy
     policy = bundle / "clef_core" / "privacy" / "policy.py"
     policy.write_text(policy.read_text().replace("if STRENGTH[request.mode] < STRENGTH[policy.mode]:", "if False:"))
     assert verify_bundle(bundle, code_root()) == "clef_core/privacy/policy.py differs from the installed clef-fl"
-    refused = subprocess.run([sys.executable, "-c", gate], capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "app bundle refused by the site: clef_core/privacy/policy.py differs" in refused.stderr
-    # an extra module, or another entry point, is refused as well
+    refused = subprocess.run(gate, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and REFUSAL in refused.stderr and "policy.py" not in refused.stderr
+    assert "policy.py differs" in (tmp_path / "app-gate.log").read_text()  # the reason stays on the site
+    # an extra module, or another entry point, is refused as well -- with the same text
     policy.write_text((code_root() / "clef_core/privacy/policy.py").read_text())
     (bundle / "client" / "evil.py").write_text("app = None\n")
     assert verify_bundle(bundle, code_root()) == "client/evil.py is not part of the installed clef-fl"
@@ -407,6 +412,36 @@ def test_the_app_gate_runs_only_the_installed_clientapp(tmp_path: Path) -> None:
     (bundle / "pyproject.toml").write_text((bundle / "pyproject.toml").read_text().replace(
         'clientapp = "client.client_app:app"', 'clientapp = "client.evil:app"'))
     assert "its ClientApp is 'client.evil:app'" in verify_bundle(bundle, code_root())
+
+
+def test_the_app_gate_runs_no_bytecode_from_the_bundle(tmp_path: Path) -> None:
+    """The attack of issue 19: every listed file byte-identical to the installed clef-fl, plus an
+    unchecked-hash ``client/__pycache__/__init__.cpython-311.pyc`` whose code Python ran instead
+    of the identical source (the gate skipped __pycache__). Now the bundle is only a token: the
+    installed ``client`` is imported, so the payload never runs; a sourceless ``*.pyc`` is refused."""
+    import py_compile
+
+    from deploy.app_gate import REFUSAL, code_root, verify_bundle
+
+    bundle = _built_bundle(tmp_path)
+    payload = tmp_path / "payload.py"
+    payload.write_text("print('PAYLOAD RAN')\n")
+    cached = bundle / "client" / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc"
+    cached.parent.mkdir()
+    unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+    py_compile.compile(str(payload), cfile=str(cached), invalidation_mode=unchecked)
+    script = "import client, client.client_app; print(client.__file__)"
+    for env in ({}, {"PYTHONPYCACHEPREFIX": ""}):  # with or without a bytecode folder of its own
+        run = subprocess.run(_gate_script(tmp_path, bundle, script), capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **env})
+        assert run.returncode == 0 and "PAYLOAD RAN" not in run.stdout, run.stdout + run.stderr
+        assert run.stdout.strip().startswith(str(code_root()))
+    sourceless = bundle / "client" / "evil.pyc"
+    py_compile.compile(str(payload), cfile=str(sourceless), invalidation_mode=unchecked)
+    assert verify_bundle(bundle, code_root()) == "client/evil.pyc is bytecode (a bundle ships source only)"
+    run = subprocess.run(_gate_script(tmp_path, bundle, "import client.evil"), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0 and "PAYLOAD RAN" not in run.stdout and REFUSAL in run.stderr
 
 
 def test_clef_supernode_starts_behind_the_gate(tmp_path: Path) -> None:

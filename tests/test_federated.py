@@ -167,9 +167,12 @@ def test_a_broken_site_fails_without_revealing_why(fed: dict, shared_data: Path,
 
 def test_deployment_site_comes_from_node_config(fed: dict, shared_data: Path, tmp_path: Path) -> None:
     data = link_records(tmp_path / "georgia", shared_data / "ecg", "E")
-    run_config = {**fed["run_config"], "sites-manifest": str(tmp_path / "nowhere.json")}
+    # a deployed site reads only shipped experiment names: the run sends the rest as `set`
+    run_config = {**fed["run_config"], "experiment": "", "set": " ".join(TINY),
+                  "sites-manifest": str(tmp_path / "nowhere.json")}
     rep = client_app.app(train_message(fed["arrays"], steps=1), context(
-        run_config, **{"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "site-index": 4}))
+        run_config, **{"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "site-index": 4,
+                       "privacy-mode": "off"}))
     assert rep.content.metric_records["metrics"]["site-index"] == 4.0
     assert (tmp_path / "w" / "site.log").is_file()
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,17 +49,18 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("hospital")
     cfg = load_config(None, EXPERIMENT)
     data = prepare_federation(cfg, root / "split").sites[0].data_dir
-    import tomli_w
-
-    (root / "experiment.toml").write_text(tomli_w.dumps(cfg))
     node = {"data-dir": str(data), "site-id": "hospital-a", "work-dir": str(root / "work"), "privacy-mode": "patient",
             "privacy-noise-multiplier": 1.0, "privacy-clip-norm": 1.0, "privacy-delta": 1e-5,
             "privacy-budget": BUDGET}
     _, arrays = initial_arrays(cfg)
     clear_cache()
-    return {"root": root, "node": node, "arrays": arrays,
-            "run": {"experiment": str(root / "experiment.toml"), "set": "", "run-dir": str(root / "run"),
-                    "sites-manifest": "", "prepare-sites": False}}
+    return {"root": root, "node": node, "arrays": arrays, "run": run_config(root / "run")}
+
+
+def run_config(run_dir: Path) -> dict:
+    """An honest DP run: a deployed site reads only shipped experiment names, the rest is `set`."""
+    return {"experiment": "", "set": shlex.join(EXPERIMENT), "run-dir": str(run_dir), "sites-manifest": "",
+            "prepare-sites": False}
 
 
 def ledger(h: dict) -> PrivacyLedger:
@@ -64,8 +68,11 @@ def ledger(h: dict) -> PrivacyLedger:
 
 
 def call(h: dict, run: dict | None = None, node: dict | None = None, msg: Message | None = None) -> Message:
+    run = dict(run or {})
+    if "set" in run:  # the run's own overrides after the honest experiment's
+        run["set"] = h["run"]["set"] + " " + run["set"]
     ctx = Context(run_id=1, node_id=7, node_config=node or h["node"], state=RecordDict(),
-                  run_config={**h["run"], **(run or {})})
+                  run_config={**h["run"], **run})
     return client_app.app(msg or message(h["arrays"]), ctx)
 
 
@@ -195,7 +202,8 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
         risk = torch.tensor([it["risk"] for it in items], dtype=torch.float32)
         rho = torch.tensor([it["completeness"] for it in items], dtype=torch.float32)
         w, defined = bank_weights(risk, rho, bank.risk.float(), bank.completeness.float(), alpha=0.2)
-        g, _ = per_patient_gradients(model, x, w, defined, bank_z, LossConfig(**cfg["loss"]))
+        # one patient per vmap chunk: batched kernels of another batch size round differently (~1e-8)
+        g, _ = per_patient_gradients(model, x, w, defined, bank_z, LossConfig(**cfg["loss"]), chunk=1)
         grads[folder.name] = {sid: {k: v[i] for k, v in g.items()} for i, sid in enumerate(dataset.subject_ids)}
     assert set(grads["full"]) - set(grads["less"]) == {records[2]}
     for sid, g in grads["less"].items():
@@ -207,14 +215,11 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
     data.mkdir()
     for f in sorted((shared_data / "ecg").glob("E075*")):
         (data / f.name).symlink_to(f)
-    node = {"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "privacy-mode": "patient"}
+    node = {"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "privacy-mode": "patient",
+            "privacy-budget": 100.0}  # q = 0.4: one replace-one step costs 8.5
     cfg = load_config(None, EXPERIMENT)
-    import tomli_w
-
-    (tmp_path / "experiment.toml").write_text(tomli_w.dumps(cfg))
     _, arrays = initial_arrays(cfg)
-    h = {"node": node, "arrays": arrays, "run": {"experiment": str(tmp_path / "experiment.toml"), "set": "",
-                                                 "run-dir": str(tmp_path / "run"), "sites-manifest": ""}}
+    h = {"node": node, "arrays": arrays, "run": run_config(tmp_path / "run")}
     metrics = call(h).content.metric_records["metrics"]
     assert metrics["privacy.unit_is_record"] == 1.0 and metrics["num-examples"] == 10.0
     assert "privacy unit: RECORD" in (tmp_path / "w" / "site.log").read_text()
@@ -222,7 +227,7 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
     (data / "patients.csv").write_text("record_id,subject_id\n" + "".join(
         f"E0750{i},{'p1' if i < 2 else f'p{i}'}\n" for i in range(10)))
     clear_cache()  # a restarted SuperNode; the changed map itself makes the site rebuild its store
-    metrics = call(h, node={**node, "privacy-budget": 0.0}).content.metric_records["metrics"]
+    metrics = call(h).content.metric_records["metrics"]
     assert metrics["privacy.unit_is_record"] == 0.0 and metrics["num-examples"] == 9.0
     assert json.dumps(dict(metrics)).find("p1") < 0
 
@@ -259,3 +264,168 @@ def test_a_broken_patients_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "patients.csv").write_text("record_id,subject_id\nA1,p1\nA1,p2\n")
     with pytest.raises(ValueError, match="record 'A1' is listed more than once"):
         read_patients_file(tmp_path)
+
+
+# ----------------------------------------------------------------------------- issue 19: the second round
+# Each test below failed against main at 06890b5 (the attack worked); docs/privacy.md lists them.
+
+
+def test_a_run_cannot_count_the_sites_patients(hospital: dict) -> None:
+    """The counting oracle: the run's [preprocess] thresholds decide which records a site keeps,
+    and every reply -- a budget refusal forced with a tiny budget included -- carried
+    num-examples = n, so sweeping max_abs_mv read the patient count at zero epsilon."""
+    for value in (0.5, 1.0, 2.0, 5.0):
+        assert refused(hospital, run={"set": f"preprocess.max_abs_mv={value}"}) == \
+            "refused by the site: the run's [preprocess] is not the site's"
+    metrics = call(hospital, run={"set": "privacy.budget_epsilon=1e-9"}).content.metric_records["metrics"]
+    assert metrics["privacy.budget_exhausted"] == 1.0
+    assert (metrics["num-examples"], metrics["examples"], metrics["steps"], metrics["seconds"]) == (1.0, 0.0, 0.0, 0.0)
+    # the site's own preprocessing is what counts: a site that set its own refuses the defaults
+    own = {**hospital["node"], "preprocess-max-abs-mv": 12.0}
+    assert refused(hospital, node=own) == "refused by the site: the run's [preprocess] is not the site's"
+
+
+def test_a_runs_budget_does_not_probe_other_experiments_spending(hospital: dict, tmp_path: Path) -> None:
+    """A run lowering its budget learned the whole site's spending (other experiments included)
+    from when budget_exhausted flipped; its budget now bounds its own experiment only."""
+    node = {**hospital["node"], "work-dir": str(tmp_path / "work"), "privacy-budget": 50.0}
+    PrivacyLedger(tmp_path / "work" / "privacy").append(Entry(experiment="someone-else", round=1, mode="patient",
+                                                              noise_multiplier=1.0, sample_rate=0.25, steps=40,
+                                                              delta=1e-5))
+    own_round = 7.32  # replace-one epsilon of one step at q = 0.25, sigma 1 (the whole site: 40.8 <= 50)
+    metrics = call(hospital, node=node, run={"set": f"privacy.budget_epsilon={own_round}"}).content.metric_records
+    assert metrics["metrics"]["privacy.budget_exhausted"] == 0.0
+    assert metrics["metrics"]["privacy.epsilon"] == pytest.approx(7.314, abs=1e-3)
+
+
+RACE = """
+import sys, time
+from clef_core.privacy.config import PrivacyConfig
+from clef_core.privacy.site import ledger_for, spend_round
+folder, start, budget, name = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+priv = PrivacyConfig(mode="patient", budget_epsilon=budget, experiment_id=name)
+ledger = ledger_for(priv, folder)
+while time.time() < start:
+    time.sleep(0.001)
+plan = spend_round(priv, ledger, experiment=name, server_round=1, patients=16, batch_size=4, local_epochs=1)
+print(plan.allowed)
+"""
+
+
+def test_two_concurrent_rounds_cannot_both_pass_the_budget(tmp_path: Path) -> None:
+    """Flower starts one ClientApp process per task: two runs checked the budget against the same
+    spending and both appended (two rounds of 7.8 left a budget-8 site at 10.6). The check and the
+    append now hold one lock file in the ledger folder."""
+    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.privacy.site import ledger_for, plan_round
+
+    work = tmp_path / "site"
+    ledger = ledger_for(PrivacyConfig(mode="patient"), work)
+    for i in range(20):  # earlier releases: a long ledger made the unlocked window long
+        ledger.append(Entry(experiment="earlier", round=i, mode="patient", noise_multiplier=3.0 + i / 100,
+                            sample_rate=0.05, steps=5, delta=1e-5))
+    priv = PrivacyConfig(mode="patient", experiment_id="x")
+    plan = plan_round(priv, ledger, "a", 16, 4, 1)  # q = 0.25, 4 steps
+    one = plan.checked
+    two = ledger.epsilon(1e-5, None, planned=(1.0, plan.sample_rate, 2 * plan.steps))  # both rounds
+    budget = (one + two) / 2
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(work), str(start), str(budget), name],
+                              stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
+    allowed = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert allowed == ["False", "True"]
+    assert ledger.epsilon(1e-5) <= budget and len(ledger.entries()) == 21
+
+
+def test_a_deleted_or_moved_ledger_stops_the_site(hospital: dict, tmp_path: Path) -> None:
+    """Deleting, emptying or moving the ledger reset the site's spending to 0; the high-water mark
+    beside its store now says how many releases the site made."""
+    node = {**hospital["node"], "work-dir": str(tmp_path / "work")}
+    assert call(hospital, node=node).content.metric_records["metrics"]["privacy.budget_exhausted"] == 0.0
+    book = PrivacyLedger(tmp_path / "work" / "privacy")
+    assert len(book.entries()) == 1
+    moved = {**node, "privacy-ledger-dir": str(tmp_path / "fresh-ledger")}
+    with pytest.raises(SiteFailure):
+        call(hospital, node=moved)
+    assert not PrivacyLedger(tmp_path / "fresh-ledger").entries()
+    book.path.write_text("")  # emptied
+    with pytest.raises(SiteFailure):
+        call(hospital, node=node)
+    book.path.unlink()  # deleted
+    with pytest.raises(SiteFailure):
+        call(hospital, node=node)
+    assert not book.path.exists() or not book.entries()
+    assert "holds 0 entries, but this site recorded 1" in (tmp_path / "work" / "site.log").read_text()
+    (tmp_path / "work" / "ledger.mark.json").unlink()  # the mark as well: the site's log still remembers
+    with pytest.raises(SiteFailure):
+        call(hospital, node=node)
+    assert "records earlier private rounds" in (tmp_path / "work" / "site.log").read_text()
+    assert not book.path.exists() or not book.entries()
+
+
+@pytest.mark.parametrize("change", [
+    {"privacy_mode": "patient"}, {"Privacy-Mode": "patient"},  # near misses: silently no DP before
+    {"privacy-budget": 0.0}, {"work-dir": "relative/work"}, {"work-dir": ""},
+    {"preprocess_max_abs_mv": 5.0}])
+def test_a_careless_site_file_does_not_train(hospital: dict, change: dict) -> None:
+    from clef_core.federation.sites import SiteConfigError, resolve_site
+    from deploy.site_config import SiteConfig, SiteConfigFileError
+
+    node = {**hospital["node"], **change}
+    if "privacy_mode" in change or "Privacy-Mode" in change:
+        node.pop("privacy-mode")
+    with pytest.raises(SiteConfigError):
+        resolve_site(node, Path())
+    with pytest.raises(SiteFailure):
+        call(hospital, node=node)
+    with pytest.raises(SiteConfigFileError):  # clef preflight / clef supernode refuse the site file
+        SiteConfig.from_mapping({"node-config": node})
+
+
+def test_a_bare_supernode_must_state_its_privacy_mode(hospital: dict) -> None:
+    """`flower-supernode --node-config data-dir=...` without a policy meant no DP."""
+    from clef_core.federation.sites import SiteConfigError, resolve_site
+
+    bare = {k: v for k, v in hospital["node"].items() if not k.startswith("privacy-")}
+    with pytest.raises(SiteConfigError, match="privacy-mode is required"):
+        resolve_site(bare, Path())
+    with pytest.raises(SiteFailure):
+        call(hospital, node=bare)
+
+
+def test_a_run_cannot_read_any_toml_on_the_sites_disk(hospital: dict, tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text("[train]\nlr = 0.1\n")
+    assert refused(hospital, run={"experiment": str(tmp_path / "x.toml")}) == \
+        "refused by the site: the run's experiment is not a shipped config name"
+    refused(hospital, run={"experiment": "../../etc/passwd"})
+
+
+@pytest.mark.parametrize("field", ['"steps": 5.9', '"steps": true', '"noise_multiplier": "1.0"', '"round": 1.5'])
+def test_a_mistyped_ledger_line_stops_the_site(tmp_path: Path, field: str) -> None:
+    from clef_core.privacy.ledger import LedgerError
+
+    line = {"experiment": "e", "round": 1, "mode": "patient", "noise_multiplier": 1.0, "sample_rate": 0.1,
+            "steps": 5, "delta": 1e-5}
+    key = field.split(":")[0].strip('"')
+    text = json.dumps({k: v for k, v in line.items() if k != key})[:-1] + ", " + field + "}\n"
+    (tmp_path / "ledger.jsonl").write_text(text)
+    with pytest.raises(LedgerError, match="line 1 is unreadable"):
+        PrivacyLedger(tmp_path).epsilon(1e-5)
+
+
+def test_a_partly_named_wfdb_folder_is_a_record_level_site(shared_data: Path, tmp_path: Path) -> None:
+    """patients.csv naming some records made the whole site report unit "patient", though each
+    unnamed record is its own unit."""
+    from clef_core.data.records import privacy_unit
+    from deploy.preflight import check_patients
+
+    for f in sorted((shared_data / "ecg").glob("E075*")):
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "patients.csv").write_text("record_id,subject_id\nE07500,p1\nE07501,p1\nE07502,p2\n")
+    check = check_patients(tmp_path)
+    assert check.status == "warn" and "7 of 10 records (70%)" in check.detail and check.data["unit_is_record"]
+    import pandas as pd
+
+    index = pd.DataFrame({"record_id": ["a", "b", "c"], "subject_id": ["p1", "p1", "c"]})
+    assert privacy_unit(index, "wfdb") == "record"
+    assert privacy_unit(index.assign(subject_id=["p1", "p1", "p2"]), "wfdb") == "patient"

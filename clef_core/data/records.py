@@ -370,14 +370,21 @@ def header_patient(header: Path) -> str:
 
 
 def privacy_unit(store_index: pd.DataFrame, layout: str) -> Literal["patient", "record"]:
-    """What one "patient" of a prepared site really is: ``"record"`` for a WFDB folder whose
-    records carry no patient id (each record is then its own patient, so a person with several
-    records is several privacy units), else ``"patient"``."""
+    """What one "patient" of a prepared site really is: ``"record"`` for a WFDB folder where any
+    record carries no patient id (each unnamed record is then its own patient, so a person with
+    several of them is several privacy units: the guarantee is per record for them), else
+    ``"patient"``."""
     if layout == "mimic":
         return "patient"
-    index = store_index
-    return "record" if len(index) and bool((index["subject_id"].astype(str) == index["record_id"].astype(str)).all()) \
-        else "patient"
+    return "record" if unnamed_share(store_index) > 0 else "patient"
+
+
+def unnamed_share(index: pd.DataFrame) -> float:
+    """The share of a WFDB folder's records that name no patient (subject id = record id)."""
+    if not len(index):
+        return 0.0
+    records = index.drop_duplicates("record_id")
+    return float((records["subject_id"].astype(str) == records["record_id"].astype(str)).mean())
 
 
 def iter_source(root: str | Path) -> Iterator[RecordRef]:

@@ -19,15 +19,23 @@ resumed server reproduces it, and a stateless site survives restarts (docs/feder
 What the metrics carry under DP, and why each number may leave the site:
 
 * ``privacy.epsilon`` / ``privacy.delta`` -- the site's cumulative spending for this experiment,
-  from its ledger (public parameters only);
+  from its ledger (public parameters only), under replace-one adjacency;
 * ``privacy.budget_exhausted`` -- 1 when the site refused to train because the round would exceed
   its budget (the weights it received go back unchanged);
-* ``privacy.unit_is_record`` -- 1 when the site's "patients" are records (a WFDB folder that names
-  no patients), so one person with several records is several privacy units;
+* ``privacy.unit_is_record`` -- 1 when some of the site's "patients" are records (a WFDB folder
+  that names none or only some of its patients), so one person with several records is several
+  privacy units;
 * ``train_loss`` -- the loss of the released weights on the public bank, NOT on patients;
-* ``num-examples`` -- the site's patient count, which DP-SGD treats as public (q = batch / n);
-* ``steps``, ``examples`` -- the planned steps and expected patient-steps (q n steps), both public;
+* ``num-examples`` -- the site's patient count n (q = batch / n). It is released, so the guarantee
+  is replace-one (same n, one patient different: docs/privacy.md), and the run cannot steer it:
+  which records are kept is the site's own ``[preprocess]``;
+* ``steps``, ``examples`` -- the planned steps and expected patient-steps (q n steps);
+* ``seconds`` -- 0 (how long the private steps took depends on the realised batch sizes);
 * ``skipped.*`` -- 0: counts of unusable records are facts about individual records.
+
+A round refused for the budget carries no number derived from the site's data: ``num-examples``
+1, ``steps`` and ``examples`` 0, the experiment's own epsilon (which the run can compute from
+earlier replies), the public-bank loss of the weights it received.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
 from clef_core.federation.contract import PRIVACY_METRICS, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
-from clef_core.federation.sites import SiteSpec, prepared_site, pretrain_dataset, site_experiment
+from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
 from clef_core.train.config import LossConfig, TrainConfig
@@ -51,6 +59,8 @@ from clef_core.train.trainer import Trainer, make_loss, resolve_device, seed_eve
 
 StateDict = dict[str, torch.Tensor]
 DEFAULT_EVAL_BATCHES = 4
+NO_PATIENTS = "refused by the site: it has no usable patients under its own settings"
+DP_ROUND_LOGGED = "(DP, experiment "  # in the site log line of every private round (private_train)
 _BANKS: dict[tuple[Any, ...], Any] = {}
 
 
@@ -81,9 +91,12 @@ def _round_setup(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[
     train_cfg = TrainConfig(**cfg["train"])
     seed = int(conf.get("seed", train_cfg.seed))
     site = prepared_site(spec, cfg)
-    dataset = pretrain_dataset(spec, cfg, site, seed)
+    try:
+        dataset = pretrain_dataset(spec, cfg, site, seed)
+    except ValueError as exc:  # e.g. no window with a lead: a fact of the site's own data and settings
+        raise PrivacyRefusal(NO_PATIENTS, f"site {spec.site_id}: {exc}") from None
     if len(dataset) == 0:
-        raise ValueError(f"site {spec.site_id}: no usable patients")
+        raise PrivacyRefusal(NO_PATIENTS, f"site {spec.site_id}: no usable patients")
     seed_everything(seed * 1_000_003 + server_round)
     encoder = build_model(dict(cfg))
     encoder.load_state_dict(global_state)
@@ -186,21 +199,24 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
 
     server_round = int(conf["server-round"])
     site, dataset, trainer = _round_setup(global_state, conf, cfg, spec)
-    if priv.delta * len(dataset) >= 1:
-        raise PrivacyRefusal("refused by the site: privacy.delta is not below 1 / patients",
-                             f"delta {priv.delta} with {len(dataset)} patients")
+    # the site's own delta (a request can only lower it): the refusal cannot depend on the run
+    site_delta = spec.policy.delta if spec.policy.mode == "patient" else priv.delta
+    if site_delta * len(dataset) >= 1:
+        raise PrivacyRefusal("refused by the site: its privacy.delta is not below 1 / patients",
+                             f"delta {site_delta} with {len(dataset)} patients")
     unit = site.privacy_unit
     if unit == "record":
-        log.warning("privacy unit: RECORD -- %s names no patients (no patients.csv, no '# Patient:' header "
-                    "comments), so each record counts as its own patient", spec.data_dir)
+        log.warning("privacy unit: RECORD -- %s does not name the patients of all its records (patients.csv or "
+                    "'# Patient:' header comments), so each unnamed record counts as its own patient", spec.data_dir)
     dataset.set_epoch(server_round)  # the round's views (public seed: the noise is what is secret)
     mu = float(conf.get("proximal-mu", 0.0))
     experiment = experiment_key(priv, run_dir)
     result = private_round(
-        trainer, dataset, public_bank(cfg, site, priv), priv, ledger_for(priv, spec.work_dir),
+        trainer, dataset, public_bank(cfg, site, priv), priv, remembered_ledger(ledger_for(priv, spec.work_dir), spec),
         experiment=experiment, server_round=server_round, batch_size=trainer.train_cfg.batch_size,
         local_epochs=int(conf["local-epochs"]), local_steps=int(conf["local-steps"]), lr=float(conf["lr"]),
-        proximal_mu=mu, global_params=global_state if mu > 0 else None, num_workers=trainer.train_cfg.num_workers)
+        proximal_mu=mu, global_params=global_state if mu > 0 else None, num_workers=trainer.train_cfg.num_workers,
+        site_budget=spec.policy.budget_epsilon)
     plan = result.plan
     if result.trained:
         stats = result.stats
@@ -218,16 +234,30 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
     steps = plan.steps if result.trained else 0
     metrics = dict.fromkeys(TRAIN_METRICS, 0.0)
     metrics.update({
-        WEIGHT_KEY: float(len(dataset)),
+        WEIGHT_KEY: float(len(dataset)) if result.trained else 1.0,
         "train_loss": result.public_loss,
         "examples": plan.sample_rate * len(dataset) * steps,
         "steps": float(steps),
-        "seconds": result.stats.seconds if result.stats else 0.0,
+        "seconds": 0.0,
         "site-index": float(spec.index),
     })
     metrics.update(zip(PRIVACY_METRICS, (float(result.epsilon), float(result.delta),
                                          0.0 if result.trained else 1.0, 1.0 if unit == "record" else 0.0)))
     return _weights(trainer), metrics
+
+
+def remembered_ledger(ledger: Any, spec: SiteSpec) -> Any:
+    """``ledger``, unless it is empty, its high-water mark is gone too, and the site's own log
+    shows earlier private rounds: then its spending cannot be established (LedgerError)."""
+    from clef_core.privacy.ledger import LedgerError
+
+    if (ledger.mark is not None and ledger.mark.is_file()) or ledger.entries():
+        return ledger  # the mark guards a non-empty history (PrivacyLedger.check_mark)
+    site_log_file = spec.work_dir / LOG_FILE
+    if site_log_file.is_file() and DP_ROUND_LOGGED in site_log_file.read_text(encoding="utf-8", errors="replace"):
+        raise LedgerError(f"{ledger.path} is empty and its high-water mark is gone, but {site_log_file} records "
+                          f"earlier private rounds: the site will not train until its ledger is restored")
+    return ledger
 
 
 @torch.no_grad()

@@ -7,11 +7,21 @@ A site's identity, folders and privacy never come from the run:
   ``site-id`` (default: the folder name), ``work-dir`` (store, caches, log, privacy ledger;
   default ``~/.clef/sites/<site-id>``), ``device`` (cpu, cuda, cuda:1; default ``train.device``),
   ``site-index`` (a number reported with its metrics; default -1), ``hosp-dir`` (MIMIC-IV hosp
-  tables; default ``<data-dir>/hosp``), ``noise-dir`` (recorded noise for the views; default
-  automatic) and the ``privacy-*`` keys of
-  :class:`clef_core.privacy.policy.SitePolicy`;
+  tables; default ``<data-dir>/hosp``), ``noise-dir`` (recorded noise for the views, never
+  patients' recordings; default automatic), the ``privacy-*`` keys of
+  :class:`clef_core.privacy.policy.SitePolicy` (``privacy-mode`` must be stated) and the
+  ``preprocess-*`` keys (``preprocess-max-abs-mv = 30.0``: the ``[preprocess]`` settings that
+  decide which of the site's records are kept; default configs/default.toml's). A site whose
+  policy is ``patient`` must give an absolute ``work-dir`` (its ledger's high-water mark lives
+  there, and a default that follows the site id or the SuperNode's folder would reset it) and a
+  positive ``privacy-budget``. Near misses of these keys (``privacy_mode``, ``Privacy-Mode``,
+  ``preprocess_window_s``) are errors, not silently ignored;
 * simulation -- Flower sets ``partition-id``; it indexes the sites of the simulation's
   ``sites.json`` (written by ``clef simulate``: the researcher plays every site).
+
+Everything that selects the site's records is the site's: a run whose ``[preprocess]`` differs
+from the site's is refused (:func:`site_experiment`), so a run cannot steer how many patients a
+site keeps (a counting oracle on the site's data).
 
 ``sites.json`` (format version 2; version 1 files, without policies, are read with the default
 policy)::
@@ -30,14 +40,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from clef_core.atomic import write_text_atomic
-from clef_core.privacy.policy import PrivacyRefusal, SitePolicy
+from clef_core.privacy.policy import PrivacyPolicyError, PrivacyRefusal, SitePolicy
 
 MANIFEST_FORMAT = "clef-sites"
 MANIFEST_VERSION = 2
@@ -45,6 +57,8 @@ READABLE_VERSIONS = (1, 2)
 LOG_FILE = "site.log"
 # experiment keys that name a folder on the site's disk: only the site's own settings apply
 SITE_FOLDERS = {("metadata", "hosp_dir"): "hosp_dir", ("views", "noise_dir"): "noise_dir"}
+PREPROCESS_PREFIX = "preprocess-"
+DEPLOYMENT_KEYS = ("data-dir", "site-id", "work-dir", "device", "site-index", "hosp-dir", "noise-dir")
 _PREPARED: dict[tuple[str, ...], Any] = {}
 _DATASETS: dict[tuple[Any, ...], Any] = {}
 
@@ -63,6 +77,91 @@ class SiteSpec:
     policy: SitePolicy = SitePolicy()
     hosp_dir: str = ""
     noise_dir: str = ""
+    preprocess_items: tuple[tuple[str, Any], ...] = ()  # the site's [preprocess]; () = the defaults
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The site's ``[preprocess]``: configs/default.toml's, with the site's own values."""
+        return {**default_preprocess(), **dict(self.preprocess_items)}
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> str:
+    from clef_core.config import load_config
+
+    return json.dumps(load_config(None)["preprocess"])
+
+
+def default_preprocess() -> dict[str, Any]:
+    return json.loads(_defaults())
+
+
+def site_preprocess(values: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
+    """Checked ``[preprocess]`` values of a site (unknown keys and bad values name the key)."""
+    from clef_core.data.preprocess import PreprocessConfig
+
+    known = default_preprocess()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SiteConfigError(f"{where}: unknown preprocess setting(s) {unknown} (known: {sorted(known)})")
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SiteConfigError(f"{where}: preprocess {key} = {value!r} is not a number")
+    try:
+        PreprocessConfig(**{**known, **values})
+    except (TypeError, ValueError) as exc:
+        raise SiteConfigError(f"{where}: {exc}") from None
+    return tuple(sorted(values.items()))
+
+
+def _squash(key: str) -> str:
+    return re.sub(r"[^a-z]", "", str(key).lower())
+
+
+def check_node_keys(node_config: Mapping[str, Any]) -> None:
+    """A deployment node config's keys: near misses of the site's own keys are errors."""
+    from clef_core.privacy.policy import NODE_KEYS
+
+    exact = set(DEPLOYMENT_KEYS) | set(NODE_KEYS)
+    known = {_squash(k): k for k in exact}
+    for key in node_config:
+        if key in exact or (str(key).startswith(PREPROCESS_PREFIX) and key == key.lower() and "_" not in key):
+            continue
+        squashed = _squash(key)
+        if squashed in known or squashed.startswith(("privacy", "preprocess")):
+            hint = f" (did you mean {known[squashed]!r}?)" if squashed in known else ""
+            raise SiteConfigError(f"node config: unknown key {key!r}{hint}: the site's own settings are spelt "
+                                  f"exactly as in configs/site-template.toml")
+
+
+def deployment_site(node_config: Mapping[str, Any]) -> SiteSpec:
+    """The site a SuperNode's node config describes (module docstring)."""
+    check_node_keys(node_config)
+    if "privacy-mode" not in node_config:
+        raise SiteConfigError("node config: privacy-mode is required: \"patient\" (this site trains only under "
+                              "patient-level DP) or \"off\" (configs/site-template.toml)")
+    try:
+        policy = SitePolicy.from_node_config(node_config)
+    except PrivacyPolicyError as exc:
+        raise SiteConfigError(str(exc)) from None
+    data_dir = Path(str(node_config["data-dir"])).expanduser()
+    site_id = str(node_config.get("site-id", "") or data_dir.name)
+    work = str(node_config.get("work-dir", "") or "")
+    if policy.mode == "patient":
+        if not work or not Path(work).expanduser().is_absolute():
+            raise SiteConfigError(f"node config: a site with privacy-mode \"patient\" needs an absolute work-dir "
+                                  f"(got {work!r}): its privacy ledger and high-water mark live there")
+        if not policy.budget_epsilon > 0:
+            raise SiteConfigError("node config: a site with privacy-mode \"patient\" needs a positive privacy-budget "
+                                  "(the epsilon it never exceeds); without one the run would choose its spending")
+        if policy.ledger_dir and not Path(policy.ledger_dir).expanduser().is_absolute():
+            raise SiteConfigError(f"node config: privacy-ledger-dir {policy.ledger_dir!r} must be absolute")
+    prep = {k[len(PREPROCESS_PREFIX):].replace("-", "_"): v for k, v in node_config.items()
+            if str(k).startswith(PREPROCESS_PREFIX)}
+    return SiteSpec(site_id, data_dir, Path(work or Path.home() / ".clef" / "sites" / site_id).expanduser(),
+                    int(node_config.get("site-index", -1)), str(node_config.get("device", "")), policy,
+                    str(node_config.get("hosp-dir", "")), str(node_config.get("noise-dir", "")),
+                    site_preprocess(prep, "node config"))
 
 
 def write_manifest(path: Path, sites: list[SiteSpec], eval_dir: Path | None = None) -> Path:
@@ -82,6 +181,7 @@ def _site_entry(spec: SiteSpec) -> dict[str, Any]:
         if getattr(spec, key):
             entry[key] = getattr(spec, key)
     entry["privacy"] = spec.policy.to_dict()
+    entry["preprocess"] = dict(spec.preprocess_items)
     return entry
 
 
@@ -96,7 +196,8 @@ def read_manifest(path: Path) -> tuple[list[SiteSpec], Path | None]:
                               f" (found format {data.get('format')!r}, version {data.get('format_version')!r})")
     sites = [SiteSpec(str(s["site_id"]), Path(s["data_dir"]), Path(s["work_dir"]), i, str(s.get("device", "")),
                       SitePolicy.from_mapping(s.get("privacy", {}), where=f"{path} site {s['site_id']}"),
-                      str(s.get("hosp_dir", "")), str(s.get("noise_dir", "")))
+                      str(s.get("hosp_dir", "")), str(s.get("noise_dir", "")),
+                      site_preprocess(s.get("preprocess", {}), f"{path} site {s['site_id']}"))
              for i, s in enumerate(data["sites"])]
     return sites, Path(data["eval_dir"]) if data.get("eval_dir") else None
 
@@ -112,12 +213,7 @@ def site_names(manifest: Path) -> dict[int, str]:
 def resolve_site(node_config: Mapping[str, Any], manifest: Path) -> SiteSpec:
     """This node's site (see the module docstring)."""
     if "data-dir" in node_config:
-        data_dir = Path(str(node_config["data-dir"])).expanduser()
-        site_id = str(node_config.get("site-id", "") or data_dir.name)
-        work = node_config.get("work-dir") or Path.home() / ".clef" / "sites" / site_id
-        return SiteSpec(site_id, data_dir, Path(str(work)).expanduser(), int(node_config.get("site-index", -1)),
-                        str(node_config.get("device", "")), SitePolicy.from_node_config(node_config),
-                        str(node_config.get("hosp-dir", "")), str(node_config.get("noise-dir", "")))
+        return deployment_site(node_config)
     if "partition-id" in node_config:
         sites, _ = read_manifest(manifest)
         pid = int(node_config["partition-id"])
@@ -147,14 +243,32 @@ def with_site_folders(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
     return out
 
 
+def foreign_preprocess(cfg: Mapping[str, Any], spec: SiteSpec) -> list[str]:
+    """The ``[preprocess]`` values of the run that differ from the site's own."""
+    from clef_core.data.preprocess import PreprocessConfig
+
+    asked, own = {**default_preprocess(), **dict(cfg.get("preprocess", {}))}, spec.preprocess
+    if PreprocessConfig(**asked) == PreprocessConfig(**own):
+        return []
+    return [f"preprocess.{k} = {asked.get(k)!r} (the site's is {own.get(k)!r})"
+            for k in sorted(own) if asked.get(k) != own.get(k)]
+
+
 def site_experiment(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
-    """The run's experiment with the site's own folders; a run that names another folder on the
-    site's disk is refused (:class:`PrivacyRefusal`)."""
+    """The run's experiment with the site's own folders and ``[preprocess]``; a run that names
+    another folder on the site's disk, or other preprocessing, is refused (:class:`PrivacyRefusal`)."""
     foreign = foreign_folders(cfg, spec)
     if foreign:
         raise PrivacyRefusal("refused by the site: the run names a folder on the site's disk",
                              "; ".join(foreign) + " -- set hosp-dir / noise-dir in the site's own node config")
-    return with_site_folders(cfg, spec)
+    other = foreign_preprocess(cfg, spec)
+    if other:
+        raise PrivacyRefusal("refused by the site: the run's [preprocess] is not the site's",
+                             "; ".join(other) + " -- which records a site keeps is the site's own setting "
+                             "(preprocess-* keys of its node config)")
+    out = with_site_folders(cfg, spec)
+    out["preprocess"] = spec.preprocess
+    return out
 
 
 def site_log(spec: SiteSpec) -> logging.Logger:

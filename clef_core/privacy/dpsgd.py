@@ -17,8 +17,9 @@ Sensitivity: L_i depends on patient i's data (their window, both views, risk, co
 and on public things only (theta -- itself the output of earlier private steps -- the bank and
 its metadata, the config). So adding or removing patient i adds or removes exactly one term
 g~_i of norm <= C and changes no other term: the L2 sensitivity of the sum is C, and each step
-is the sampled Gaussian mechanism with noise multiplier sigma, accounted in
-:mod:`clef_core.privacy.accounting`.
+is the sampled Gaussian mechanism with noise multiplier sigma. A site releases its patient count,
+so its guarantee is for replacing one patient (two such steps), which
+:mod:`clef_core.privacy.accounting` bounds from this add/remove analysis.
 
 Noise and sampling draw from OS entropy (``secrets``) unless a ``seed`` is given (tests only):
 noise that anyone can regenerate from a published seed protects nothing.

@@ -12,7 +12,7 @@ Who decides what (docs/privacy.md, "Who controls what"):
   *request*: :func:`effective_privacy` accepts a request that is at least as strong as the
   policy and refuses one that is weaker, before any of the site's data is touched.
 
-"At least as strong", per setting (patient-level DP-SGD, add/remove-one-patient adjacency):
+"At least as strong", per setting (patient-level DP-SGD, replace-one-patient adjacency: docs/privacy.md):
 
 =================  =========================================================================
 mode               off < client < patient. ``client`` (DP-FedAvg) adds its noise on the server,
@@ -42,7 +42,6 @@ from clef_core.privacy.config import BUDGET_SCOPES, PrivacyConfig
 POLICY_MODES = ("off", "patient")
 MAX_DELTA = 1e-2  # no site accepts a larger delta: it is the chance that the guarantee fails
 STRENGTH = {"off": 0, "client": 1, "patient": 2}
-NODE_PREFIX = "privacy-"
 NODE_KEYS = {  # node_config key -> SitePolicy field
     "privacy-mode": "mode",
     "privacy-noise-multiplier": "noise_multiplier",
@@ -94,9 +93,10 @@ class SitePolicy:
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> SitePolicy:
-        """The policy in a node config's ``privacy-*`` keys (unknown ``privacy-*`` keys are errors:
-        a misspelt budget must not pass silently)."""
-        unknown = sorted(k for k in node_config if str(k).startswith(NODE_PREFIX) and k not in NODE_KEYS)
+        """The policy in a node config's ``privacy-*`` keys (unknown ones and near misses such as
+        ``privacy_mode`` or ``Privacy-Mode`` are errors: a misspelt policy must not pass silently)."""
+        unknown = sorted(k for k in node_config if k not in NODE_KEYS and
+                         "".join(c for c in str(k).lower() if c.isalpha()).startswith("privacy"))
         if unknown:
             raise PrivacyPolicyError(f"node config: unknown privacy key(s) {unknown} (known: {sorted(NODE_KEYS)})")
         values = {field: node_config[key] for key, field in NODE_KEYS.items() if key in node_config}
