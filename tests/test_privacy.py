@@ -23,7 +23,9 @@ from clef_core.data.preprocess import PreprocessConfig
 from clef_core.encoders import build_encoder
 from clef_core.loss import clef_loss, clinical_weights
 from clef_core.privacy import PrivacyConfig, check_privacy, compatibility_table, epsilon
-from clef_core.privacy.bank import NegativeBank, synthetic_bank
+from clef_core.privacy.bank import _SEED_OFFSET, NegativeBank, synthetic_bank
+from clef_core.risk.settings import RiskSettings
+from clef_core.synth import draw_clinical, make_sites
 from clef_core.privacy.dpsgd import (
     PatientDPSGD,
     PoissonBatches,
@@ -67,6 +69,20 @@ class Patients(Dataset):
 @pytest.fixture(scope="module")
 def bank() -> NegativeBank:
     return synthetic_bank(6, 0, PreprocessConfig(window_s=T / 500), ViewConfig(), NoiseBank(500, None))
+
+
+def test_the_bank_carries_the_runs_risk_model() -> None:
+    prep = PreprocessConfig(window_s=T / 500)
+    score2 = synthetic_bank(8, 3, prep, ViewConfig(), NoiseBank(500, None))
+    prevent = synthetic_bank(8, 3, prep, ViewConfig(), NoiseBank(500, None), RiskSettings(model="prevent"))
+    # the default is the generator's true SCORE2, as before the risk models; PREVENT gives other risks
+    seed = _SEED_OFFSET + 3
+    truth = draw_clinical(8, make_sites(1, seed), seed, records_per_patient=(1, 1)).subjects["score2"].to_numpy()
+    assert np.allclose(score2.risk.numpy(), truth, equal_nan=True)
+    assert torch.equal(score2.view1, prevent.view1)
+    known = ~torch.isnan(score2.risk) & ~torch.isnan(prevent.risk)
+    assert known.any() and not torch.allclose(score2.risk[known], prevent.risk[known])
+    assert torch.all((prevent.completeness > 0) & (prevent.completeness <= 1))
 
 
 @pytest.fixture()

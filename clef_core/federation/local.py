@@ -181,13 +181,15 @@ def public_bank(cfg: Mapping[str, Any], site: Any, priv: PrivacyConfig) -> Any:
     from clef_core.data.noise import NoiseBank
     from clef_core.data.preprocess import PreprocessConfig
     from clef_core.privacy.bank import synthetic_bank
+    from clef_core.risk.settings import RiskSettings
 
     prep = PreprocessConfig.from_dict(dict(site.store.preprocess))
     views = ViewConfig(**cfg["views"])
-    key = (priv.bank_size, priv.bank_seed, repr(prep), repr(views))
+    risk = RiskSettings.from_config(cfg)
+    key = (priv.bank_size, priv.bank_seed, repr(prep), repr(views), repr(risk))
     if key not in _BANKS:
         noise = NoiseBank(sample_rate=prep.sample_rate, noise_dir=views.noise_dir)
-        _BANKS[key] = synthetic_bank(priv.bank_size, priv.bank_seed, prep, views, noise)
+        _BANKS[key] = synthetic_bank(priv.bank_size, priv.bank_seed, prep, views, noise, risk)
     return _BANKS[key]
 
 

@@ -5,8 +5,8 @@ the private data (:mod:`clef_core.privacy.loss`). The bank is made by the built-
 cohort generator (:mod:`clef_core.synth`: a clinical state drawn from published risk-factor
 distributions, a dipole beat model) from a public seed, preprocessed like a site's store
 (resampled to the model rate, band-passed) and turned into two views per entry with the same
-view pipeline as the sites' patients. Its metadata is the generator's true SCORE2 risk with
-completeness 1. Every site builds the same bank from the same seed; it holds no patient's data.
+view pipeline as the sites' patients. Its metadata is the run's clinical risk (``[risk]``, SCORE2
+by default) computed from the generator's true inputs, with that model's completeness (1 for SCORE2). Every site builds the same bank from the same seed; it holds no patient's data.
 
 Its embeddings are recomputed with the current weights (which are themselves DP releases plus
 public data: post-processing) every ``bank_refresh`` steps and detached: a patient's gradient
@@ -25,6 +25,8 @@ from clef_core.data.augment import ViewConfig
 from clef_core.data.noise import NoiseBank
 from clef_core.data.preprocess import PreprocessConfig, bandpass, resample
 from clef_core.data.views import make_views
+from clef_core.risk.frame import risk_frame
+from clef_core.risk.settings import RiskSettings
 
 SYNTH_RATE = 500  # Hz, the generator's rate
 _SEED_OFFSET = 0xBA4C  # the bank's cohort seed never equals the default site cohort's
@@ -56,8 +58,10 @@ def synthetic_bank(
     preprocess: PreprocessConfig,
     views: ViewConfig,
     noise: NoiseBank,
+    risk: RiskSettings | None = None,
 ) -> NegativeBank:
-    """``size`` public synthetic negatives at ``preprocess``'s rate and window length."""
+    """``size`` public synthetic negatives at ``preprocess``'s rate and window length, their
+    clinical risk under ``risk`` (default SCORE2, low region)."""
     from clef_core.synth import draw_clinical, make_sites, render
 
     if size < 1:
@@ -74,10 +78,11 @@ def synthetic_bank(
     rng = np.random.default_rng([_SEED_OFFSET, int(seed)])
     mask = np.ones(signals.shape[1], dtype=bool)
     pairs = [make_views(signals[i], mask, rng, views, noise)[:2] for i in range(size)]
-    risk = cohort.subjects.set_index("subject_id").loc[cohort.records["subject_id"], "score2"].to_numpy(np.float32)
+    subjects = cohort.subjects.set_index("subject_id")
+    clinical = risk_frame(subjects, risk or RiskSettings()).loc[cohort.records["subject_id"]]
     return NegativeBank(
         view1=torch.from_numpy(np.stack([a for a, _ in pairs])),
         view2=torch.from_numpy(np.stack([b for _, b in pairs])),
-        risk=torch.from_numpy(risk),
-        completeness=torch.ones(size),
+        risk=torch.from_numpy(clinical["risk"].to_numpy(np.float32)),
+        completeness=torch.from_numpy(clinical["completeness"].to_numpy(np.float32)),
     )
