@@ -502,3 +502,32 @@ def test_labelled_windows_from_arrays():
     assert X.shape == (8, 360) and list(groups) == list("aabbccdd") and y[:, 0].tolist() == [0, 1] * 4
     with pytest.raises(ValueError, match="does not match"):
         LabelledWindows.from_arrays(x, np.zeros(7))
+
+
+def test_recordings_pairing_in_the_dataset_uses_only_the_patients_own_records(tiny_store, clinical):
+    from clef_core.data.datasets import PretrainDataset
+
+    bank = NoiseBank(FS, noise_dir=None)
+    crops = PretrainDataset(tiny_store, clinical, ViewConfig(), bank, seed=0)
+    recs = PretrainDataset(tiny_store, clinical, ViewConfig(pairing="recordings"), bank, seed=0)
+    pa = list(recs.subject_ids).index("pA")  # the one patient with two records
+    for epoch in range(5):
+        crops.set_epoch(epoch)
+        recs.set_epoch(epoch)
+        for i in range(len(recs)):
+            a, b = crops[i], recs[i]
+            assert a["window"] == b["window"]  # the first view's record and window: the same draws
+            if i != pa:  # one record: disjoint crops of it, draw for draw
+                assert np.array_equal(a["view1"].numpy(), b["view1"].numpy())
+                assert np.array_equal(a["view2"].numpy(), b["view2"].numpy())
+    # pA's second view comes from its other record: a window of that record, never of another patient
+    rows = tiny_store.index.reset_index(drop=True)
+    own = set(rows.index[rows["subject_id"].astype(str) == "pA"])
+    for epoch in range(10):
+        rng = np.random.default_rng(epoch)
+        record = int(recs._pat_ptr[pa] + rng.integers(2))
+        other = recs._other_recording(pa, record, rng)
+        assert other is not None
+        match = [r for r in own if np.array_equal(np.asarray(tiny_store.window(r), np.float32), other[0])]
+        first_record = rows.loc[int(recs._rows[recs._rec_ptr[record]]), "record_id"]
+        assert match and all(rows.loc[m, "record_id"] != first_record for m in match)

@@ -3,9 +3,9 @@
 :class:`PretrainDataset` yields one item per patient per epoch (the method uses one record per
 patient in pretraining): for each patient a record is drawn uniformly among the patient's
 records, then a window uniformly among that record's windows (with ``views.pairing =
-"recordings"`` also a window of another of the patient's records, for the second view), from a generator seeded with a keyed
-hash of ``(seed, patient id)`` and the epoch (:func:`patient_rng`); the same generator then draws
-the views. An item therefore depends only on (that patient's data, config, seed, epoch): not on
+"recordings"`` also a window of another of the patient's records, for the second view), from a
+generator seeded with a keyed hash of ``(seed, patient id)`` and the epoch (:func:`patient_rng`);
+the same generator then draws the views. An item therefore depends only on (that patient's data, config, seed, epoch): not on
 the other patients, nor on the DataLoader worker that makes it, so runs are reproducible with any
 ``num_workers``.
 
