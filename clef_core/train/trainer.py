@@ -1,6 +1,6 @@
 """The one training step/epoch used centrally (``clef pretrain``) and by hospital clients.
 
-A :class:`Trainer` owns an encoder, its AdamW optimizer, an SGDR schedule
+A :class:`Trainer` owns an encoder, its AdamW optimizer, a learning-rate schedule
 (``CosineAnnealingWarmRestarts``, Loshchilov & Hutter 2017) and, on CUDA, a mixed-precision
 ``GradScaler``. One call of :meth:`Trainer.train_epoch` runs over a loader of
 ``PretrainDataset`` batches (``view1``, ``view2``: (N, 1, T); ``risk``, ``completeness``: (N,)),
@@ -11,10 +11,10 @@ Learning rate: without ``lr`` the schedule sets it before every batch: ``train.s
 "cosine"`` (default) a linear warm-up then one cosine to 0 over the run's steps
 (:func:`warmup_cosine`; the run is ``train.max_steps`` long, else ``epochs x len(loader)``);
 ``"sgdr"`` (the paper) ``eta(t)``, ``t = scheduled_epochs + i / len(loader)`` (PyTorch's
-documented fractional stepping; ``T_0``/``T_mult`` in epochs). With ``lr`` given -- the federated server sets the
-rate per round -- that rate is used unchanged for the whole call and the schedule is neither
-read nor advanced: ``scheduled_epochs`` counts only scheduler-driven calls, so a later call
-without ``lr`` continues the cosine schedule where it stopped.
+documented fractional stepping; ``T_0``/``T_mult`` in epochs). With ``lr`` given -- the
+federated server sets the rate per round -- that rate is used unchanged for the whole call and
+the schedule is neither read nor advanced: ``scheduled_epochs`` counts only scheduler-driven
+calls, so a later call without ``lr`` continues the schedule where it stopped.
 
 FedProx (Li et al. 2020): with ``proximal_mu > 0`` the minimised objective is
 ``loss + (mu / 2) * ||w - w_global||^2`` over the trainable parameters; the reported loss is
