@@ -89,7 +89,7 @@ class DistillConfig:
     def train_config(self, epochs: int) -> TrainConfig:
         """The optimisation of ``epochs`` passes: one cosine decay from ``lr`` over all of them."""
         return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, epochs=epochs,
-                           max_steps=self.steps, warm_restart_t0=max(1, epochs), warm_restart_tmult=1,
+                           max_steps=self.steps, schedule="sgdr", warm_restart_t0=max(1, epochs), warm_restart_tmult=1,
                            grad_clip=self.grad_clip, seed=self.seed, device=self.device, log_every=self.log_every)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 
 from clef_core.data import noise as noise_mod
-from clef_core.data.augment import AUGMENTATIONS, AugmentSpec, ViewConfig, apply_augmentation, augment, draw_augmentation
+from clef_core.data.augment import (AUGMENTATIONS, AugmentSpec, ViewConfig, apply_augmentation, augment,
+                                   draw_augmentation, resized_crop)
 from clef_core.data.preprocess import zscore
 from clef_core.data.noise import NOISE_KINDS, NoiseBank, find_noise_dir, generate_bw, generate_em, generate_ma
-from clef_core.data.views import draw_leads, make_views
+from clef_core.data.views import disjoint_starts, draw_leads, make_views
 
 FS = 500
 T = 5000
@@ -143,9 +145,19 @@ def test_view_config_from_default_toml():
     from clef_core.config import load_config
 
     cfg = ViewConfig(**load_config()["views"])
-    assert (cfg.same_lead_p, cfg.noise_rms, cfg.mask_p, cfg.mask_min, cfg.mask_max, cfg.noise_dir) == (0.8, 0.1, 0.2, 0.1, 0.3, "")
+    assert cfg == ViewConfig()  # the dataclass defaults are default.toml's
+    assert (cfg.pairing, cfg.crop_s, cfg.noise_scale, cfg.same_lead_p, cfg.mask_p, cfg.noise_dir) == (
+        "disjoint_crops", 4.0, "snr", 0.8, 0.2, "")
     with pytest.raises(ValueError, match="mask_min"):
         ViewConfig(mask_min=0.4, mask_max=0.3)
+    with pytest.raises(ValueError, match="views.pairing"):
+        ViewConfig(pairing="neighbours")
+    with pytest.raises(ValueError, match="crop_s"):
+        ViewConfig(pairing="disjoint_crops", crop_s=0)
+    with pytest.raises(ValueError, match="views.noise_scale"):
+        ViewConfig(noise_scale="db")
+    with pytest.raises(ValueError, match="views.flip_p"):
+        ViewConfig(flip_p=1.5)
 
 
 def test_mask_fraction_and_probability():
@@ -164,8 +176,35 @@ def test_mask_zeroes_exactly_the_block_in_mv(generated_bank):
     x = _ecg_like()[0] + 1.0
     out = apply_augmentation(x, AugmentSpec("identity", (100, 1600)), np.random.default_rng(0), ViewConfig(), generated_bank)
     assert (out[100:1600] == 0).all() and np.array_equal(out[:100], x[:100]) and np.array_equal(out[1600:], x[1600:])
-    noisy = apply_augmentation(x, AugmentSpec("mixture", None), np.random.default_rng(0), ViewConfig(), generated_bank)
+    absolute = ViewConfig(noise_scale="absolute", noise_rms=0.1)
+    noisy = apply_augmentation(x, AugmentSpec("mixture", None), np.random.default_rng(0), absolute, generated_bank)
     assert _rms(noisy - x) == pytest.approx(0.1, rel=1e-4)
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 20.0])
+def test_noise_at_a_signal_to_noise_ratio_of_the_view(generated_bank, snr_db):
+    cfg = ViewConfig(noise_scale="snr", noise_snr_db=snr_db)
+    for amplitude in (0.05, 2.0):  # a small lead gets small noise: the ratio is what is fixed
+        x = amplitude * _ecg_like()[0] + 3.0  # an offset does not count as signal
+        for kind in ("em", "ma", "bw", "mixture"):
+            noisy = apply_augmentation(x, AugmentSpec(kind, None), np.random.default_rng(1), cfg, generated_bank)
+            ratio_db = 20 * np.log10(_rms(x - x.mean()) / _rms(noisy - x))
+            assert ratio_db == pytest.approx(snr_db, abs=1e-3)
+
+
+def test_sign_flip_and_resized_crop(generated_bank):
+    x = _ecg_like()[3]
+    quiet = dict(noise_scale="absolute", noise_rms=0.0, mask_p=0.0)
+    flipped = augment(x, np.random.default_rng(2), ViewConfig(**quiet, flip_p=1.0), generated_bank)
+    np.testing.assert_allclose(flipped, -zscore(x), atol=1e-5)
+    same = augment(x, np.random.default_rng(2), ViewConfig(**quiet, rrc_p=1.0, rrc_min=1.0), generated_bank)
+    np.testing.assert_allclose(same, zscore(x), atol=1e-4)  # keeping 100 % is the identity
+    ramp = np.arange(1000, dtype=np.float32)
+    for seed in range(20):
+        out = resized_crop(ramp, np.random.default_rng(seed), 0.5)
+        slope = float(np.mean(np.diff(out)))
+        assert out.shape == ramp.shape and 0.5 - 1e-3 <= slope <= 1.0 + 1e-9  # a stretch of up to 2x
+        assert out[0] >= 0 and out[-1] <= 999
 
 
 def test_zscore_guard_for_flat_signal():
@@ -204,7 +243,7 @@ def test_views_are_zscored_and_finite_even_when_flat(generated_bank):
         for _ in range(100):
             v1, v2, _, _ = make_views(window, np.ones(12, bool), rng, cfg, generated_bank)
             for v in (v1, v2):
-                assert v.shape == (1, T) and v.dtype == np.float32 and np.isfinite(v).all()
+                assert v.shape == (1, int(cfg.crop_s * FS)) and v.dtype == np.float32 and np.isfinite(v).all()
                 assert abs(float(v.mean())) < 1e-4
                 # A flat window stays flat (std 0) only without noise and without a mask.
                 assert float(v.std()) == pytest.approx(1.0, abs=1e-3) or (window == 0).all()
@@ -221,6 +260,83 @@ def test_views_reproducible_from_seed(generated_bank):
     assert not np.array_equal(a[0], c[0])
     single = augment(window[0], np.random.default_rng(16), cfg, generated_bank)
     np.testing.assert_array_equal(single, augment(window[0], np.random.default_rng(16), cfg, generated_bank))
+
+
+def test_disjoint_crops_share_no_sample(generated_bank):
+    rng = np.random.default_rng(20)
+    for n, crop in ((5000, 2000), (1000, 400), (1001, 500)):
+        for _ in range(500):
+            a, b = disjoint_starts(n, crop, rng)
+            assert 0 <= a and a + crop <= n // 2 <= b and b + crop <= n
+    # make_views: each view is its crop (no noise, no mask: the views are z-scored crops of the lead)
+    quiet = ViewConfig(pairing="disjoint_crops", crop_s=2.0, same_lead_p=1.0, noise_scale="absolute", noise_rms=0.0,
+                       mask_p=0.0)
+    ramp = np.tile(np.random.default_rng(99).standard_normal(T).astype(np.float32), (12, 1))  # every crop unique
+    for _ in range(50):
+        v1, v2, l1, l2 = make_views(ramp, np.ones(12, bool), rng, quiet, generated_bank)
+        assert v1.shape == v2.shape == (1, 1000) and l1 == l2
+        idx = [np.flatnonzero([np.allclose(zscore(ramp[0, s:s + 1000]), v[0], atol=1e-4) for s in range(0, T - 999, 1)])
+               for v in (v1, v2)]
+        assert len(idx[0]) == len(idx[1]) == 1 and idx[0][0] + 1000 <= T // 2 <= idx[1][0]
+    with pytest.raises(ValueError, match="crop_s"):
+        make_views(ramp, np.ones(12, bool), rng, ViewConfig(crop_s=6.0), generated_bank)
+
+
+def test_same_window_pairing_is_the_reference_pipeline(generated_bank):
+    """pairing = same_window, whole window, absolute noise, no flip / resized crop: draw for draw the
+    reference code's views (draw_leads, then each lead's window augmented)."""
+    from clef_core.config import load_config
+
+    cfg = ViewConfig(**load_config("paper")["views"])
+    assert (cfg.pairing, cfg.crop_s, cfg.noise_scale, cfg.noise_rms, cfg.rrc_p, cfg.flip_p) == (
+        "same_window", 0.0, "absolute", 0.1, 0.0, 0.0)
+    window, mask = _ecg_like(), np.ones(12, bool)
+    for seed in range(10):
+        v1, v2, l1, l2 = make_views(window, mask, np.random.default_rng(seed), cfg, generated_bank)
+        replay = np.random.default_rng(seed)
+        r1, r2 = draw_leads(mask, replay, cfg.same_lead_p)
+        s1 = draw_augmentation(T, replay, cfg)
+        e1 = zscore(apply_augmentation(window[r1], s1, replay, cfg, generated_bank))
+        s2 = draw_augmentation(T, replay, cfg)
+        e2 = zscore(apply_augmentation(window[r2], s2, replay, cfg, generated_bank))
+        assert (l1, l2) == (r1, r2) and v1.shape == (1, T)
+        np.testing.assert_array_equal(v1[0], e1)
+        np.testing.assert_array_equal(v2[0], e2)
+        if s1.kind != "identity":  # 0.1 mV absolute, whatever the lead's amplitude
+            assert _rms(apply_augmentation(window[r1], AugmentSpec(s1.kind, None), np.random.default_rng(0), cfg,
+                                           generated_bank) - window[r1]) == pytest.approx(0.1, rel=1e-4)
+
+
+def test_leads_pairing_draws_two_leads_at_the_same_moment(generated_bank):
+    cfg = ViewConfig(pairing="leads", crop_s=2.0, noise_scale="absolute", noise_rms=0.0, mask_p=0.0)
+    window = np.random.default_rng(98).standard_normal((12, T)).astype(np.float32)  # every crop unique
+    rng = np.random.default_rng(21)
+    for _ in range(50):
+        v1, v2, l1, l2 = make_views(window, np.ones(12, bool), rng, cfg, generated_bank)
+        assert l1 != l2
+        starts = [np.flatnonzero([np.allclose(zscore(window[l, s:s + 1000]), v[0], atol=1e-3) for s in range(T - 999)])
+                  for l, v in ((l1, v1), (l2, v2))]
+        assert len(starts[0]) == 1 and list(starts[0]) == list(starts[1])  # the same moment
+    single = np.zeros(12, bool)
+    single[4] = True
+    assert make_views(window, single, rng, cfg, generated_bank)[2:] == (4, 4)
+
+
+def test_recordings_pairing_takes_view_2_from_the_other_recording(generated_bank):
+    cfg = ViewConfig(pairing="recordings", crop_s=2.0, same_lead_p=1.0, noise_scale="absolute", noise_rms=0.0, mask_p=0.0)
+    first, second = _ecg_like(), 5.0 + np.cos(np.arange(T, dtype=np.float32) / 30)[None].repeat(12, 0)
+    rng = np.random.default_rng(22)
+    for _ in range(20):
+        v1, v2, l1, l2 = make_views(first, np.ones(12, bool), rng, cfg, generated_bank, (second, np.ones(12, bool)))
+        assert l1 == l2 and v2.shape == (1, 1000)
+        assert any(np.allclose(zscore(second[l2, s:s + 1000]), v2[0], atol=1e-3) for s in range(0, T - 999))
+        assert any(np.allclose(zscore(first[l1, s:s + 1000]), v1[0], atol=1e-3) for s in range(0, T - 999))
+    # one recording only: disjoint crops of it
+    expected = make_views(first, np.ones(12, bool), np.random.default_rng(3), dataclasses.replace(cfg, pairing="disjoint_crops"),
+                          generated_bank)
+    got = make_views(first, np.ones(12, bool), np.random.default_rng(3), cfg, generated_bank)
+    np.testing.assert_array_equal(expected[0], got[0])
+    np.testing.assert_array_equal(expected[1], got[1])
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -282,7 +398,7 @@ def test_pretrain_dataset_one_item_per_patient_with_clinical_join(tiny_store, cl
             item = ds[i]
             for key in ("view1", "view2"):
                 v = item[key].numpy()
-                assert v.shape == (1, 5000) and v.dtype == np.float32 and np.isfinite(v).all()
+                assert v.shape == (1, 2000) and v.dtype == np.float32 and np.isfinite(v).all()  # 4 s crops
                 assert abs(float(v.mean())) < 1e-3 and float(v.std()) == pytest.approx(1.0, abs=1e-3)
             by_subject.setdefault(ds.subject_ids[i], []).append(item)
     risks = {s: {("nan" if math.isnan(it["risk"]) else it["risk"]) for it in items} for s, items in by_subject.items()}

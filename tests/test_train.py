@@ -75,7 +75,7 @@ def test_gradient_clipping_bounds_the_norm():
 
 
 def test_lr_override_is_used_and_leaves_the_schedule_where_it_was():
-    trainer = make_trainer(lr=1e-3, warm_restart_t0=1, warm_restart_tmult=1)
+    trainer = make_trainer(lr=1e-3, schedule="sgdr", warm_restart_t0=1, warm_restart_tmult=1)
     seen: list[float] = []
     stats = trainer.train_epoch([batch(0), batch(1)], lr=0.0123, on_step=lambda s: seen.append(s.lr))
     assert seen == [0.0123, 0.0123] and stats.lr == 0.0123
@@ -87,6 +87,32 @@ def test_lr_override_is_used_and_leaves_the_schedule_where_it_was():
     expected = [1e-3 * (1 + math.cos(math.pi * i / 4)) / 2 for i in range(4)]
     assert seen == pytest.approx(expected, rel=1e-9)
     assert trainer.scheduled_epochs == 1
+
+
+def test_warmup_cosine_schedule_over_the_run():
+    from clef_core.train.trainer import warmup_cosine
+
+    # 20 steps, 10 % warm-up: 2 linear steps, then a half cosine from the base rate to 0
+    rates = [warmup_cosine(t, 20, 1e-3, 0.1) for t in range(22)]
+    assert rates[:3] == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert rates[2 + 9] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 9 / 18)) / 2)
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:])) and rates[19] > 0 and rates[20:] == [0.0, 0.0]
+    assert warmup_cosine(0, 20, 1e-3, 0.0) == 1e-3  # no warm-up
+
+    # the trainer: the run is train.max_steps long (else epochs x batches), the rate set before every step
+    seen: list[float] = []
+    trainer = make_trainer(lr=1e-3, schedule="cosine", warmup_fraction=0.25, max_steps=8)
+    for _ in range(2):
+        trainer.train_epoch([batch(i) for i in range(4)], on_step=lambda s: seen.append(s.lr))
+    assert seen == pytest.approx([warmup_cosine(t, 8, 1e-3, 0.25) for t in range(8)], rel=1e-12)
+    seen.clear()
+    by_epochs = make_trainer(lr=1e-3, schedule="cosine", warmup_fraction=0.0, epochs=2)
+    by_epochs.train_epoch([batch(i) for i in range(3)], on_step=lambda s: seen.append(s.lr))
+    assert seen == pytest.approx([warmup_cosine(t, 6, 1e-3, 0.0) for t in range(3)], rel=1e-12)
+    with pytest.raises(ValueError, match="train.max_steps"):
+        make_trainer(schedule="cosine").train_epoch(iter([batch(0)]))
+    with pytest.raises(ConfigError, match="train.schedule"):
+        TrainConfig(schedule="step")
 
 
 def test_proximal_term_pulls_toward_the_global_weights():
@@ -177,11 +203,14 @@ def _weights(path) -> dict[str, torch.Tensor]:
     return load_model(path).encoder.state_dict()
 
 
-def test_resume_equals_straight_training(tmp_path, tiny_site, tiny_config):
-    straight = pretrain(_cfg(tiny_config, epochs=2), run_dir=tmp_path / "straight", site=tiny_site, progress=False)
-    half = pretrain(_cfg(tiny_config, epochs=1), run_dir=tmp_path / "resumed", site=tiny_site, progress=False)
+@pytest.mark.parametrize("schedule", ["sgdr", "cosine"])
+def test_resume_equals_straight_training(tmp_path, tiny_site, tiny_config, schedule):
+    # cosine: the run's length is max_steps (fixed), so stopping after epoch 1 and resuming is the same run
+    extra = {"schedule": schedule, **({"max_steps": 1000} if schedule == "cosine" else {})}
+    straight = pretrain(_cfg(tiny_config, epochs=2, **extra), run_dir=tmp_path / "straight", site=tiny_site, progress=False)
+    half = pretrain(_cfg(tiny_config, epochs=1, **extra), run_dir=tmp_path / "resumed", site=tiny_site, progress=False)
     assert half.epochs == 1 and half.resumed_from_epoch is None
-    resumed = pretrain(_cfg(tiny_config, epochs=2), run_dir=tmp_path / "resumed", site=tiny_site, progress=False)
+    resumed = pretrain(_cfg(tiny_config, epochs=2, **extra), run_dir=tmp_path / "resumed", site=tiny_site, progress=False)
     assert resumed.resumed_from_epoch == 1 and resumed.epochs == 2 and resumed.steps == straight.steps
     a, b = _weights(straight.final_model), _weights(resumed.final_model)
     for key in a:

@@ -2,7 +2,8 @@
 
 :class:`PretrainDataset` yields one item per patient per epoch (the method uses one record per
 patient in pretraining): for each patient a record is drawn uniformly among the patient's
-records, then a window uniformly among that record's windows, from a generator seeded with a keyed
+records, then a window uniformly among that record's windows (with ``views.pairing =
+"recordings"`` also a window of another of the patient's records, for the second view), from a generator seeded with a keyed
 hash of ``(seed, patient id)`` and the epoch (:func:`patient_rng`); the same generator then draws
 the views. An item therefore depends only on (that patient's data, config, seed, epoch): not on
 the other patients, nor on the DataLoader worker that makes it, so runs are reproducible with any
@@ -156,13 +157,26 @@ class PretrainDataset(Dataset):
         lo, hi = self._rec_ptr[record], self._rec_ptr[record + 1]
         return record, int(self._rows[lo + rng.integers(hi - lo)])
 
+    def _other_recording(self, index: int, record: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """(window, lead mask) of a window of another record of patient ``index`` (``views.pairing =
+        "recordings"``), uniform over the other records and their windows; None with one record."""
+        first, last = self._pat_ptr[index], self._pat_ptr[index + 1]
+        if last - first < 2:
+            return None
+        pick = int(first + rng.integers(last - first - 1))
+        pick += pick >= record  # skip the first view's record
+        lo, hi = self._rec_ptr[pick], self._rec_ptr[pick + 1]
+        row = int(self._rows[lo + rng.integers(hi - lo)])
+        return np.asarray(self.store.window(row), dtype=np.float32), self._lead_mask[row]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"PretrainDataset: index {index} out of range for {len(self)} patients")
         rng = patient_rng(self.seed, self.epoch, self.subject_ids[index])
         record, row = self._pick(index, rng)
         window = np.asarray(self.store.window(row), dtype=np.float32)
-        view1, view2, lead1, lead2 = make_views(window, self._lead_mask[row], rng, self.cfg, self.noise_bank)
+        other = self._other_recording(index, record, rng) if self.cfg.pairing == "recordings" else None
+        view1, view2, lead1, lead2 = make_views(window, self._lead_mask[row], rng, self.cfg, self.noise_bank, other)
         return {
             "view1": torch.from_numpy(view1),
             "view2": torch.from_numpy(view2),

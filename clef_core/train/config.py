@@ -12,19 +12,23 @@ from typing import Any
 from clef_core.config import ConfigError
 
 LOSS_KINDS = ("clef", "ntxent")
+SCHEDULES = ("cosine", "sgdr")
 WEIGHT_NORMS = ("softmax", "none", "mean_one")
 RISK_SCALINGS = ("minmax", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings (``[train]``). Paper: AdamW lr 1e-4, wd 5e-4, SGDR T0 10 Tmult 2, batch 64."""
+    """Optimisation settings (``[train]``). Paper: AdamW lr 1e-4, wd 5e-4, SGDR T0 10 Tmult 2, batch 64
+    (configs/paper.toml); default schedule: linear warm-up then one cosine over the run."""
 
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 5e-4
     epochs: int = 1
     max_steps: int = 0  # 0: no step limit
+    schedule: str = "cosine"  # cosine (warm-up + one cosine over the run) | sgdr (warm restarts, paper)
+    warmup_fraction: float = 0.05  # cosine: share of the run's steps warming up
     warm_restart_t0: int = 10  # epochs
     warm_restart_tmult: int = 2
     grad_clip: float = 1.0  # max global L2 norm; 0 disables clipping
@@ -39,6 +43,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
         _check(self.epochs >= 0, "train.epochs", self.epochs, ">= 0")
         _check(self.max_steps >= 0, "train.max_steps", self.max_steps, ">= 0 (0: no limit)")
+        _check(self.schedule in SCHEDULES, "train.schedule", self.schedule, " or ".join(SCHEDULES))
+        _check(0 <= self.warmup_fraction < 1, "train.warmup_fraction", self.warmup_fraction, "in [0, 1)")
         _check(self.warm_restart_t0 >= 1, "train.warm_restart_t0", self.warm_restart_t0, ">= 1")
         _check(self.warm_restart_tmult >= 1, "train.warm_restart_tmult", self.warm_restart_tmult, ">= 1")
         _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0 (0: off)")

@@ -7,9 +7,11 @@ A :class:`Trainer` owns an encoder, its AdamW optimizer, an SGDR schedule
 embeds the 2N views (rows i and i+N are patient i's two views) and minimises the CLEF loss
 (or NT-Xent, ``loss.kind = "ntxent"``).
 
-Learning rate: without ``lr`` the scheduler sets it before every batch to
-``eta(t)``, ``t = scheduled_epochs + i / len(loader)`` (PyTorch's documented fractional
-stepping; ``T_0``/``T_mult`` in epochs). With ``lr`` given -- the federated server sets the
+Learning rate: without ``lr`` the schedule sets it before every batch: ``train.schedule =
+"cosine"`` (default) a linear warm-up then one cosine to 0 over the run's steps
+(:func:`warmup_cosine`; the run is ``train.max_steps`` long, else ``epochs x len(loader)``);
+``"sgdr"`` (the paper) ``eta(t)``, ``t = scheduled_epochs + i / len(loader)`` (PyTorch's
+documented fractional stepping; ``T_0``/``T_mult`` in epochs). With ``lr`` given -- the federated server sets the
 rate per round -- that rate is used unchanged for the whole call and the schedule is neither
 read nor advanced: ``scheduled_epochs`` counts only scheduler-driven calls, so a later call
 without ``lr`` continues the cosine schedule where it stopped.
@@ -207,7 +209,7 @@ class Trainer:
                 skipped += 1
                 continue
             if lr is None:
-                self.scheduler.step(self.scheduled_epochs + (i / n_batches if n_batches else 0.0))
+                self._schedule(i, n_batches)
             loss, grad_norm, prox = self._optimizer_step(view1, view2, risk, completeness, i, proximal_mu, anchors)
             steps += 1
             examples += n
@@ -234,6 +236,18 @@ class Trainer:
             epoch=self.epoch,
             step=self.step,
         )
+
+    def _schedule(self, batch: int, n_batches: int | None) -> None:
+        """Set the rate of the next step: SGDR at fractional epoch ``scheduled_epochs + i / len(loader)``,
+        or :func:`warmup_cosine` at the global step over the run's total steps."""
+        if self.train_cfg.schedule == "sgdr":
+            self.scheduler.step(self.scheduled_epochs + (batch / n_batches if n_batches else 0.0))
+            return
+        total = self.train_cfg.max_steps or (self.train_cfg.epochs * n_batches if n_batches else 0)
+        if total <= 0:
+            raise ValueError("train.schedule = \"cosine\" needs the run's length: set train.max_steps, or give "
+                             "a loader with a length")
+        self._set_lr(warmup_cosine(self.step, total, self.train_cfg.lr, self.train_cfg.warmup_fraction))
 
     def _optimizer_step(
         self,
@@ -397,6 +411,19 @@ class Trainer:
     def load_state(self, path: str | Path) -> None:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
         self.load_state_dict(state, where=str(path))
+
+
+def warmup_cosine(step: int, total: int, base_lr: float, warmup_fraction: float) -> float:
+    """Rate of optimizer step ``step + 1`` of ``total``: linear warm-up over ``W = round(warmup_fraction
+    * total)`` steps (Goyal et al. 2017), then a half cosine to 0 (Loshchilov & Hutter 2017 without
+    restarts): ``base (t + 1) / W`` for ``t < W``, else ``base (1 + cos(pi (t - W) / (total - W))) / 2``;
+    0 past ``total`` (a run extended beyond its schedule)."""
+    warmup = int(round(warmup_fraction * total))
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if step >= total:
+        return 0.0
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
 def capture_rng() -> dict[str, Any]:
