@@ -248,9 +248,17 @@ def test_bench_real_pretrain_end_to_end(folders, af_folders, tmp_path):
     assert summary["fit_records"] == ["101", "201"] and summary["test_records"] == ["106", "203"]
     assert summary["info"]["ntxent@2"][0]["steps"] == 2
     report = (out / "real_pretrain.md").read_text()
-    for row in ("| untrained |", "| features |", "| ntxent@1 |", "| ntxent@2 |", "| ntxent@2 - untrained | 10 % |",
-                "| untrained - features | 100 % |"):
+    for row in ("| untrained |", "| features |", "| ntxent@1 |", "| ntxent@2 |", "| ntxent@2 - untrained | 10 % | 2 |",
+                "| untrained - features | 100 % | 1 |", "| comparison | labels | units | headline | any_pvc |"):
         assert row in report
     first = (out / "scores.csv").read_text()
     bench.run(bench.parse_args(argv))  # resumed from the cached embeddings: the same scores
     assert (out / "scores.csv").read_text() == first
+    # a step count must be whole epochs (each is the one run stopped there): 5 patients in batches of 2
+    from clef_core.multi_cohort import prepare_folders
+
+    uneven = bench.parse_args([*argv, "--set", "train.batch_size=2"])
+    cfg = bench.experiment(uneven)
+    site = prepare_folders(uneven.cohort, out / "data" / "pretrain", cfg, progress=False)
+    with pytest.raises(SystemExit, match="not whole epochs of 3 steps"):
+        bench.batches_per_epoch(site, cfg, uneven)
