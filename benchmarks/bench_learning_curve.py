@@ -20,7 +20,7 @@ OUT/differences.csv, OUT/learning_curve.png and the markdown report (OUT/learnin
 ``--results``).
 
     nice -n 5 python benchmarks/bench_learning_curve.py --out runs/learning-curve [--config study-cpu]
-        [--steps 0 100 300 1000 3000] [--losses ntxent clef] [--seeds 0 1] [--workers 2]
+        [--steps 0 100 300 1000 3000] [--losses ntxent clef] [--seeds 0 1] [--longest-seeds 1] [--workers 2]
         [--variant paper='views.pairing="same_window";views.crop_s=0'] [--set k=v ...]
 """
 
@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, nargs="+", default=[0, 100, 300, 1000, 3000])
     ap.add_argument("--losses", nargs="+", default=["ntxent", "clef"], choices=LOSSES)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--longest-seeds", type=int, default=0,
+                    help="the largest budget runs only the first K seeds (0: all); its comparisons pair those seeds")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     ap.add_argument("--subsamples", type=int, default=5)
     ap.add_argument("--workers", type=int, default=1, help="runs in this many processes of 1 torch thread")
@@ -173,7 +175,9 @@ def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dic
     task, test = data["task"], data["test"]
     v, t = cfg["views"], cfg["train"]
     lines += ["", f"Headline: test AUROC of a frozen linear probe, mean over {', '.join(labels)}; mean ± SD over "
-              f"{len(args.seeds)} seed(s) x {args.subsamples} label subsamples of {len(np.unique(task.groups[data['pool']]))} "
+              f"{len(args.seeds)} seed(s)"
+              + (f" ({args.longest_seeds} at {max(args.steps)} steps)" if args.longest_seeds else "")
+              + f" x {args.subsamples} label subsamples of {len(np.unique(task.groups[data['pool']]))} "
               f"pool patients; {len(np.unique(task.groups[test]))} test patients; paired differences with a bootstrap "
               f"95 % CI over (seed x subsample) units and test patients (clef study's probe_all / paired_differences). "
               f"Pretraining: {data['patients']} patients (--config {args.config}), {cfg['model']['scale']} Net1D "
@@ -244,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
           f"patients, {len(data['task'])} evaluation ECGs)", flush=True)
 
     steps = sorted(set(args.steps), reverse=True)  # longest first: the workers finish together
+    def seeds_at(s: int) -> list[int]:
+        return args.seeds[:args.longest_seeds] if args.longest_seeds and s == steps[0] and s > 0 else args.seeds
+
     units = list(dict.fromkeys((v, args.losses[0] if s == 0 else loss, s, seed) for s in steps for v in vnames
-                               for loss in args.losses for seed in args.seeds))
+                               for loss in args.losses for seed in seeds_at(s)))
     ctx = {**data, "configs": configs, "out": args.out}
     results = dict(zip(units, map_units(run_unit, ctx, units, args.workers, 1)))
 

@@ -311,3 +311,23 @@ def test_opacus_wrapped_model_and_optimizer_can_be_swapped_in():
     prox.train_epoch(prox_loader, lr=1e-3, proximal_mu=100.0, global_params=start)
     prox_d = distance({k.removeprefix("_module."): v for k, v in prox.model.named_parameters()}, start)
     assert prox_d < free_d
+
+
+def test_paper_config_is_the_reference_recipe():
+    """configs/paper.toml: the paper's loss, optimizer and SGDR schedule (its views are checked in
+    tests/test_data_views.py, draw for draw against the reference pipeline)."""
+    from clef_core.config import load_config
+
+    cfg = load_config("paper")
+    loss, train = LossConfig(**cfg["loss"]), TrainConfig(**cfg["train"])
+    assert (loss.kind, loss.tau, loss.alpha, loss.use_mask, loss.weight_norm, loss.align_weight, loss.risk_scaling,
+            loss.projection_dim, loss.shuffle_risk) == ("clef", 0.07, 0.2, True, "softmax", 1.0, "minmax", 0, False)
+    assert (train.batch_size, train.lr, train.weight_decay, train.schedule, train.warm_restart_t0,
+            train.warm_restart_tmult) == (64, 1e-4, 5e-4, "sgdr", 10, 2)
+    assert (cfg["model"]["scale"], cfg["model"]["norm"], cfg["preprocess"]["sample_rate"]) == ("small", "none", 500)
+    # the SGDR rate the paper's trainer sets: eta(t) = lr (1 + cos(pi t / T0)) / 2 at fractional epoch t
+    torch.manual_seed(0)
+    trainer = Trainer(build_encoder("tiny"), loss, TrainConfig(**{**cfg["train"], "device": "cpu"}))
+    seen: list[float] = []
+    trainer.train_epoch([batch(i) for i in range(2)], on_step=lambda s: seen.append(s.lr))
+    assert seen == pytest.approx([1e-4 * (1 + math.cos(math.pi * (i / 2) / 10)) / 2 for i in range(2)], rel=1e-9)

@@ -2,7 +2,7 @@
 
 Compute is matched to contrastive pretraining: the same ``PretrainDataset`` items (one record
 per patient, two augmented views), the same batch size, optimizer (AdamW lr / weight decay),
-cosine warm-restart schedule, gradient clipping, epochs and step cap; both views go through the
+learning-rate schedule (train.schedule), gradient clipping, epochs and step cap; both views go through the
 encoder (2N forwards per step, as for CLEF) and each is scored against its record's labels by a
 linear head with the masked mean BCE (a label unknown for a record, e.g. high_risk outside
 SCORE2's ages, is left out). Only the encoder is returned: it is then probed like the others.
@@ -21,7 +21,7 @@ from torch import nn
 
 from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model, make_dataset, make_loader
-from clef_core.train.trainer import resolve_device, seed_everything
+from clef_core.train.trainer import resolve_device, seed_everything, warmup_cosine
 
 
 def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
@@ -57,7 +57,11 @@ def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> t
         for i, batch in enumerate(loader):
             if tc.max_steps and step >= tc.max_steps:
                 break
-            sched.step(epoch + i / max(len(loader), 1))
+            if tc.schedule == "sgdr":
+                sched.step(epoch + i / max(len(loader), 1))
+            else:  # the pretraining arms' warm-up + cosine over the same number of steps
+                for group in opt.param_groups:
+                    group["lr"] = warmup_cosine(step, tc.max_steps or tc.epochs * len(loader), tc.lr, tc.warmup_fraction)
             x = torch.cat([batch["view1"], batch["view2"]]).to(device)
             target = y_rows[batch["window"]].repeat(2, 1).to(device)
             known = torch.isfinite(target)
