@@ -283,7 +283,8 @@ def markdown(table: pd.DataFrame, diffs: pd.DataFrame, summary: dict[str, Any], 
         "",
         f"Printed by `python benchmarks/bench_real_pretrain.py {' '.join(sys.argv[1:])}` on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, this {os.cpu_count()}-core {platform.machine()} machine "
-        f"(shared), one torch thread; {summary['seconds'] / 60:.1f} min in all.",
+        f"(shared), one torch thread; {summary['seconds'] / 60:.1f} min for this invocation (arms cached in --out by an "
+        "earlier one are read, not retrained).",
         "",
         f"Pretraining: {pre['records']} real records ({', '.join(str(c) for c in args.cohort)}), {pre['subjects']} "
         f"patients, {pre['windows']} stored 10 s windows, risk known for {100 * (pre['risk_known'] or 0):.0f} % "
