@@ -11,10 +11,10 @@
   binary label ``af``, grouped by record.
 * mitdb_windows: MIT-BIH 10 s MLII windows with window labels any_pvc, any_sveb, af
   (:mod:`clef_core.evaluation.mitdb_windows`), grouped by record.
+* evidence inputs: one window per patient (the index ECG) with risks, age and sex.
 
 Every MIT-BIH task takes an optional list of test records (another folder, e.g. DS2): the probe is
 then fitted on the training records and scored on those.
-* evidence inputs: one window per patient (the index ECG) with risks, age and sex.
 """
 
 from __future__ import annotations
