@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--longest-seeds", type=int, default=0,
                     help="the largest budget runs only the first K seeds (0: all); its comparisons pair those seeds")
+    ap.add_argument("--longest-losses", nargs="+", default=[], choices=LOSSES,
+                    help="the largest budget runs only these losses (default: all)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     ap.add_argument("--subsamples", type=int, default=5)
     ap.add_argument("--workers", type=int, default=1, help="runs in this many processes of 1 torch thread")
@@ -135,18 +137,19 @@ def run_unit(ctx: dict[str, Any], unit: tuple[str, str, int, int]) -> dict[str, 
 
 
 def comparisons(names: dict[tuple[str, str, int], str], args: argparse.Namespace, vnames: list[str]) -> list[tuple[str, str]]:
-    """Budget vs step 0, budget vs the previous budget, loss vs the first loss, variant vs the first."""
+    """Budget vs step 0, budget vs the previous budget, loss vs the first loss, variant vs the first
+    (trained budgets only: a variant of the views leaves the random-init encoder as it is)."""
     out: list[tuple[str, str]] = []
     steps = sorted(set(args.steps))
     for v in vnames:
         for loss in args.losses:
             trained = [s for s in steps if s > 0]
             if 0 in steps:
-                out += [(names[(v, loss, s)], names[(v, loss, 0)]) for s in trained]
-            out += [(names[(v, loss, b)], names[(v, loss, a)]) for a, b in zip(trained, trained[1:])]
-        out += [(names[(v, loss, s)], names[(v, args.losses[0], s)]) for loss in args.losses[1:] for s in steps if s > 0]
-    out += [(names[(v, loss, s)], names[(vnames[0], loss, s)]) for v in vnames[1:] for loss in args.losses for s in steps]
-    return list(dict.fromkeys(out))
+                out += [((v, loss, s), (v, loss, 0)) for s in trained]
+            out += [((v, loss, b), (v, loss, a)) for a, b in zip(trained, trained[1:])]
+        out += [((v, loss, s), (v, args.losses[0], s)) for loss in args.losses[1:] for s in steps if s > 0]
+    out += [((v, loss, s), (vnames[0], loss, s)) for v in vnames[1:] for loss in args.losses for s in steps if s > 0]
+    return list(dict.fromkeys((names[a], names[b]) for a, b in out if a in names and b in names))
 
 
 def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dict[str, dict[str, Any]],
@@ -177,6 +180,7 @@ def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dic
     lines += ["", f"Headline: test AUROC of a frozen linear probe, mean over {', '.join(labels)}; mean ± SD over "
               f"{len(args.seeds)} seed(s)"
               + (f" ({args.longest_seeds} at {max(args.steps)} steps)" if args.longest_seeds else "")
+              + (f" ({', '.join(args.longest_losses)} only at {max(args.steps)} steps)" if args.longest_losses else "")
               + f" x {args.subsamples} label subsamples of {len(np.unique(task.groups[data['pool']]))} "
               f"pool patients; {len(np.unique(task.groups[test]))} test patients; paired differences with a bootstrap "
               f"95 % CI over (seed x subsample) units and test patients (clef study's probe_all / paired_differences). "
@@ -251,12 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     def seeds_at(s: int) -> list[int]:
         return args.seeds[:args.longest_seeds] if args.longest_seeds and s == steps[0] and s > 0 else args.seeds
 
+    def losses_at(s: int) -> list[str]:
+        return [x for x in args.losses if x in args.longest_losses] if args.longest_losses and s == steps[0] and s > 0 \
+            else args.losses
+
     units = list(dict.fromkeys((v, args.losses[0] if s == 0 else loss, s, seed) for s in steps for v in vnames
-                               for loss in args.losses for seed in seeds_at(s)))
+                               for loss in losses_at(s) for seed in seeds_at(s)))
     ctx = {**data, "configs": configs, "out": args.out}
     results = dict(zip(units, map_units(run_unit, ctx, units, args.workers, 1)))
 
-    names = {(v, loss, s): arm_name(v, loss, s, len(vnames)) for v in vnames for loss in args.losses for s in steps}
+    names = {(v, loss, s): arm_name(v, loss, s, len(vnames)) for v in vnames for loss in args.losses for s in steps
+             if s == 0 or loss in losses_at(s)}
     rows, scores, info = [], {}, {}
     for (v, loss, s, seed), res in results.items():
         arm = arm_name(v, loss, s, len(vnames))
@@ -266,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         scores.update(arm_scores)
         info.setdefault(arm, []).append({**res["train"], "rho": res["rho"]})
     long = pd.DataFrame(rows)
-    order = [names[(v, loss, s)] for v in vnames for loss in args.losses for s in sorted(set(args.steps))]
+    order = [names[k] for k in ((v, loss, s) for v in vnames for loss in args.losses for s in sorted(set(args.steps)))
+             if k in names]
     long["arm"] = pd.Categorical(long["arm"], categories=list(dict.fromkeys(order)), ordered=True)
     long = long.sort_values(["arm", "seed", "fraction", "subsample"]).astype({"arm": str})
     labels, _ = split_saturated_labels(long, data["study"])
