@@ -1,19 +1,24 @@
-"""The cohort a training command runs on: the one given, or the built-in synthetic one."""
+"""The cohort a training command runs on: the one given (one folder or several), or the built-in synthetic one."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
-def prepare_cohort_site(command: str, cohort: Path | None, work: Path, cfg: dict[str, Any], *, progress: bool) -> Any:
-    """``prepare_site`` on ``cohort``, or on the default cohort synthesised into ``work``
-    (saying so on stderr, as ``clef <command>``)."""
-    from clef_core.pipeline import default_cohort, prepare_site
+def prepare_cohort_site(command: str, cohort: Path | Sequence[Path] | None, work: Path, cfg: dict[str, Any], *,
+                        progress: bool) -> Any:
+    """``prepare_site`` on ``cohort`` (several folders: one cohort of all their records,
+    :func:`clef_core.multi_cohort.prepare_folders`), or on the default cohort synthesised into
+    ``work`` (saying so on stderr, as ``clef <command>``)."""
+    from clef_core.multi_cohort import prepare_folders
+    from clef_core.pipeline import default_cohort
 
-    if cohort is None:
+    if cohort is None or (not isinstance(cohort, (str, Path)) and not cohort):
         print(f"clef {command}: synthesising the built-in cohort ({cfg['synth']['patients']} patients) in {work / 'cohort'}",
               file=sys.stderr)
         cohort = default_cohort(work, cfg)
-    return prepare_site(cohort, work, cfg, progress=progress)
+    folders = [cohort] if isinstance(cohort, (str, Path)) else list(cohort)
+    return prepare_folders(folders, work, cfg, progress=progress)

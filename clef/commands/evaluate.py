@@ -13,8 +13,9 @@ from typing import Any
 from clef.cli import add_config_arguments, config_from_args
 
 NAME = "evaluate"
-HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH (beats, AF) tasks; embedding evidence"
-TASKS = ("synthetic", "snomed", "mitdb", "mitdb_af", "evidence")
+HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH (beats, AF, window) tasks; embedding evidence"
+TASKS = ("synthetic", "snomed", "mitdb", "mitdb_af", "mitdb_windows", "evidence")
+MITDB_TASKS = ("mitdb", "mitdb_af", "mitdb_windows")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", metavar="DIR", type=Path,
                         help="labelled synthetic cohort for the synthetic/evidence tasks (default: generate [synth] "
                              "with evaluate.synth_seed)")
-    parser.add_argument("--train", metavar="RECORDS", help="MIT-BIH training records: DS1, names (101,106) or paths (default DS1)")
-    parser.add_argument("--test", metavar="RECORDS", help="MIT-BIH test records, e.g. DS2 (default: cross-validate the training records by record)")
+    parser.add_argument("--data", metavar="DIR", type=Path,
+                        help="MIT-BIH-format folder (.hea/.dat/.atr) for the mitdb* tasks (default evaluate.mitdb_dir, "
+                             "else the shared MIT-BIH DS1 records)")
+    parser.add_argument("--train", metavar="RECORDS",
+                        help="MIT-BIH training records: names in --data (101,106), DS1, paths or a folder (default: every "
+                             "annotated record of --data that is not a test record)")
+    parser.add_argument("--test-data", metavar="DIR", type=Path,
+                        help="fit the probe on the training records and score it on this folder's annotated records "
+                             "(or on the --test names in it)")
+    parser.add_argument("--test", metavar="RECORDS",
+                        help="MIT-BIH test records: names (in --test-data, else --data), DS2, paths or a folder (default: "
+                             "cross-validate the training records by record)")
     parser.add_argument("--lead", help="I | II | I,II (default evaluate.lead); MIT-BIH always uses MLII")
     parser.add_argument("--mode", choices=("probe", "finetune"), help="default evaluate.mode")
     parser.add_argument("--out", metavar="DIR", type=Path, required=True, help="results.json, PNGs, model with heads")
@@ -125,11 +136,9 @@ def untrained_encoder(config: dict[str, Any], seed: int) -> Any:
 def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, model: Any, baseline: Any,
                tasks: list[str], leads: list[str], results: dict[str, Any],
                progress: Progress) -> list[tuple[str, Any]]:
-    from clef_core.data.preprocess import PreprocessConfig
-    from clef_core.evaluation.mitdb import DS1, resolve_records
     from clef_core.evaluation.run import evaluate_evidence
     from clef_core.evaluation.sites import snomed_site, synthetic_site
-    from clef_core.evaluation.tasks import evidence_inputs, mitdb_af_task, mitdb_task, snomed_tasks, synthetic_task
+    from clef_core.evaluation.tasks import evidence_inputs, snomed_tasks, synthetic_task
     from clef_core.paths import shared_data_dir
 
     work = args.work or args.out / "data"
@@ -156,29 +165,66 @@ def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, mod
             prepared = snomed_site(cfg, settings, work, progress=bars)
             for task in snomed_tasks(prepared, lead, settings.min_per_class):
                 trained.append(_score(task, model.encoder, baseline, settings, results, progress))
-    if "mitdb" in tasks and _available(shared_data_dir("mitdb", settings.mitdb_dir), args.task, results, "mitdb"):
-        root = shared_data_dir("mitdb", settings.mitdb_dir)
-        present = [n for n in DS1 if (root / f"{n}.hea").is_file()]
-        if not args.train and not present:
-            raise FileNotFoundError(f"mitdb task: no DS1 record in {root} (give --train RECORDS)")
-        train = resolve_records(args.train or present, root)
-        test = resolve_records(args.test, root) if args.test else None
-        progress.say(f"reading MIT-BIH beats of {len(train)} training records")
-        task = mitdb_task(train, test, PreprocessConfig.from_dict(model.preprocess), settings.mitdb_beats_per_class,
-                          settings.seed)
+    mitdb_tasks = [t for t in MITDB_TASKS if t in tasks]
+    if mitdb_tasks:
+        records = _mitdb_records(args, settings, results, mitdb_tasks)
+        if records is not None:
+            trained += _mitdb_tasks(mitdb_tasks, *records, model, baseline, settings, results, progress)
+    return trained
+
+
+def _mitdb_records(args: argparse.Namespace, settings: Any, results: dict[str, Any], names: list[str]
+                   ) -> tuple[list[Path], list[Path] | None] | None:
+    """(training records, test records or None) of the MIT-BIH tasks: the records of ``--data`` (or
+    ``--train``) and of ``--test-data`` / ``--test``; None when the default folder is absent under
+    ``--task all`` (noted in ``results``). A folder given on the command line must exist."""
+    from clef_core.evaluation.mitdb import annotated_records, resolve_records
+    from clef_core.paths import shared_data_dir
+
+    if args.data is not None and not args.data.is_dir():
+        raise FileNotFoundError(f"--data: folder not found: {args.data}")
+    data = args.data or shared_data_dir("mitdb", settings.mitdb_dir)
+    if not all([_available(data, args.task, results, name) for name in names]):
+        return None
+    test = None
+    if args.test_data is not None:
+        if not args.test_data.is_dir():
+            raise FileNotFoundError(f"--test-data: folder not found: {args.test_data}")
+        test = resolve_records(args.test or [str(args.test_data)], args.test_data)
+    elif args.test:
+        test = resolve_records(args.test, data)
+    if args.train:
+        train = resolve_records(args.train, data)
+    else:
+        held_out = {p.resolve() for p in test or []}
+        train = [p for p in annotated_records(data) if p.resolve() not in held_out]
+        if not train:
+            raise FileNotFoundError(f"mitdb tasks: no MIT-BIH-format record (NAME.hea + NAME.atr) in {data}"
+                                    + (" besides the test records" if held_out else "") + " (give --data DIR or --train)")
+    return train, test
+
+
+def _mitdb_tasks(names: list[str], train: list[Path], test: list[Path] | None, model: Any, baseline: Any,
+                 settings: Any, results: dict[str, Any], progress: Progress) -> list[tuple[str, Any]]:
+    """Score the MIT-BIH tasks ``names`` on ``train`` records (cross-validated by record, or fitted on
+    them and scored on ``test``); what each task read goes into ``results[<task>_data]``."""
+    from clef_core.data.preprocess import PreprocessConfig
+    from clef_core.evaluation.tasks import mitdb_af_task, mitdb_task, mitdb_windows_task
+
+    pre = PreprocessConfig.from_dict(model.preprocess)
+    protocol = f"fit on {len(train)}, scored on {len(test)} test records" if test else \
+        f"{settings.folds}-fold cross-validation by record over {len(train)} records"
+    trained = []
+    for name in names:
+        progress.say(f"reading MIT-BIH {name} windows ({protocol})")
+        if name == "mitdb":
+            task = mitdb_task(train, test, pre, settings.mitdb_beats_per_class, settings.seed)
+        elif name == "mitdb_af":
+            task = mitdb_af_task(train, pre, settings.mitdb_af_windows_per_class, settings.seed, test=test)
+        else:
+            task = mitdb_windows_task(train, pre, settings.mitdb_window_stride_s, test=test)
         trained.append(_score(task, model.encoder, baseline, settings, results, progress))
-        results["mitdb_data"] = {"train": task.info, "test": task.test.info if task.test is not None else None}
-    if "mitdb_af" in tasks and _available(shared_data_dir("mitdb", settings.mitdb_dir), args.task, results, "mitdb_af"):
-        root = shared_data_dir("mitdb", settings.mitdb_dir)
-        records = resolve_records(args.train, root) if args.train else \
-            [root / n for n in DS1 if (root / f"{n}.hea").is_file()]
-        if not records:
-            raise FileNotFoundError(f"mitdb_af task: no DS1 record in {root} (give --train RECORDS)")
-        progress.say(f"reading MIT-BIH AF windows of {len(records)} records")
-        task = mitdb_af_task(records, PreprocessConfig.from_dict(model.preprocess),
-                             settings.mitdb_af_windows_per_class, settings.seed)
-        trained.append(_score(task, model.encoder, baseline, settings, results, progress))
-        results["mitdb_af_data"] = task.info
+        results[f"{name}_data"] = {"train": task.info, "test": task.test.info if task.test is not None else None}
     return trained
 
 

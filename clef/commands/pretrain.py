@@ -16,8 +16,9 @@ HELP = "pretrain an encoder centrally with the CLEF loss; resumes when RUN_DIR h
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--cohort", metavar="DIR", type=Path,
-                        help="MIMIC-IV-ECG layout root or folder of WFDB records (default: synthesise [synth] into the work folder)")
+    parser.add_argument("--cohort", metavar="DIR", type=Path, nargs="+",
+                        help="MIMIC-IV-ECG layout root(s) or folder(s) of WFDB records; several folders are pretrained on "
+                             "as one cohort, ids prefixed by folder name (default: synthesise [synth] into the work folder)")
     parser.add_argument("--out", metavar="RUN_DIR", type=Path, required=True,
                         help="run folder: metrics.jsonl, train_state.pt, final_model.pt")
     parser.add_argument("--work", metavar="DIR", type=Path,
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     loss = "n/a" if math.isnan(result.final_loss) else f"{result.final_loss:.4f}"
     resumed = f" (resumed at epoch {result.resumed_from_epoch})" if result.resumed_from_epoch is not None else ""
     skipped = summary.get("skipped")
-    print(f"cohort       {site.root} ({site.layout})")
+    folders = args.cohort if args.cohort and len(args.cohort) > 1 else [site.root]
+    print(f"cohort       {', '.join(str(f) for f in folders)} ({site.layout})")
     print(f"records      {summary.get('records')} used, {'?' if skipped is None else skipped} skipped"
           + (f" (see {site.skip_report})" if site.skip_report else ""))
     print(f"patients     {summary.get('subjects')}, risk known for {_pct(summary.get('risk_known'))} of records")

@@ -100,16 +100,30 @@ class BeatSet:
     counts: dict[str, dict[str, dict[str, int]]]
 
 
+def annotated_records(folder: str | Path) -> list[Path]:
+    """Every record of an MIT-BIH-format ``folder`` (not recursive) that has a header and reference
+    annotations (``NAME.hea`` + ``NAME.atr``), sorted by name; paths without extension."""
+    folder = Path(folder)
+    return sorted(p.with_suffix("") for p in folder.glob("*.atr") if p.with_suffix(".hea").is_file())
+
+
 def resolve_records(spec: str | Sequence[str], root: str | Path) -> list[Path]:
-    """Record paths (without extension) from "DS1", "DS2", names ("101,106") or paths; names
-    are looked up in ``root``. Unknown records are an error naming them."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    """Record paths (without extension) from "DS1", "DS2", names ("101,106"), paths or folders (a
+    folder stands for its :func:`annotated_records`); names are looked up in ``root``. Unknown
+    records and folders without an annotated record are errors naming them."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
     names: list[str] = []
     for item in items:
         names.extend(DS1 if item.upper() == "DS1" else DS2 if item.upper() == "DS2" else [item])
     paths, missing = [], []
     for name in names:
         p = Path(name)
+        if p.is_dir():
+            found = annotated_records(p)
+            if not found:
+                raise FileNotFoundError(f"MIT-BIH records: no record with a .hea and an .atr file in folder {p}")
+            paths.extend(found)
+            continue
         p = p.with_suffix("") if p.suffix in (".hea", ".dat", ".atr") else p
         if not p.with_name(p.name + ".hea").is_file():
             p = Path(root) / name
@@ -117,6 +131,15 @@ def resolve_records(spec: str | Sequence[str], root: str | Path) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"MIT-BIH record(s) not found: {', '.join(m.name for m in missing)} (looked in {root})")
     return paths
+
+
+def check_disjoint(train: Sequence[Path], test: Sequence[Path]) -> None:
+    """An error naming the records that are both training and test records (by name: a record copied
+    into another folder is the same patient; rename a record of another database that reuses a name)."""
+    overlap = sorted({p.name for p in train} & {p.name for p in test})
+    if overlap:
+        raise ValueError(f"MIT-BIH: record(s) {overlap} are both training and test records (a probe would be scored "
+                         "on patients it was fitted on)")
 
 
 def load_beats(

@@ -50,25 +50,53 @@ def load_windows(records: Sequence[Path], cfg: PreprocessConfig, stride_s: float
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
 
 
-def record_cv_auroc(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, l2: float, folds: int = 5, seed: int = 0
-                    ) -> dict[str, float]:
-    """Per-label AUROC of a logistic probe scored by record-grouped K-fold CV (pooled out-of-fold
-    scores; features standardised on each fold's training rows). NaN for a label whose positives
-    sit in fewer than two records (no split can both fit and score it)."""
-    from clef_core.evaluation.label_efficiency import fit_logistic_grid, weighted_auroc
+def record_cv_scores(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, l2: float, folds: int = 5, seed: int = 0,
+                     fraction: float = 1.0, subsample: int = 0) -> np.ndarray:
+    """Out-of-fold logistic probe scores (N, C), folds by record (:func:`group_folds`, stratified by
+    the records' positives), features standardised on each fold's training rows. With ``fraction`` < 1
+    each fold's probe is fitted on that share of its training windows, a uniform draw seeded by
+    (``seed``, ``subsample``, fold): every encoder scored with the same arguments sees the same
+    labelled windows, so differences between encoders are paired."""
     from clef_core.evaluation.splits import group_folds
 
+    if not 0 < fraction <= 1:
+        raise ValueError(f"record_cv_scores: fraction must lie in (0, 1], got {fraction}")
     x = np.asarray(emb, np.float64)
     scores = np.full(y.shape, np.nan)
-    for test_rows in group_folds(groups, folds, seed, y):
-        train = np.ones(len(x), bool)
-        train[test_rows] = False
-        mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-        xs = (x - mean) / np.where(std > 1e-8, std, 1.0)
-        W, b = fit_logistic_grid(xs[train], y[train], [l2])
-        scores[test_rows] = xs[test_rows] @ W[0].T + b[0]
+    for k, test_rows in enumerate(group_folds(groups, folds, seed, y)):
+        train = np.setdiff1d(np.arange(len(x)), test_rows)
+        if fraction < 1:
+            rng = np.random.default_rng([seed, subsample, k, 0x3D8])
+            train = np.sort(rng.choice(train, max(int(np.ceil(fraction * len(train))), 2), replace=False))
+        scores[test_rows] = fit_and_score(x[train], y[train], x[test_rows], l2)
+    return scores
+
+
+def fit_and_score(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, l2: float) -> np.ndarray:
+    """Scores (M, C) of ``x_score`` by one logistic probe per label fitted on (``x_fit``, ``y_fit``) (mean BCE +
+    l2/(2n) ||w||^2 on features standardised with the fitted rows' mean and SD)."""
+    from clef_core.evaluation.label_efficiency import fit_logistic_grid
+
+    mean, std = x_fit.mean(axis=0), x_fit.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+    W, b = fit_logistic_grid((x_fit - mean) / std, y_fit, [l2])
+    return ((np.asarray(x_score, np.float64) - mean) / std) @ W[0].T + b[0]
+
+
+def label_aurocs(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """AUROC per :data:`WINDOW_LABELS` column; NaN for a label whose positives sit in fewer than two
+    records (record-grouped cross-validation cannot both fit and score it)."""
+    from clef_core.evaluation.label_efficiency import weighted_auroc
+
     out = {}
     for k, name in enumerate(WINDOW_LABELS):
         pos_records = len(np.unique(groups[y[:, k] == 1]))
         out[name] = float(weighted_auroc(scores[:, k], y[:, k])[0]) if pos_records >= 2 else float("nan")
     return out
+
+
+def record_cv_auroc(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, l2: float, folds: int = 5, seed: int = 0
+                    ) -> dict[str, float]:
+    """Per-label AUROC of :func:`record_cv_scores` (pooled out-of-fold scores); NaN for a label whose
+    positives sit in fewer than two records (no split can both fit and score it)."""
+    return label_aurocs(record_cv_scores(emb, y, groups, l2, folds, seed), y, groups)

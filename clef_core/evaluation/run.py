@@ -4,8 +4,8 @@ representation evidence. The ``clef evaluate`` command and the benchmark both ca
 Protocols: a probe is scored by patient-grouped K-fold cross-validation (pooled out-of-fold
 outputs) and then refitted on every row for the saved head; fine-tuning holds out
 ``test_fraction`` of the patients (one grouped split) since K encoder copies would cost K
-trainings. A task with an explicit test set (MIT-BIH ``--test``) is fitted on the training
-records and scored on the test records in both modes.
+trainings. A task with an explicit test set (MIT-BIH ``--test`` / ``--test-data``) is fitted on
+the training records and scored on the test records in both modes.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class EvalSettings:
     snomed_dir: str = ""
     mitdb_beats_per_class: int = 40
     mitdb_af_windows_per_class: int = 40
+    mitdb_window_stride_s: float = 30.0
     evidence_max_patients: int = 600
     evidence_permutations: int = 99
     max_chance_halfwidth: float = 0.1
@@ -70,6 +71,8 @@ class EvalSettings:
         if self.probe_l2 < 0 or self.min_per_class < 1 or min(self.mitdb_beats_per_class, self.mitdb_af_windows_per_class) < 0:
             raise ValueError("evaluate.probe_l2 must be >= 0, min_per_class >= 1, mitdb_beats_per_class and "
                              "mitdb_af_windows_per_class >= 0")
+        if self.mitdb_window_stride_s <= 0:
+            raise ValueError(f"evaluate.mitdb_window_stride_s must be > 0, got {self.mitdb_window_stride_s}")
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, weight_decay=self.finetune_weight_decay,
@@ -160,6 +163,8 @@ def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mo
         meta["input"] = "z-scored MLII window centred on the beat"
     elif task.name == "mitdb_af":
         meta["input"] = "z-scored back-to-back MLII window, as the device runtime cuts them"
+    elif task.name == "mitdb_windows":
+        meta["input"] = f"z-scored MLII window, one every {settings.mitdb_window_stride_s:g} s"
     kwargs = {"min_per_class": settings.min_per_class}
     encoder_out = None
     if mode == "probe":

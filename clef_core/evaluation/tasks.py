@@ -9,7 +9,12 @@
 * mitdb: MIT-BIH beats in the AAMI classes (:mod:`clef_core.evaluation.mitdb`), grouped by record.
 * mitdb_af: MIT-BIH AF per back-to-back 10 s MLII window (:mod:`clef_core.evaluation.mitdb_rhythm`),
   binary label ``af``, grouped by record.
+* mitdb_windows: MIT-BIH 10 s MLII windows with window labels any_pvc, any_sveb, af
+  (:mod:`clef_core.evaluation.mitdb_windows`), grouped by record.
 * evidence inputs: one window per patient (the index ECG) with risks, age and sex.
+
+Every MIT-BIH task takes an optional list of test records (another folder, e.g. DS2): the probe is
+then fitted on the training records and scored on those.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import pandas as pd
 
 from clef_core.data.datasets import LabelledWindows
 from clef_core.data.preprocess import PreprocessConfig, zscore
-from clef_core.evaluation.mitdb import AAMI_CLASSES, load_beats
+from clef_core.evaluation.mitdb import AAMI_CLASSES, check_disjoint, load_beats
 from clef_core.evaluation.mitdb_rhythm import load_af_windows
+from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, load_windows
 
 ID_COLUMNS = ("study_id", "subject_id", "record_id")
 
@@ -112,13 +118,7 @@ def mitdb_task(train: Sequence[Path], test: Sequence[Path] | None, preprocess: P
                               "beats_per_class_cap": beats_per_class, "per_record": beats.counts,
                               "class_counts": {c: int((beats.y == k).sum()) for k, c in enumerate(AAMI_CLASSES)}})
 
-    task = load(train, "mitdb")
-    if test:
-        overlap = set(task.groups) & {p.name for p in test}
-        if overlap:
-            raise ValueError(f"MIT-BIH: record(s) {sorted(overlap)} are in both --train and --test")
-        task.test = load(test, "mitdb_test")
-    return task
+    return _with_test(load, train, test, "mitdb")
 
 
 @dataclasses.dataclass
@@ -163,10 +163,43 @@ def evidence_inputs(site: Any, lead: str) -> EvidenceInputs:
     return EvidenceInputs(x, groups, col["risk"], col.get("risk_truth"), col["age"], col["male"], lead)
 
 
-def mitdb_af_task(records: Sequence[Path], preprocess: PreprocessConfig, per_class: int, seed: int = 0) -> TaskData:
-    """AF vs non-AF 10 s MLII windows of MIT-BIH ``records`` (binary label ``af``), grouped by record."""
-    w = load_af_windows(records, preprocess, "II", per_class, seed)
-    return TaskData("mitdb_af", "binary", ["af"], w.x, w.af[:, None], w.records, "II",
-                    info={"records": sorted(w.counts), "windows": int(len(w.af)), "af_windows": int(w.af.sum()),
-                          "af_records": sorted(r for r, c in w.counts.items() if c["af_used"]),
-                          "per_class_cap": per_class, "per_record": w.counts})
+def mitdb_af_task(records: Sequence[Path], preprocess: PreprocessConfig, per_class: int, seed: int = 0,
+                  test: Sequence[Path] | None = None) -> TaskData:
+    """AF vs non-AF 10 s MLII windows of MIT-BIH ``records`` (binary label ``af``), grouped by record;
+    ``test`` records make an explicit test set, otherwise the records are cross-validated by record."""
+
+    def load(paths: Sequence[Path], name: str) -> TaskData:
+        w = load_af_windows(paths, preprocess, "II", per_class, seed)
+        return TaskData(name, "binary", ["af"], w.x, w.af[:, None], w.records, "II",
+                        info={"records": sorted(w.counts), "windows": int(len(w.af)), "af_windows": int(w.af.sum()),
+                              "af_records": sorted(r for r, c in w.counts.items() if c["af_used"]),
+                              "per_class_cap": per_class, "per_record": w.counts})
+
+    return _with_test(load, records, test, "mitdb_af")
+
+
+def mitdb_windows_task(records: Sequence[Path], preprocess: PreprocessConfig, stride_s: float,
+                       test: Sequence[Path] | None = None) -> TaskData:
+    """MIT-BIH 10 s MLII windows every ``stride_s`` seconds with the window labels any_pvc, any_sveb and af
+    (:mod:`clef_core.evaluation.mitdb_windows`, the study's MIT-BIH tasks), grouped by record; ``test``
+    records make an explicit test set, otherwise the records are cross-validated by record."""
+
+    def load(paths: Sequence[Path], name: str) -> TaskData:
+        x, y, groups = load_windows(paths, preprocess, stride_s)
+        return TaskData(name, "binary", list(WINDOW_LABELS), zscore(x), y.astype(np.float64), groups, "II",
+                        info={"records": sorted(set(groups.tolist())), "windows": int(len(y)), "stride_s": stride_s,
+                              "positive_windows": {c: int(y[:, k].sum()) for k, c in enumerate(WINDOW_LABELS)},
+                              "positive_records": {c: sorted(set(groups[y[:, k] == 1].tolist()))
+                                                   for k, c in enumerate(WINDOW_LABELS)}})
+
+    return _with_test(load, records, test, "mitdb_windows")
+
+
+def _with_test(load: Any, train: Sequence[Path], test: Sequence[Path] | None, name: str) -> TaskData:
+    """``load(train)`` as task ``name``, with ``load(test)`` as its explicit test set when given."""
+    if test:
+        check_disjoint(train, test)
+    task = load(train, name)
+    if test:
+        task.test = load(test, f"{name}_test")
+    return task
