@@ -234,8 +234,18 @@ def _column(df: pd.DataFrame, name: str, n: int) -> tuple[np.ndarray, np.ndarray
     return raw, num
 
 
-def validate_frame(df: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Coerce the seven SCORE2 inputs of ``df`` and say, per field, what makes a row undefined.
+def validate_frame(
+    df: pd.DataFrame,
+    names: tuple[str, ...] = INPUTS,
+    age_range: tuple[float, float] = AGE_RANGE,
+    ranges: Mapping[str, tuple[float, float]] = PLAUSIBLE,
+    units: Mapping[str, str] = UNITS,
+    flags: tuple[str, ...] = ("smoking", "diabetes"),
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Coerce the inputs ``names`` of ``df`` (default: the seven SCORE2 inputs) and say, per
+    field, what makes a row undefined: a missing value, sex not male/female, a ``flags`` field
+    not 0/1, age outside ``age_range`` or another field outside its plausible ``ranges``.
+    The other risk models (clef_core.risk.frame) validate their inputs with this too.
 
     Returns (clean, why), both keyed by input name: ``clean`` holds float arrays (``sex``: an
     object array of "male"/"female"/None), invalid values set to NaN/None; ``why`` holds object
@@ -245,7 +255,7 @@ def validate_frame(df: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, n
     n = len(df)
     clean: dict[str, np.ndarray] = {}
     why: dict[str, np.ndarray] = {}
-    for name in INPUTS:
+    for name in names:
         raw, num = _column(df, name, n)
         missing = pd.isna(raw)
         reason = np.full(n, "", dtype=object)
@@ -256,13 +266,13 @@ def validate_frame(df: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, n
             clean[name], why[name] = sex, reason
             continue
         _set(reason, ~missing & np.isnan(num), f"{name} ", raw, " not a number")
-        if name in ("smoking", "diabetes"):
+        if name in flags:
             bad = ~np.isnan(num) & (num != 0.0) & (num != 1.0)
             _set(reason, bad, f"{name} ", num, " not 0/1")
         else:
-            lo, hi = AGE_RANGE if name == "age" else PLAUSIBLE[name]
+            lo, hi = age_range if name == "age" else ranges[name]
             bad = ~np.isnan(num) & ((num < lo) | (num > hi))
-            unit = "" if name == "age" else f" {UNITS[name]}"
+            unit = "" if name == "age" else f" {units[name]}"
             _set(reason, bad, f"{name} ", num, f"{unit} outside {lo:g}-{hi:g}")
         num[bad] = np.nan
         clean[name], why[name] = num, reason

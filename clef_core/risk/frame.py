@@ -25,7 +25,7 @@ import pandas as pd
 
 from clef_core.risk.models import get_model
 from clef_core.risk.settings import RiskSettings
-from clef_core.score2 import PLAUSIBLE, _column, _set, normalize_sex
+from clef_core.score2 import PLAUSIBLE, validate_frame
 
 FLAGS = ("smoking", "diabetes", "bp_treated", "statin")
 # Plausible physiological ranges (outside: a data error, not a patient) and units.
@@ -40,31 +40,7 @@ REFERENCE_FIELDS = ("sbp", "total_chol", "hdl", "smoking", "diabetes")
 
 
 def _validate(df: pd.DataFrame, names: tuple[str, ...], age_range: tuple[float, float]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    n = len(df)
-    clean: dict[str, np.ndarray] = {}
-    why: dict[str, np.ndarray] = {}
-    for name in names:
-        raw, num = _column(df, name, n)
-        missing = pd.isna(raw)
-        reason = np.full(n, "", dtype=object)
-        reason[missing] = f"{name} missing"
-        if name == "sex":
-            sex = normalize_sex(raw).to_numpy()
-            _set(reason, ~missing & pd.isna(sex), "sex ", raw, " not male/female")
-            clean[name], why[name] = sex, reason
-            continue
-        _set(reason, ~missing & np.isnan(num), f"{name} ", raw, " not a number")
-        if name in FLAGS:
-            bad = ~np.isnan(num) & (num != 0.0) & (num != 1.0)
-            _set(reason, bad, f"{name} ", num, " not 0/1")
-        else:
-            lo, hi = age_range if name == "age" else RANGES[name]
-            bad = ~np.isnan(num) & ((num < lo) | (num > hi))
-            unit = "" if name == "age" else f" {UNITS[name]}"
-            _set(reason, bad, f"{name} ", num, f"{unit} outside {lo:g}-{hi:g}")
-        num[bad] = np.nan
-        clean[name], why[name] = num, reason
-    return clean, why
+    return validate_frame(df, names, age_range, RANGES, UNITS, FLAGS)
 
 
 def _join(why: Mapping[str, np.ndarray], names: tuple[str, ...], n: int) -> np.ndarray:
