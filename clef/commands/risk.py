@@ -17,11 +17,11 @@ example: clef risk prevent age=50 sex=female sbp=160 bp_treated=1 total_chol=200
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clef_core.risk import MODEL_NAMES
-
+    # no clef_core import here: the parser is built by every command, `clef infer` included,
+    # which runs in the device's numpy-only environment; run() checks the model name
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("model", choices=MODEL_NAMES, help="risk model")
+    parser.add_argument("model", metavar="MODEL", help="risk model: score2 | prevent | pce | score2_diabetes")
     parser.add_argument("inputs", nargs="*", metavar="KEY=VALUE", help="the person's inputs and model options")
 
 
