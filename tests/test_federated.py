@@ -551,11 +551,17 @@ def _simulate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 @pytest.mark.slow
 def test_simulation_on_three_real_sites_survives_a_broken_site_and_a_killed_server(
         shared_data: Path, tmp_path: Path) -> None:
-    """PTB-XL, Ningbo and Georgia records as three hospitals plus one whose folder is absent,
-    in Flower's simulation engine: the server is killed during round 2, rerun, resumes and
-    finishes; the absent site is reported every round and never stops the run."""
+    """PTB-XL, Ningbo and Georgia records as three hospitals plus one whose signal files are gone
+    (its headers pass the check before the run; a missing folder is refused before the engine
+    starts, tests/test_run_lifecycle.py), in Flower's simulation engine: the server is killed
+    during round 2, rerun, resumes and finishes; the broken site is reported every round and
+    never stops the run."""
     sites = [link_records(tmp_path / name, shared_data / "ecg", prefix) for name, prefix in ECG_SITES.items()]
-    sites.append(tmp_path / "closed-hospital")
+    closed = tmp_path / "closed-hospital"
+    closed.mkdir()
+    for header in sorted((shared_data / "ecg").glob("*.hea"))[:2]:
+        shutil.copy(header, closed / header.name)  # without its .mat: no record can be read
+    sites.append(closed)
     from clef_core.synth import generate_cohort
 
     generate_cohort(tmp_path / "held-out", patients=40, sites=1, seed=1)  # labelled, for the server's probe

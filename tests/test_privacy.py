@@ -43,6 +43,7 @@ from clef_core.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 T = 1000  # short inputs keep the real Net1D gradients cheap
+VIEWS = ViewConfig(crop_s=T / 500 / 2.5)  # the default disjoint crops, sized to the short test window
 LOSS = LossConfig()
 
 torch.set_num_threads(1)
@@ -68,13 +69,13 @@ class Patients(Dataset):
 
 @pytest.fixture(scope="module")
 def bank() -> NegativeBank:
-    return synthetic_bank(6, 0, PreprocessConfig(window_s=T / 500), ViewConfig(), NoiseBank(500, None))
+    return synthetic_bank(6, 0, PreprocessConfig(window_s=T / 500), VIEWS, NoiseBank(500, None))
 
 
 def test_the_bank_carries_the_runs_risk_model() -> None:
     prep = PreprocessConfig(window_s=T / 500)
-    score2 = synthetic_bank(8, 3, prep, ViewConfig(), NoiseBank(500, None))
-    prevent = synthetic_bank(8, 3, prep, ViewConfig(), NoiseBank(500, None), RiskSettings(model="prevent"))
+    score2 = synthetic_bank(8, 3, prep, VIEWS, NoiseBank(500, None))
+    prevent = synthetic_bank(8, 3, prep, VIEWS, NoiseBank(500, None), RiskSettings(model="prevent"))
     # the default is the generator's true SCORE2, as before the risk models; PREVENT gives other risks
     seed = _SEED_OFFSET + 3
     truth = draw_clinical(8, make_sites(1, seed), seed, records_per_patient=(1, 1)).subjects["score2"].to_numpy()
