@@ -140,8 +140,10 @@ def test_ctrl_c_prints_one_line_leaves_an_interrupted_resumable_run_and_no_orpha
     out = tmp_path / "run"
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "clef", "simulate", "--out", str(out), *TINY]
+    # its own process group, as a shell's foreground job; SIGINT at its default even when the tests
+    # run in a background job (which starts with SIGINT ignored, and so would its children)
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as a shell's foreground job
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []
