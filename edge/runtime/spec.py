@@ -25,6 +25,7 @@ everything here is plain numbers so the device needs neither scipy nor torch::
       "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid",
                        "lead": "II",           # run on windows of this lead only (null: any lead)
                        "task": "mitdb_af", "metric": "auroc", "value": 0.74,   # validation, informative
+                       "near_chance": "near chance: ...",   # only on a head shipped with --force-heads
                        "operating_points": {label: {"probability_threshold": 0.23, "sensitivity": 0.9,
                                                     "specificity": 0.4, "calibrated": true,
                                                     "calibration": {"method": "platt", "a": 1.1, "b": -0.4,
@@ -78,6 +79,7 @@ class Head:
     task: str | None = None
     metric: str | None = None
     value: float | None = None
+    near_chance: str | None = None  # why, when shipped with clef export --force-heads
 
     def applies_to(self, lead: str | None) -> bool:
         return self.lead is None or (lead is not None and lead_key(self.lead) == lead_key(lead))
@@ -98,6 +100,8 @@ class Head:
         val = (f", validation {self.metric} {self.value:.3f}" if self.metric and isinstance(self.value, (int, float))
                else "")
         text = f"head {name} ({where}{val}): "
+        if self.near_chance:
+            text += f"NEAR CHANCE ({self.near_chance}; shipped with --force-heads): "
         if self.activation not in ("sigmoid", "softmax"):
             return text + "a regression output"
         if not self.operating_points:
@@ -212,7 +216,8 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
                 raise SpecError(f"{where}: head '{name}' label '{label}': calibration needs numbers 'a' and 'b'")
         value = h.get("value")
         heads[str(name)] = Head(labels, w, b, act, lead=h.get("lead"), operating_points=ops, task=h.get("task"),
-                                metric=h.get("metric"), value=float(value) if isinstance(value, (int, float)) else None)
+                                metric=h.get("metric"), value=float(value) if isinstance(value, (int, float)) else None,
+                                near_chance=str(h["near_chance"]) if h.get("near_chance") else None)
     sample_rate = float(_need(d, "sample_rate", where))
     window_s = float(_need(d, "window_s", where))
     if sample_rate <= 0 or window_s <= 0 or abs(sample_rate * window_s - round(sample_rate * window_s)) > 1e-6:
