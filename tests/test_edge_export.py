@@ -342,6 +342,7 @@ def test_heads_run_only_on_their_lead_and_export_chooses_what_ships(tiny_checkpo
     add_head(ckpt, "af_I", torch.nn.Linear(256, 1), ["af"], meta={"lead": "I", "task": "mitdb_af"})
     add_head(ckpt, "synth_II", torch.nn.Linear(256, 2), ["a", "b"], meta={"lead": "II", "task": "synthetic"})
     add_head(ckpt, "af_250", torch.nn.Linear(256, 1), ["af"], meta={"lead": "II", "preprocess": {"sample_rate": 250}})
+    add_head(ckpt, "weak_II", torch.nn.Linear(256, 1), ["af"], meta={"lead": "II", "metric": "mean_auroc", "value": 0.55})
     notes: list[str] = []
     opts = ExportOptions(calibration=shared_data / "ecg", tflite=False, report_data=None, leads=("II",), **FAST)
     report = export_model(ckpt, tmp_path / "out", opts, log=notes.append)
@@ -349,6 +350,8 @@ def test_heads_run_only_on_their_lead_and_export_chooses_what_ships(tiny_checkpo
     assert "not exported" in report["heads"]["dropped"]["af_I"] and "synthetic" in report["heads"]["dropped"]["synth_II"]
     assert any("head af_I not shipped: fitted on lead I" in n for n in notes), notes
     assert report["heads"]["dropped"]["af_250"] == "fitted on other preprocessing: sample_rate 250 (the model's 500)"
+    assert report["heads"]["dropped"]["weak_II"] == ("near chance: validation mean_auroc 0.550 < 0.6 "
+                                                     "(--force-heads ships it, labelled near chance)")
     assert report["heads"]["shipped"]["af_II"]["operating_points"]["af"]["sensitivity"] == 0.9
 
     model = str(tmp_path / "out" / "model.onnx")
@@ -366,6 +369,14 @@ def test_heads_run_only_on_their_lead_and_export_chooses_what_ships(tiny_checkpo
         export_model(ckpt, tmp_path / "out2", dataclasses.replace(opts, heads=("nope",)), log=lambda _: None)
     report = export_model(ckpt, tmp_path / "out3", dataclasses.replace(opts, heads=("synth_II",)), log=lambda _: None)
     assert set(report["heads"]["shipped"]) == {"synth_II"} and report["heads"]["dropped"]["af_II"] == "not named in --heads"
+    # --force-heads ships the near-chance head, labelled in the report and on the device
+    forced = dataclasses.replace(opts, heads=("weak_II",), force_heads=True)
+    report = export_model(ckpt, tmp_path / "out4", forced, log=lambda _: None)
+    assert report["heads"]["shipped"]["weak_II"]["near_chance"] == "near chance: validation mean_auroc 0.550 < 0.6"
+    weak = clef("infer", str(tmp_path / "out4" / "model.onnx"), str(shared_data / "ecg" / "HR06000"), "--lead", "II")
+    assert weak.returncode == 0, weak.stderr
+    assert ("head weak_II (lead II, validation mean_auroc 0.550): NEAR CHANCE (near chance: validation mean_auroc "
+            "0.550 < 0.6; shipped with --force-heads)") in weak.stderr
 
 
 def test_export_without_tflite_venv_says_how_to_make_it(tiny_checkpoint, tmp_path, shared_data):

@@ -292,3 +292,24 @@ def test_noise_rule_and_range_check(spec):
     x[12_345] = 31.0  # one sample beyond the store's 30 mV: its window only
     out = list(windows_of(x, 500, spec))
     assert out[2].skipped.startswith("out_of_range: 31.0 mV at 24.69 s") and out[1].x is not None
+
+
+def test_calibrated_head_prints_a_platt_probability_and_decides_on_it(spec_dict):
+    """A shipped Platt map turns the head's logit into sigmoid(a z + b); the decision is taken on
+    that probability at the operating threshold, and the head says it is calibrated and on what."""
+    cal = {"method": "platt", "a": 2.0, "b": -3.0, "n_records": 18, "brier_before": 0.2, "brier_after": 0.1}
+    op = {"probability_threshold": 0.3, "target_sensitivity": 0.9, "sensitivity": 0.88, "specificity": 0.6,
+          "n_pos": 40, "n_neg": 60, "calibrated": True, "calibration": cal}
+    head = {"labels": ["af"], "weight": [[1.0, 0.0]], "bias": [0.5], "activation": "sigmoid", "lead": "II",
+            "metric": "auroc", "value": 0.8, "operating_points": {"af": op}}
+    h = spec_from_dict({**spec_dict, "heads": {"af_II": head}}).heads["af_II"]
+    for z in (-1.0, 1.0, 1.2, 3.0):
+        p = h(np.array([z - 0.5, 7.0]))
+        assert p[0] == pytest.approx(1 / (1 + np.exp(-(2.0 * z - 3.0))))
+        assert h.decisions(p) == {"af": bool(p[0] >= 0.3)}
+    text = h.describe("af_II")
+    assert "a calibrated probability" in text and "calibrated (Platt) on 18 held-out records" in text
+    assert "sensitivity 0.88, specificity 0.60" in text
+    bad = {**op, "calibration": {"method": "platt", "a": "x"}}
+    with pytest.raises(SpecError, match="head 'af_II' label 'af': calibration needs numbers"):
+        spec_from_dict({**spec_dict, "heads": {"af_II": {**head, "operating_points": {"af": bad}}}})

@@ -231,10 +231,15 @@ def _mitdb_tasks(names: list[str], train: list[Path], test: list[Path] | None, m
 def _score(task: Any, encoder: Any, baseline: Any, settings: Any, results: dict[str, Any],
            progress: Progress) -> tuple[str, Any]:
     """Score ``task`` with the trained encoder (and the untrained baseline); its key is name_lead."""
-    from clef_core.evaluation.run import evaluate_task
+    from clef_core.evaluation.run import evaluate_task, expected_probe_seconds
 
     key = f"{task.name}_{task.lead}"
     what = f"{key}: {settings.mode} on {len(task)} rows, {len(task.labels)} {'classes' if task.kind == 'multiclass' else 'labels'}"
+    if settings.mode == "probe" and not progress.quiet:
+        passes = 1 if baseline is None else 2
+        seconds, per, n = expected_probe_seconds(encoder, task, passes)
+        progress.say(f"{key}: expected about {seconds:.{0 if seconds >= 10 else 1}f} s ({'2 x ' if passes == 2 else ''}{n} windows at "
+                     f"{per * 1000:.0f} ms each, timed on the first windows; probe fits not counted)")
     progress.say(f"{what}, trained encoder")
     result = evaluate_task(encoder, task, settings, say=lambda m: progress.say(f"{key}: {m}"))
     progress.say(f"{key}: {_headline_text(result.metrics)} in {result.seconds:.0f} s")

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", metavar="NAME[,NAME]",
                         help="task heads to ship (default: every head of an exported lead except those fitted on "
                              "synthetic labels; 'none' ships none)")
+    parser.add_argument("--force-heads", action="store_true",
+                        help="also ship heads whose validation AUROC is near chance (< 0.6), labelled "
+                             "'near chance' in export_report.json and on the device")
     parser.add_argument("--per-channel", action="store_true",
                         help="per-channel int8 weights in the .tflite (default per-tensor: ~100 KiB smaller, "
                              "same measured fidelity)")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         {"report_data": None if args.report_data.lower() == "none" else Path(args.report_data)}
     opts = ExportOptions(calibration=cal[0] if cal and len(cal) == 1 else cal, **extra,
                          leads=tuple(x.strip() for x in args.leads.split(",") if x.strip()),
-                         heads=_head_names(args.heads), per_tensor=not args.per_channel, tflite=not args.no_tflite, split_parts=args.split_parts)
+                         heads=_head_names(args.heads), force_heads=args.force_heads, per_tensor=not args.per_channel, tflite=not args.no_tflite, split_parts=args.split_parts)
     try:
         report = export_model(args.checkpoint, args.out, opts)
     except (CheckpointError, ExportError, ValueError, OSError) as exc:

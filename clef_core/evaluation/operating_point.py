@@ -10,8 +10,11 @@ windows of unseen records, AUROC 0.73, none above 0.5). So a binary head ships w
   threshold chosen on the *other* groups' out-of-fold decisions (the group and its threshold never
   meet), pooled over groups.
 
-The score stays a ranking score, not a calibrated probability (no Platt / isotonic step here);
-the device says so beside each decision.
+* ``calibration``: a Platt map ``p = sigmoid(a * logit + b)`` fitted on the same out-of-fold
+  decisions (evaluation/calibration.py), with its Brier score / log loss before and after measured
+  leave-one-group-out; ``probability_threshold`` is then the threshold on that calibrated
+  probability (the map is increasing, so the decisions are the same as on the logit). Where no map
+  can be fitted the score stays a ranking score (``calibrated: false``) and the device says so.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from clef_core.evaluation.calibration import platt_calibration, sigmoid
 
 
 def threshold_at_sensitivity(y: np.ndarray, score: np.ndarray, target: float) -> float:
@@ -32,7 +37,8 @@ def threshold_at_sensitivity(y: np.ndarray, score: np.ndarray, target: float) ->
 
 def operating_point(y: np.ndarray, score: np.ndarray, groups: np.ndarray, target: float) -> dict[str, Any]:
     """The operating point of out-of-fold decisions ``score`` (logits) for 0/1 labels ``y``
-    (module docstring); ``threshold`` and ``probability_threshold`` (its sigmoid) are the ones to ship."""
+    (module docstring); ``threshold`` (on the logit) and ``probability_threshold`` (on the calibrated
+    probability, or the raw sigmoid where no calibration could be fitted) are the ones to ship."""
     y, score, groups = np.asarray(y).astype(int), np.asarray(score, np.float64), np.asarray(groups)
     flagged = np.zeros(len(y), dtype=bool)
     measured = np.zeros(len(y), dtype=bool)
@@ -44,15 +50,18 @@ def operating_point(y: np.ndarray, score: np.ndarray, groups: np.ndarray, target
             measured[inside] = True
     t = threshold_at_sensitivity(y, score, target)
     pos, neg = measured & (y == 1), measured & (y == 0)
+    cal = platt_calibration(y, score, groups)
+    a, b = (cal["a"], cal["b"]) if cal else (1.0, 0.0)
     return {
         "target_sensitivity": target,
         "threshold": t,
-        "probability_threshold": 1.0 / (1.0 + math.exp(-t)) if not math.isnan(t) else None,
+        "probability_threshold": float(sigmoid(np.float64(a * t + b))) if not math.isnan(t) else None,
         "sensitivity": float(flagged[pos].mean()) if pos.any() else None,
         "specificity": float((~flagged[neg]).mean()) if neg.any() else None,
         "n_pos": int(pos.sum()),
         "n_neg": int(neg.sum()),
         "chosen_on": "out-of-fold decisions of the grouped cross-validation",
         "measured_on": "each record group with the threshold chosen on the other groups",
-        "calibrated": False,
+        "calibrated": cal is not None,
+        "calibration": cal,
     }

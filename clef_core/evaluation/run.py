@@ -135,6 +135,26 @@ def quarter_progress(say: Callable[[str], None] | None, what: str) -> Callable[[
     return on_batch
 
 
+def seconds_per_window(encoder: nn.Module, x: np.ndarray, sample: int = 8) -> float:
+    """Wall seconds ``embed`` takes per window of ``x``, timed on its first ``sample`` windows after
+    a one-window warm-up (the basis of ``clef evaluate``'s expected duration)."""
+    if not len(x):
+        return 0.0
+    embed(encoder, x[:1], batch_size=1)
+    n = min(sample, len(x))
+    started = time.perf_counter()
+    embed(encoder, x[:n], batch_size=n)
+    return (time.perf_counter() - started) / n
+
+
+def expected_probe_seconds(encoder: nn.Module, task: TaskData, passes: int = 1) -> tuple[float, float, int]:
+    """``(seconds, seconds per window, windows)`` a probe evaluation of ``task`` is expected to spend
+    embedding: every training and test window, ``passes`` times (2 with the untrained baseline)."""
+    n = len(task) + (len(task.test) if task.test is not None else 0)
+    per = seconds_per_window(encoder, task.x)
+    return per * n * passes, per, n
+
+
 def binary_operating_points(task: TaskData, decision: np.ndarray, target: float) -> dict[str, dict[str, Any]]:
     """Per label, the threshold of the out-of-fold ``decision`` at sensitivity ``target`` and its
     sensitivity / specificity on record groups it was not chosen on (evaluation/operating_point.py)."""

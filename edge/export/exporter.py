@@ -79,6 +79,7 @@ class ExportOptions:
     cuts: int = 2
     float_tflite: bool = False  # also model_fp32.tflite (benchmarks)
     heads: tuple[str, ...] | None = None  # heads to ship (clef export --heads); None: all but synthetic-label ones
+    force_heads: bool = False  # ship near-chance heads too, labelled as such (clef export --force-heads)
     split_parts: int = 1  # > 1: stem and first block's conv + Swish in channel slices (TFLM arena; exact)
     # report-only fidelity on other data (default MIT-BIH lead II), beside the gate; None skips it
     report_data: Path | None = field(default_factory=default_report_data)
@@ -99,12 +100,26 @@ def preprocess_mismatch(head_pre: dict | None, model_pre: dict) -> str | None:
     return f"fitted on other preprocessing: {', '.join(diff)}" if diff else None
 
 
+NEAR_CHANCE_AUROC = 0.6  # a head validated below this AUROC is near chance (refused unless forced)
+
+
+def near_chance(meta: dict) -> str | None:
+    """Why a head is near chance, or None: its validation AUROC (meta ``metric`` naming an AUROC,
+    ``value``: for ``clef evaluate``'s cross-validated probes the pooled out-of-fold, record-grouped
+    AUROC) is below ``NEAR_CHANCE_AUROC``. A head that records no AUROC is not judged."""
+    metric, value = str(meta.get("metric") or ""), meta.get("value")
+    if "auroc" in metric and isinstance(value, (int, float)) and value < NEAR_CHANCE_AUROC:
+        return f"near chance: validation {metric} {value:.3f} < {NEAR_CHANCE_AUROC:g}"
+    return None
+
+
 def select_heads(heads: dict, leads: tuple[str, ...], names: tuple[str, ...] | None,
-                 preprocess: dict | None = None) -> tuple[dict, dict[str, str]]:
+                 preprocess: dict | None = None, force: bool = False) -> tuple[dict, dict[str, str]]:
     """``(heads that ship, {dropped head: why})``. ``names`` (``clef export --heads``) chooses; by
     default every head ships except those fitted on synthetic labels. A head fitted on one lead
     (its meta ``lead``) ships only when that lead is exported: the device runs it on that lead only;
-    a head whose meta ``preprocess`` differs from the model's ``preprocess`` does not ship."""
+    a head whose meta ``preprocess`` differs from the model's ``preprocess`` does not ship; a head
+    near chance (``near_chance``) ships only with ``force`` (``--force-heads``), labelled as such."""
     unknown = sorted(set(names or ()) - set(heads))
     if unknown:
         raise ExportError(f"--heads: no head {', '.join(unknown)} in the checkpoint (it has: "
@@ -120,6 +135,8 @@ def select_heads(heads: dict, leads: tuple[str, ...], names: tuple[str, ...] | N
             dropped[name] = f"fitted on lead {lead}, which is not exported (--leads {','.join(leads)})"
         elif why := preprocess_mismatch(h.meta.get("preprocess"), preprocess or {}):
             dropped[name] = why
+        elif (why := near_chance(h.meta)) and not force:
+            dropped[name] = f"{why} (--force-heads ships it, labelled near chance)"
         else:
             kept[name] = h
     return kept, dropped
@@ -138,6 +155,8 @@ def heads_json(heads: dict) -> dict[str, dict[str, Any]]:
         for key in ("task", "metric", "value", "protocol", "operating_points", "preprocess"):
             if h.meta.get(key) is not None:
                 entry[key] = h.meta[key]
+        if why := near_chance(h.meta):
+            entry["near_chance"] = why
         out[name] = entry
     return out
 
@@ -227,7 +246,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, opts: ExportOption
     t0 = time.time()
     lm = load_model(checkpoint)
     encoder = lm.encoder.eval()
-    shipped, dropped = select_heads(lm.heads, opts.leads, opts.heads, lm.preprocess)
+    shipped, dropped = select_heads(lm.heads, opts.leads, opts.heads, lm.preprocess, opts.force_heads)
     for name, why in dropped.items():
         log(f"clef export: head {name} not shipped: {why}")
     heads = heads_json(shipped)

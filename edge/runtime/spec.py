@@ -25,8 +25,12 @@ everything here is plain numbers so the device needs neither scipy nor torch::
       "heads": {name: {"labels": [...], "weight": [[...]], "bias": [...], "activation": "sigmoid",
                        "lead": "II",           # run on windows of this lead only (null: any lead)
                        "task": "mitdb_af", "metric": "auroc", "value": 0.74,   # validation, informative
+                       "near_chance": "near chance: ...",   # only on a head shipped with --force-heads
                        "operating_points": {label: {"probability_threshold": 0.23, "sensitivity": 0.9,
-                                                    "specificity": 0.4, "calibrated": false, ...}}}}
+                                                    "specificity": 0.4, "calibrated": true,
+                                                    "calibration": {"method": "platt", "a": 1.1, "b": -0.4,
+                                                                    "n_records": 18, ...}, ...}}}}
+                                     # a calibrated label's probability is sigmoid(a * logit + b)
     }
 """
 
@@ -75,12 +79,18 @@ class Head:
     task: str | None = None
     metric: str | None = None
     value: float | None = None
+    near_chance: str | None = None  # why, when shipped with clef export --force-heads
 
     def applies_to(self, lead: str | None) -> bool:
         return self.lead is None or (lead is not None and lead_key(self.lead) == lead_key(lead))
 
+    def platt(self, label: str) -> tuple[float, float] | None:
+        """``(a, b)`` of the label's Platt map (clef_core/evaluation/calibration.py), if it ships one."""
+        cal = self.operating_points.get(label, {}).get("calibration") if self.activation == "sigmoid" else None
+        return (float(cal["a"]), float(cal["b"])) if isinstance(cal, dict) else None
+
     def decisions(self, scores: np.ndarray) -> dict[str, bool]:
-        """``{label: score >= its operating point's threshold}`` for the labels that have one."""
+        """``{label: probability >= its operating point's threshold}`` for the labels that have one."""
         return {label: bool(p >= self.operating_points[label]["probability_threshold"])
                 for label, p in zip(self.labels, scores) if label in self.operating_points}
 
@@ -90,6 +100,8 @@ class Head:
         val = (f", validation {self.metric} {self.value:.3f}" if self.metric and isinstance(self.value, (int, float))
                else "")
         text = f"head {name} ({where}{val}): "
+        if self.near_chance:
+            text += f"NEAR CHANCE ({self.near_chance}; shipped with --force-heads): "
         if self.activation not in ("sigmoid", "softmax"):
             return text + "a regression output"
         if not self.operating_points:
@@ -97,16 +109,24 @@ class Head:
                            "threshold (uncalibrated)")
         parts = []
         for label, op in self.operating_points.items():
-            cal = "" if op.get("calibrated") else "uncalibrated score, "
-            parts.append(f"'{label}' decided at score >= {op['probability_threshold']:.3g} ({cal}target sensitivity "
-                         f"{op['target_sensitivity']:g}; measured sensitivity {_fmt(op.get('sensitivity'))}, "
-                         f"specificity {_fmt(op.get('specificity'))} on {op.get('n_pos', '?')}+{op.get('n_neg', '?')} "
-                         f"held-out windows)")
-        return text + "a ranking score, not a calibrated probability; " + "; ".join(parts)
+            cal = op.get("calibration") if self.platt(label) else None
+            how = (f"probability calibrated (Platt) on {cal.get('n_records', '?')} held-out records, Brier "
+                   f"{_fmt(cal.get('brier_before'), 3)} -> {_fmt(cal.get('brier_after'), 3)}; " if cal
+                   else "uncalibrated score, ")
+            parts.append(f"'{label}' decided at {'probability' if cal else 'score'} >= {op['probability_threshold']:.3g} "
+                         f"({how}target sensitivity {op['target_sensitivity']:g}; measured sensitivity "
+                         f"{_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))} on "
+                         f"{op.get('n_pos', '?')}+{op.get('n_neg', '?')} held-out windows)")
+        calibrated = all(self.platt(label) for label in self.labels)
+        return text + ("a calibrated probability; " if calibrated
+                       else "a ranking score, not a calibrated probability; ") + "; ".join(parts)
 
     def __call__(self, embedding: np.ndarray) -> np.ndarray:
         z = self.weight @ embedding + self.bias
         if self.activation == "sigmoid":
+            for j, label in enumerate(self.labels):
+                if ab := self.platt(label):
+                    z[j] = ab[0] * z[j] + ab[1]
             return 1.0 / (1.0 + np.exp(-z))
         if self.activation == "softmax":
             e = np.exp(z - z.max())
@@ -114,8 +134,8 @@ class Head:
         return z
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) else "n/a"
+def _fmt(v: Any, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "n/a"
 
 
 @dataclass(frozen=True)
@@ -190,9 +210,14 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
             raise SpecError(f"{where}: head '{name}' weight/bias shapes do not match its {len(labels)} labels")
         ops = {str(k): dict(v) for k, v in (h.get("operating_points") or {}).items()
                if isinstance(v, dict) and isinstance(v.get("probability_threshold"), (int, float))}
+        for label, op in ops.items():
+            cal = op.get("calibration")
+            if cal is not None and not (isinstance(cal, dict) and all(isinstance(cal.get(k), (int, float)) for k in "ab")):
+                raise SpecError(f"{where}: head '{name}' label '{label}': calibration needs numbers 'a' and 'b'")
         value = h.get("value")
         heads[str(name)] = Head(labels, w, b, act, lead=h.get("lead"), operating_points=ops, task=h.get("task"),
-                                metric=h.get("metric"), value=float(value) if isinstance(value, (int, float)) else None)
+                                metric=h.get("metric"), value=float(value) if isinstance(value, (int, float)) else None,
+                                near_chance=str(h["near_chance"]) if h.get("near_chance") else None)
     sample_rate = float(_need(d, "sample_rate", where))
     window_s = float(_need(d, "window_s", where))
     if sample_rate <= 0 or window_s <= 0 or abs(sample_rate * window_s - round(sample_rate * window_s)) > 1e-6:
