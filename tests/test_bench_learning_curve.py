@@ -4,22 +4,17 @@ previous budget (the full benchmark takes an hour: not in the tests)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_loader import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_learning_curve", REPO / "benchmarks" / "bench_learning_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_learning_curve"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_learning_curve")
 
 
 def test_budget_runs_exactly_that_many_steps_under_one_cosine(bench) -> None:

@@ -3,22 +3,17 @@ spends the stated epsilon at the smallest site (the full benchmark runs Flower: 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_loader import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_regimes", REPO / "benchmarks" / "bench_regimes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_regimes"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_regimes")
 
 
 def test_arms_share_cohort_batch_and_passes_and_are_valid_experiments(bench, tmp_path: Path) -> None:

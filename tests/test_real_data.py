@@ -4,7 +4,6 @@ clef evaluate's MIT-BIH tasks on any MIT-BIH-format folder (--data) scored on an
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -15,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_loader import load_benchmark
+
 SMALL = ("preprocess.sample_rate=100", 'model.scale="tiny"', "train.batch_size=8", "train.epochs=2",
          "train.max_steps=2", 'loss.kind="ntxent"')
 
@@ -236,10 +236,7 @@ def test_cli_evaluate_bad_folders_are_one_line_errors(real_checkpoint, af_folder
 
 def test_bench_real_pretrain_end_to_end(folders, af_folders, tmp_path):
     """The benchmark on small folders: every arm scored on the same windows, paired differences, its report."""
-    spec = importlib.util.spec_from_file_location("bench_real_pretrain", REPO / "benchmarks" / "bench_real_pretrain.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_real_pretrain"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_real_pretrain")
     out = tmp_path / "bench"
     argv = ["--out", str(out), "--cohort", str(folders["mitdb"]), str(folders["ecg"]), "--eval", str(af_folders["a"]),
             "--test-data", str(af_folders["b"]), "--seeds", "0", "--steps", "1", "2", "--subsamples", "2",
