@@ -39,10 +39,6 @@ ALL_INPUTS = ("age", "sex", "sbp", "total_chol", "hdl", "smoking", "diabetes", "
 REFERENCE_FIELDS = ("sbp", "total_chol", "hdl", "smoking", "diabetes")
 
 
-def _validate(df: pd.DataFrame, names: tuple[str, ...], age_range: tuple[float, float]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    return validate_frame(df, names, age_range, RANGES, UNITS, FLAGS)
-
-
 def _join(why: Mapping[str, np.ndarray], names: tuple[str, ...], n: int) -> np.ndarray:
     parts = [why[name] for name in names if name in why]
     bad = np.zeros(n, dtype=bool)
@@ -79,7 +75,7 @@ def risk_frame(df: pd.DataFrame, settings: RiskSettings | None = None, *, outcom
     names = (*required, *optional)
     n = len(df)
     rho = completeness(df, settings)
-    clean, why = _validate(df, names, model.age_range)
+    clean, why = validate_frame(df, names, model.age_range, RANGES, UNITS, FLAGS)
     imputed = np.full(n, "", dtype=object)
 
     def note(mask: np.ndarray, text: str) -> None:
