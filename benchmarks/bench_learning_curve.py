@@ -122,14 +122,14 @@ def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 def run_unit(ctx: dict[str, Any], unit: tuple[str, str, int, int]) -> dict[str, Any]:
     """Train (or load) one (variant, loss, steps, seed) and embed the evaluation windows."""
-    from clef_core.evaluation.study import _arm_embeddings
+    from clef_core.evaluation.study import arm_embeddings
 
     variant, loss, steps, seed = unit
     cfg = budget_config(ctx["configs"][variant], steps, ctx["patients"])
     arm = "untrained" if steps == 0 else loss
     folder = ctx["out"] / variant / f"steps{steps}"
     started = time.perf_counter()
-    result = _arm_embeddings(cfg, arm, ctx["study"], seed, ctx["site"], ctx["task"].x, ctx["evidence"], folder, False)
+    result = arm_embeddings(cfg, arm, ctx["study"], seed, ctx["site"], ctx["task"].x, ctx["evidence"], folder, False)
     print(f"learning curve: {variant} {arm} {steps} steps seed {seed}: {time.perf_counter() - started:.0f} s "
           f"(train {result.train.get('seconds', 0):.0f} s, final loss {result.train.get('final_loss', math.nan):.3f})",
           flush=True)

@@ -336,7 +336,7 @@ def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
         result = ArmOutput(features(ctx.task.x, ctx.fs), math.nan, {"steps": 0, "seconds": 0.0},
                            None if mitdb_x is None else features(zscore(mitdb_x), ctx.fs))
     else:
-        result = _arm_embeddings(ctx.cfg, arm, ctx.study, seed, _arm_site(ctx.sites, arm), ctx.task.x, ctx.evidence, ctx.out,
+        result = arm_embeddings(ctx.cfg, arm, ctx.study, seed, _arm_site(ctx.sites, arm), ctx.task.x, ctx.evidence, ctx.out,
                                  ctx.progress, mitdb_x)
     mitdb_row = None
     if ctx.mitdb is not None:
@@ -391,7 +391,7 @@ def _finetune_all(ctx: _Context, arm: str, seed: int):
 
 
 def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: dict[str, Any], folder: Path):
-    """The arm's encoder: ``encoder.pt`` when :func:`_arm_embeddings` saved it, else trained again
+    """The arm's encoder: ``encoder.pt`` when :func:`arm_embeddings` saved it, else trained again
     (a pretraining run resumes from its finished checkpoint) and saved."""
     import torch
 
@@ -416,8 +416,8 @@ def _save_encoder(encoder, path: Path) -> None:
     tmp.replace(path)
 
 
-def _arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool,
-                    mitdb_x: np.ndarray | None = None) -> ArmOutput:
+def arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool,
+                   mitdb_x: np.ndarray | None = None) -> ArmOutput:
     """Train (or load) the arm's encoder and embed the evaluation windows (and the MIT-BIH windows);
     cached in embeddings.npz (a cache without the MIT-BIH embeddings the run needs is redone)."""
     from clef_core.evaluation.embed import embed
