@@ -46,8 +46,10 @@ import torch
 from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
+from clef_core.data.augment import ViewConfig
+from clef_core.task import make_dataset
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import _truncate_metrics, make_dataset, run_epochs
+from clef_core.train.loop import _truncate_metrics, run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
@@ -264,7 +266,7 @@ def distill(
     seed_everything(dcfg.seed)
     student = build_encoder(dcfg.scale)
     model = DistillModel(teacher.encoder, student, q)
-    dataset = make_dataset(cfg, site, dcfg.seed)
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, dcfg.seed)
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to distil on")
     per_epoch = math.ceil(len(dataset) / dcfg.batch_size)

@@ -19,8 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clef_core.data.augment import ViewConfig
+from clef_core.encoders.config import make_config
+from clef_core.task import build_model, make_dataset, make_loader
 from clef_core.train.config import TrainConfig
-from clef_core.train.loop import build_model, make_dataset, make_loader
 from clef_core.train.trainer import resolve_device, seed_everything, warmup_cosine
 
 
@@ -42,13 +44,13 @@ def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> t
     tc = TrainConfig(**cfg["train"])
     seed_everything(tc.seed)
     device = resolve_device(tc.device)
-    encoder = build_model(cfg).to(device)
+    encoder = build_model(make_config(**cfg["model"])).to(device)
     head = nn.Linear(int(encoder.emb_dim), len(labels)).to(device)
     y_rows = torch.as_tensor(record_labels(site, labels))
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=tc.warm_restart_t0, T_mult=tc.warm_restart_tmult)
-    dataset = make_dataset(cfg, site, tc.seed)
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, tc.seed)
     step, examples, last = 0, 0, float("nan")
     encoder.train()
     for epoch in range(tc.epochs):

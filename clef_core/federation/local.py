@@ -49,12 +49,13 @@ from typing import Any
 import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
+from clef_core.encoders.config import make_config
 from clef_core.federation.contract import PRIVACY_METRICS, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
 from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
+from clef_core.task import build_model, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import build_model, make_loader
 from clef_core.train.trainer import Trainer, make_loss, resolve_device, seed_everything
 
 StateDict = dict[str, torch.Tensor]
@@ -98,7 +99,7 @@ def _round_setup(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[
     if len(dataset) == 0:
         raise PrivacyRefusal(NO_PATIENTS, f"site {spec.site_id}: no usable patients")
     seed_everything(seed * 1_000_003 + server_round)
-    encoder = build_model(dict(cfg))
+    encoder = build_model(make_config(**cfg["model"]))
     encoder.load_state_dict(global_state)
     return site, dataset, Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None)
 
@@ -272,7 +273,7 @@ def local_evaluate(global_state: StateDict, conf: Mapping[str, Any], cfg: Mappin
     train_cfg = TrainConfig(**cfg["train"])
     site = prepared_site(spec, cfg)
     dataset = pretrain_dataset(spec, cfg, site, train_cfg.seed)
-    encoder = build_model(dict(cfg))
+    encoder = build_model(make_config(**cfg["model"]))
     encoder.load_state_dict(global_state)
     device = resolve_device(spec.device or train_cfg.device)
     encoder = encoder.to(device).eval()

@@ -25,9 +25,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from clef_core.checkpoint import save_model, to_plain
+from clef_core.data.augment import ViewConfig
+from clef_core.encoders.config import make_config
+from clef_core.task import build_model, make_dataset, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
@@ -49,41 +51,6 @@ class PretrainResult:
     seconds: float  # wall time of this call
     resumed_from_epoch: int | None
     history: list[EpochStats]  # the epochs run by this call
-
-
-def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
-    """The encoder of ``[model]`` (scale, norm, ...)."""
-    from clef_core.encoders import build_encoder
-
-    return build_encoder(**cfg["model"])
-
-
-def make_loader(dataset: torch.utils.data.Dataset, train_cfg: TrainConfig, epoch: int) -> DataLoader:
-    """A shuffled loader whose order depends only on (seed, epoch); the dataset is told the epoch
-    when it supports ``set_epoch``."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + epoch)
-    return DataLoader(
-        dataset,
-        batch_size=train_cfg.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=train_cfg.num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-def make_dataset(cfg: dict[str, Any], site: PreparedSite, seed: int) -> torch.utils.data.Dataset:
-    """``PretrainDataset`` over the site, with the noise bank of ``[views]`` at the store's rate."""
-    from clef_core.data.augment import ViewConfig
-    from clef_core.data.datasets import PretrainDataset
-    from clef_core.data.noise import NoiseBank
-
-    views = ViewConfig(**cfg["views"])
-    bank = NoiseBank(sample_rate=site.store.preprocess["sample_rate"], noise_dir=views.noise_dir)
-    return PretrainDataset(site.store, site.clinical, views, bank, seed=seed)
 
 
 def pretrain(
@@ -109,7 +76,7 @@ def pretrain(
     metrics_path = run_dir / METRICS_FILE
 
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(cfg), loss_cfg, train_cfg)
+    trainer = Trainer(build_model(make_config(**cfg["model"])), loss_cfg, train_cfg)
     resumed_from = None
     if resume and state_path.is_file():
         check_resumable(state_path, train_cfg, loss_cfg)
@@ -119,7 +86,7 @@ def pretrain(
     else:
         metrics_path.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
-    dataset = make_dataset(cfg, site, train_cfg.seed)
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, train_cfg.seed)
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to pretrain on")
 
