@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,6 +186,11 @@ def distill_loss(z: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).mean()
 
 
+def distill_criterion(z: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    """:func:`distill_loss` as the trainer's criterion (the target is inside ``z``; the batch adds nothing)."""
+    return distill_loss(z)
+
+
 def centred_agreement(z: torch.Tensor) -> tuple[float, float]:
     """(mean cosine, R^2) of the projected student against the centred target over a set of views:
     R^2 = 1 - ||p - t||^2 / ||t||^2, the fraction of the teacher's centred embedding explained."""
@@ -200,8 +206,7 @@ class DistillTrainer(Trainer):
 
     def __init__(self, model: DistillModel, train_cfg: TrainConfig, settings: dict[str, Any],
                  device: str | torch.device | None = None) -> None:
-        super().__init__(model, LossConfig(), train_cfg, device)
-        self.loss_fn = lambda z, risk, completeness: distill_loss(z)
+        super().__init__(model, LossConfig(), train_cfg, device, criterion=distill_criterion)
         self.settings = settings
 
     def state_dict(self) -> dict[str, Any]:
