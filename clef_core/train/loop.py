@@ -29,7 +29,7 @@ import torch
 from clef_core.checkpoint import save_model, to_plain
 from clef_core.data.augment import ViewConfig
 from clef_core.encoders.config import make_config
-from clef_core.task import build_model, make_dataset, make_loader
+from clef_core.task import build_model, fit, make_dataset, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
@@ -146,28 +146,20 @@ def run_epochs(
     progress: bool,
     label: Callable[[int, int], str],
 ) -> list[EpochStats]:
-    """The epoch loop shared by pretraining and distillation: from the trainer's epoch to
-    ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line per
-    epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
-    history: list[EpochStats] = []
+    """:func:`clef_core.task.fit` in a run folder (pretraining and distillation): from the trainer's
+    epoch to ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line
+    per epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
     with metrics_path.open("a", encoding="utf-8") as metrics:
-        for epoch in range(trainer.epoch, train_cfg.epochs):
-            remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
-            if remaining is not None and remaining <= 0:
-                break
-            loader = make_loader(dataset, train_cfg, epoch)
-            total = len(loader) if remaining is None else min(len(loader), remaining)
-            bar = _progress(progress, total, label(epoch, trainer.step))
-            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, train_cfg.log_every))
-            if bar is not None:
-                bar.close()
-            history.append(stats)
+        def on_epoch(stats: EpochStats) -> None:
             _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
                              "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
                              "steps": stats.steps, "grad_norm": stats.grad_norm,
                              "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
             trainer.save_state(state_path)
-    return history
+
+        return fit(trainer, lambda epoch: make_loader(dataset, train_cfg, epoch), epochs=train_cfg.epochs,
+                   max_steps=train_cfg.max_steps, on_step=_on_step(metrics, train_cfg.log_every), on_epoch=on_epoch,
+                   progress=label if progress else None)
 
 
 def refuse_privacy(cfg: dict[str, Any]) -> None:
@@ -203,24 +195,16 @@ def pretrain_provenance(
     }
 
 
-def _on_step(bar: Any, metrics: Any, log_every: int):
+def _on_step(metrics: Any, log_every: int) -> Callable[[StepInfo], None] | None:
+    if not log_every:
+        return None
+
     def callback(info: StepInfo) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{info.loss:.4f}", lr=f"{info.lr:.2e}")
-        if log_every and info.step % log_every == 0:
+        if info.step % log_every == 0:
             _write(metrics, {"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
                              "lr": info.lr, "grad_norm": info.grad_norm})
 
     return callback
-
-
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
 def _write(fh: Any, record: dict[str, Any]) -> None:
