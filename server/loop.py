@@ -17,7 +17,6 @@ round durable before the next begins:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time

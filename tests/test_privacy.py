@@ -422,7 +422,7 @@ def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_a_private_site_round_replies_within_the_contract(dp_site: dict) -> None:
     import dataclasses
 
-    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
     from clef_core.federation.contract import PRIVACY_METRICS, TRAIN_METRICS

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from clef_core.paths import shared_data_dir
-from edge.export.calibration import WindowSets, real_windows, report_windows
+from edge.export.calibration import real_windows, report_windows
 from edge.export.gate import MAX_REL_L2, MIN_CENTRED_COSINE, fidelity
 from edge.export.onnx_models import export_float_onnx, quantize_onnx_int8
 from edge.export.preprocess_json import build_preprocess_json
