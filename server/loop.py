@@ -18,7 +18,6 @@ round durable before the next begins:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +34,8 @@ from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.sites import site_names
-from server.checkpoint import RunFolder, ServerState, check_resumable
+from clef_core.run_folder import json_safe
+from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
 from server.probe import ProbeSet, linear_probe
 from server.settings import FederationSettings
 from server.strategy import build_strategy, round_lr
@@ -69,16 +69,10 @@ def server_privacy(cfg: Mapping[str, Any], previous_lines: list[dict[str, Any]])
     return ServerPrivacy(cfg, previous_lines)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class Federation:
     """One federated run in one run folder (see the module docstring)."""
 
-    def __init__(self, cfg: Mapping[str, Any], folder: RunFolder, manifest: Path,
+    def __init__(self, cfg: Mapping[str, Any], folder: ServerRunFolder, manifest: Path,
                  probe: ProbeSet | None = None, probe_note: str = "") -> None:
         self.cfg = cfg
         self.settings = FederationSettings.from_config(cfg)
@@ -94,7 +88,7 @@ class Federation:
         self.start_round = 1
         state = folder.latest()
         if state is not None:
-            check_resumable(state, self.fingerprint, {k: v.numpy() for k, v in arrays.items()}, str(folder.root))
+            check_same_experiment(state, self.fingerprint, {k: v.numpy() for k, v in arrays.items()}, str(folder.root))
             self.arrays = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in state.arrays.items()})
             self.start_round = state.round + 1
         folder.reconcile_metrics(state)
@@ -166,7 +160,7 @@ class Federation:
         sent_arrays, self.arrays = self.arrays, arrays
         line: dict[str, Any] = {
             "round": server_round,
-            "train_loss": _finite(float(metrics["train_loss"])) if metrics and "train_loss" in metrics else None,
+            "train_loss": json_safe(float(metrics["train_loss"])) if metrics and "train_loss" in metrics else None,
             "lr": float(config["lr"]),
             "sampled": len(messages),
             "accepted": len(screen.accepted),
@@ -174,7 +168,7 @@ class Federation:
             "failed": screen.count("failed") + screen.count("missing"),
             "bytes_sent": sum(_content_bytes(m) for m in messages),
             "bytes_received": sum(reply_bytes(r) for r in replies),
-            "train": {k: _finite(float(v)) for k, v in (metrics or {}).items()},
+            "train": {k: json_safe(float(v)) for k, v in (metrics or {}).items()},
             "sites": self._site_entries(screen.verdicts),
         }
         if server_round == 1 and self.probe is not None and self.settings.eval_every:
@@ -214,7 +208,7 @@ class Federation:
         entries, unnamed = [], []
         answered = set()
         for verdict in verdicts:
-            entry = {k: _finite(v) for k, v in verdict.to_dict().items()}
+            entry = {k: json_safe(v) for k, v in verdict.to_dict().items()}
             index = verdict.metrics.get("site-index")
             if index is not None and int(index) >= 0:
                 entry["site"] = self.names.get(int(index), f"site-{int(index)}")
@@ -239,7 +233,7 @@ class Federation:
             except Exception as exc:  # inconsistent replies: report, keep training
                 log.warning("round %d: federated evaluation not aggregated (%s)", server_round, exc)
                 metrics = None
-            out["eval"] = {k: _finite(float(v)) for k, v in (metrics or {}).items()}
+            out["eval"] = {k: json_safe(float(v)) for k, v in (metrics or {}).items()}
             out["eval_failed"] = len(messages) - len(ok)
         every = self.settings.eval_every
         if self.probe is not None and every and (server_round % every == 0 or server_round == self.settings.rounds):

@@ -21,7 +21,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid
 
-from server.checkpoint import RunFolder
+from server.checkpoint import ServerRunFolder
 from server.loop import Federation
 from server.probe import ProbeSet
 from clef_core.federation.run_config import experiment_config, run_dir, sites_manifest_path
@@ -47,7 +47,7 @@ def eval_dir(cfg: Mapping[str, Any], manifest: Path) -> Path | None:
     return None
 
 
-def load_probe(cfg: Mapping[str, Any], folder: RunFolder, manifest: Path) -> tuple[ProbeSet | None, str]:
+def load_probe(cfg: Mapping[str, Any], folder: ServerRunFolder, manifest: Path) -> tuple[ProbeSet | None, str]:
     """The probe set, or None and why not (the run goes on without a probe)."""
     if not int(cfg["federation"].get("eval_every", 0)):
         return None, ""
@@ -75,7 +75,7 @@ def run_server(grid: Grid, context: Context, prepare_sites: SitePreparer | None 
     sites.json first when it is missing and run_config ``prepare-sites`` is true."""
     _setup_logging()
     cfg = experiment_config(context.run_config)
-    folder = RunFolder(run_dir(context.run_config))
+    folder = ServerRunFolder(run_dir(context.run_config))
     manifest = sites_manifest_path(context.run_config)
     if not manifest.is_file() and bool(context.run_config.get("prepare-sites", False)):
         if prepare_sites is None:

@@ -40,7 +40,7 @@ from clef_core.federation.contract import TRAIN_METRICS
 from clef_core.federation.run_config import experiment_config
 from clef_core.federation.sites import SiteSpec, clear_cache, read_manifest, write_manifest
 from client.client_app import SiteFailure
-from server.checkpoint import ResumeError, RunFolder, ServerState, check_resumable
+from server.checkpoint import ResumeError, ServerRunFolder, ServerState, check_same_experiment
 from server.loop import initial_arrays
 from server.settings import FederationSettings
 from server.strategy import aggregate_train_metrics, build_strategy, round_lr
@@ -342,7 +342,7 @@ def test_train_metric_aggregation_sums_counts() -> None:
 
 
 def test_checkpoint_resume_and_metrics_reconciliation(tmp_path: Path) -> None:
-    folder = RunFolder(tmp_path / "run")
+    folder = ServerRunFolder(tmp_path / "run")
     assert folder.latest() is None
     fp = {"encoder": {"scale": "small"}, "strategy": "fedadam"}
     ref = small_model()
@@ -364,11 +364,11 @@ def test_checkpoint_resume_and_metrics_reconciliation(tmp_path: Path) -> None:
     folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in folder.read_metrics()[:2]))
     folder.reconcile_metrics(state)
     assert folder.read_metrics()[-1] == {"round": 3, "train_loss": 1.0 / 3}
-    check_resumable(state, fp, {k: v for k, v in ref.items()}, "run")
+    check_same_experiment(state, fp, {k: v for k, v in ref.items()}, "run")
     with pytest.raises(ResumeError, match="strategy"):
-        check_resumable(state, {**fp, "strategy": "fedavg"}, ref, "run")
+        check_same_experiment(state, {**fp, "strategy": "fedavg"}, ref, "run")
     with pytest.raises(ResumeError, match="do not fit"):
-        check_resumable(state, fp, {**ref, "w": np.zeros((2, 2))}, "run")
+        check_same_experiment(state, fp, {**ref, "w": np.zeros((2, 2))}, "run")
     # only plain values and tensors: loadable with weights_only
     torch.load(folder.round_path(3), weights_only=True)
 
@@ -441,27 +441,28 @@ def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_pa
         cfg = experiment_config(run_config)
         cfg["federation"].update(rounds=rounds, strategy="fedadam", min_train_nodes=min_train,
                                  min_available_nodes=3, local_steps=1, eval_every=0)
-        federation = Federation(cfg, RunFolder(folder), manifest)
+        federation = Federation(cfg, ServerRunFolder(folder), manifest)
         federation.run(SerialGrid(run_config, 3, crash_at))
         return federation
 
     straight = run(tmp_path / "straight", 3)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "resumed", 3, crash_at=3)
-    assert RunFolder(tmp_path / "resumed").rounds() == [1, 2]
+    assert ServerRunFolder(tmp_path / "resumed").rounds() == [1, 2]
     resumed = run(tmp_path / "resumed", 3)
     assert resumed.start_round == 3
-    a, b = RunFolder(tmp_path / "straight").latest(), RunFolder(tmp_path / "resumed").latest()
+    a, b = ServerRunFolder(tmp_path / "straight").latest(), ServerRunFolder(tmp_path / "resumed").latest()
     assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
     assert all(np.array_equal(a.strategy["v_t"][k], b.strategy["v_t"][k]) for k in a.strategy["v_t"])
-    lines = RunFolder(tmp_path / "resumed").read_metrics()
-    assert [x["train_loss"] for x in lines] == [x["train_loss"] for x in RunFolder(tmp_path / "straight").read_metrics()]
+    lines = ServerRunFolder(tmp_path / "resumed").read_metrics()
+    straight_lines = ServerRunFolder(tmp_path / "straight").read_metrics()
+    assert [x["train_loss"] for x in lines] == [x["train_loss"] for x in straight_lines]
     assert all(x["failed"] == 1 and x["accepted"] == 2 for x in lines)
     assert [e.get("site") for e in lines[0]["sites"] if e["status"] == "failed"] == ["gone"]
     assert straight.folder.final_model.is_file()
     with pytest.raises(RoundFailed, match="only 2 of 3"):
         run(tmp_path / "strict", 1, min_train=3)
-    status = RunFolder(tmp_path / "strict").read_status()
+    status = ServerRunFolder(tmp_path / "strict").read_status()
     assert status["state"] == "failed" and "node" in status["sites"]
     assert not (tmp_path / "strict" / "final_model.pt").exists()
 
@@ -484,8 +485,8 @@ def test_privacy_modes_plug_into_the_loop_and_keep_counting_after_a_restart(
                   "prepare-sites": False}
     for rounds in (1, 2):
         cfg["federation"]["rounds"] = rounds
-        Federation(cfg, RunFolder(out), out / "sites.json").run(SerialGrid(run_config, 2))
-    eps = [line["epsilon"] for line in RunFolder(out).read_metrics()]
+        Federation(cfg, ServerRunFolder(out), out / "sites.json").run(SerialGrid(run_config, 2))
+    eps = [line["epsilon"] for line in ServerRunFolder(out).read_metrics()]
     assert len(eps) == 2 and 0 < eps[0] < eps[1]
     assert load_model(out / "final_model.pt").provenance["privacy"]["epsilon"] == eps[1]
 
@@ -580,7 +581,7 @@ def test_simulation_on_three_real_sites_survives_a_broken_site_and_a_killed_serv
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGTERM)  # the server dies during round 2
     first.wait(timeout=60)
-    killed = RunFolder(out)
+    killed = ServerRunFolder(out)
     assert killed.read_status().get("state") != "complete"
     done_before = killed.rounds()
     line1 = killed.read_metrics()[0]
@@ -588,7 +589,7 @@ def test_simulation_on_three_real_sites_survives_a_broken_site_and_a_killed_serv
     second = _simulate(args, env)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
-    folder = RunFolder(out)
+    folder = ServerRunFolder(out)
     lines = folder.read_metrics()
     assert [x["round"] for x in lines] == [1, 2, 3] and lines[0] == line1
     assert folder.read_status()["state"] == "complete" and max(done_before) < 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clef.cli import add_config_arguments, config_from_args
+from clef_core.run_folder import dumps
 
 NAME = "evaluate"
 HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH (beats, AF, window) tasks; embedding evidence"
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     figure = _task_figure(results, args.out / "tasks.png")
     if figure is not None:
         outputs.append(("figure", figure))
-    (args.out / "results.json").write_text(json.dumps(_clean(results), indent=2), encoding="utf-8")
+    (args.out / "results.json").write_text(dumps(results, indent=2), encoding="utf-8")
     progress.say(f"done in {progress.elapsed():.0f} s")
     _print_table(results)
     print()
@@ -325,19 +325,6 @@ def _available(folder: Path, spec: str, results: dict[str, Any], name: str) -> b
         print(f"clef evaluate: skipping {name}: data folder not found: {folder}", file=sys.stderr)
         return False
     raise FileNotFoundError(f"{name} task: data folder not found: {folder}")
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN -> null, numpy numbers -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(v: Any) -> str:
