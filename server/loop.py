@@ -35,6 +35,7 @@ from clef_core.data.preprocess import PreprocessConfig
 from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
+from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
 from server.checkpoint import RunFolder, ServerState, check_resumable
 from server.probe import ProbeSet, linear_probe
@@ -216,7 +217,7 @@ class Federation:
         answered = set()
         for verdict in verdicts:
             entry = {k: _finite(v) for k, v in verdict.to_dict().items()}
-            index = verdict.metrics.get("site-index")
+            index = verdict.metrics.get(SITE_INDEX_KEY)
             if index is not None and int(index) >= 0:
                 entry["site"] = self.names.get(int(index), f"site-{int(index)}")
                 answered.add(int(index))

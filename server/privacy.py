@@ -34,14 +34,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
 
+from clef_core.federation.contract import DELTA_KEY, EPSILON_KEY, EXHAUSTED_KEY, WEIGHT_KEY
 from clef_core.privacy.compat import check_privacy, clients_per_round
 from clef_core.privacy.config import PrivacyConfig
 from server.settings import FederationSettings
 from server.strategy import ScreenedAggregation, aggregate_train_metrics, build_strategy
-from server.validation import WEIGHT_KEY, ReplyValidator, Screened
+from server.validation import ReplyValidator, Screened
 
 log = logging.getLogger("clef.server")
-EPSILON_KEY, DELTA_KEY, EXHAUSTED_KEY = "privacy.epsilon", "privacy.delta", "privacy.budget_exhausted"
 
 
 class BudgetReached(RuntimeError):

@@ -28,13 +28,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi
 
+from clef_core.federation.contract import SITE_INDEX_KEY, WEIGHT_KEY
 from server.settings import FederationSettings
-from server.validation import WEIGHT_KEY, ReplyValidator, Screened
+from server.validation import ReplyValidator, Screened
 
 SUMMED_PREFIXES = ("skipped.",)
 SUMMED_KEYS = ("steps", "examples")
 MAX_KEYS = ("seconds",)
-PER_SITE_ONLY = ("site-index",)
+PER_SITE_ONLY = (SITE_INDEX_KEY,)
 
 
 def round_lr(server_round: int, rounds: int, lr0: float, lr_min: float, schedule: str) -> float:
