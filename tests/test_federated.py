@@ -281,7 +281,7 @@ def test_strategies_average_only_accepted_replies(name: str) -> None:
     settings = FederationSettings(strategy=name, proximal_mu=0.1, min_train_nodes=2, min_available_nodes=2)
     strategy = build_strategy(settings, client_lr=1e-3)
     strategy.sent_arrays, strategy.sampled_nodes = reference, [1, 2, 3]
-    strategy.current_arrays = {k: v.copy() for k, v in ref.items()}  # what FedOpt's configure_train keeps
+    strategy.inner.current_arrays = {k: v.copy() for k, v in ref.items()}  # what FedOpt's configure_train keeps
     a, b = {**ref, "w": ref["w"] + 1.0, "n": np.array(7)}, {**ref, "w": ref["w"] + 3.0, "n": np.array(9)}
     bad = {**ref, "w": np.full((4, 3), np.inf, np.float32)}
     arrays, metrics = strategy.aggregate_train(1, [reply(a, good_metrics(10), 1), reply(b, good_metrics(30), 2),
@@ -307,7 +307,7 @@ def test_fedadam_state_round_trips() -> None:
 
     def step(strategy, base, delta):
         strategy.sent_arrays, strategy.sampled_nodes = base, [1, 2]
-        strategy.current_arrays = {k: v.numpy() for k, v in base.items()}
+        strategy.inner.current_arrays = {k: v.numpy() for k, v in base.items()}
         moved = {k: np.asarray(v.numpy() + (delta if k == "w" else 0)) for k, v in base.items()}
         out, _ = strategy.aggregate_train(2, [reply(moved, good_metrics(), 1), reply(moved, good_metrics(), 2)])
         return out
