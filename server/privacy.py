@@ -156,8 +156,28 @@ def client_dp_strategy(settings: FederationSettings, priv: PrivacyConfig, sites:
     return ScreenedDPFedAvg(dp, UniformWeightValidator(settings.max_update_ratio), accountant)
 
 
+class NoPrivacy:
+    """``privacy.mode = "off"``: the configured strategy, nothing to report, no budget to stop at,
+    and ``"privacy": null`` in the final model's provenance (the interface of :class:`ServerPrivacy`)."""
+
+    mode = "off"
+
+    def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
+        return build_strategy(settings, client_lr)
+
+    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, Any]:
+        return {}
+
+    def budget_stop(self, screen: Screened | None) -> bool:
+        return False
+
+    def provenance(self) -> dict[str, Any] | None:
+        return None
+
+
 class ServerPrivacy:
-    """The server's privacy policy for one run (see the module docstring)."""
+    """The server's privacy policy for a run with ``privacy.mode`` patient or client (see the
+    module docstring); :func:`server_privacy` picks it or :class:`NoPrivacy`."""
 
     def __init__(self, cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
         self.priv = check_privacy(cfg)
@@ -169,7 +189,7 @@ class ServerPrivacy:
     def mode(self) -> str:
         return self.priv.mode
 
-    def strategy(self, settings: FederationSettings, client_lr: float) -> Any:
+    def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
         if self.mode == "client":
             return client_dp_strategy(settings, self.priv, clients_per_round(self.cfg))
         if self.mode == "patient":
@@ -177,11 +197,11 @@ class ServerPrivacy:
                                   privacy_metrics_aggregate)
         return build_strategy(settings, client_lr)
 
-    def round_fields(self, strategy: Any, screen: Screened | None) -> dict[str, Any]:
-        """``epsilon`` (largest so far) and ``delta`` for the round's metrics line ({} when DP is off)."""
-        if self.mode == "off":
-            return {}
+    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, Any]:
+        """``epsilon`` (largest so far) and ``delta`` for the round's metrics line."""
         if self.mode == "client":
+            if not isinstance(strategy, ScreenedDPFedAvg):
+                raise TypeError(f"client-level DP needs the accounted strategy, not {type(strategy).__name__}")
             spent = strategy.privacy_spent()
             self.epsilon = max(self.epsilon, float(spent.epsilon))
             return {"epsilon": self.epsilon, "delta": float(spent.delta), "privacy_mode": "client",
@@ -198,8 +218,13 @@ class ServerPrivacy:
                 and screen.count("stopped") + screen.count("accepted") == len(screen.verdicts))
 
     def provenance(self) -> dict[str, Any] | None:
-        if self.mode == "off":
-            return None
         return {**self.priv.to_dict(), "epsilon": self.epsilon,
                 "unit": "patient" if self.mode == "patient" else "site",
                 "accountant": "rdp (opacus, per site ledger)" if self.mode == "patient" else "rdp (flwr RdpAccountant)"}
+
+
+def server_privacy(cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> NoPrivacy | ServerPrivacy:
+    """The run's privacy policy: :class:`NoPrivacy` with ``privacy.mode = "off"``, else :class:`ServerPrivacy`."""
+    if str(cfg.get("privacy", {}).get("mode", "off")) == "off":
+        return NoPrivacy()
+    return ServerPrivacy(cfg, previous_lines)

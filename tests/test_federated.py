@@ -459,6 +459,8 @@ def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_pa
     assert all(x["failed"] == 1 and x["accepted"] == 2 for x in lines)
     assert [e.get("site") for e in lines[0]["sites"] if e["status"] == "failed"] == ["gone"]
     assert straight.folder.final_model.is_file()
+    assert load_model(straight.folder.final_model).provenance["privacy"] is None  # privacy off: server.privacy.NoPrivacy
+    assert not any("epsilon" in x or "privacy_mode" in x for x in lines)
     with pytest.raises(RoundFailed, match="only 2 of 3"):
         run(tmp_path / "strict", 1, min_train=3)
     status = RunFolder(tmp_path / "strict").read_status()
