@@ -522,7 +522,7 @@ def test_pyproject_flower_app_matches_the_config() -> None:
     """Every dotted key `flwr run -c` accepts is a real experiment key, and the shipped
     experiments are valid federations."""
     app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "simulations.server_app:app", "clientapp": "client.client_app:app"}
+    assert app["components"] == {"serverapp": "server.server_app:app", "clientapp": "client.client_app:app"}
     from flwr.common.config import flatten_dict
 
     flat = flatten_dict(app["config"])
@@ -534,6 +534,28 @@ def test_pyproject_flower_app_matches_the_config() -> None:
             assert value == "", key
     for name in ("default", "simulate-small"):
         FederationSettings.from_config(load_config(name))
+
+
+def test_a_bare_flwr_run_prepares_the_sites_with_the_function_run_config_names(tmp_path: Path, task_identity) -> None:
+    """`flwr run .` with prepare-sites=true and no sites.json: the app's ServerApp (server/) writes
+    the sites with the function run_config site-preparer names (the simulation's, looked up by
+    name) and trains on them; a name that is not a function is an error naming the key."""
+    from clef_core.federation.run_config import site_preparer
+    from server.server_app import run_server
+
+    app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert site_preparer(app_config) is prepare_federation
+    for bad, why in (("simulations.sites", "expected 'module:function'"), ("simulations.nowhere:f", "cannot import"),
+                     ("simulations.sites:nothing", "has no function nothing"), ("", "expected")):
+        with pytest.raises(ConfigError, match=f"site-preparer = .*{why}"):
+            site_preparer({"site-preparer": bad})
+    overrides = TINY + ["federation.rounds=1", "federation.local_steps=1", "federation.eval_every=0"]
+    run_config = {"experiment": "", "set": " ".join(overrides), "run-dir": str(tmp_path), "sites-manifest": "",
+                  "prepare-sites": True, "site-preparer": app_config["site-preparer"]}
+    final = run_server(SerialGrid(run_config, 2), context(run_config))
+    specs, _ = read_manifest(tmp_path / "sites.json")
+    assert len(specs) == 2 and final.is_file()
+    assert [e["status"] for e in RunFolder(tmp_path).read_metrics()[0]["sites"]] == ["accepted", "accepted"]
 
 
 def test_sites_manifest_round_trip(tmp_path: Path) -> None:
