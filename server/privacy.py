@@ -116,8 +116,9 @@ class ScreenedDPFedAvg(ScreenedStrategy):
             self.dp.aggregate_train(server_round, [])
         return arrays, metrics
 
-    def privacy_spent(self) -> PrivacySpent | None:
-        return self.dp.privacy_spent()
+    def privacy_spent(self) -> PrivacySpent:
+        """What the accountant has counted so far (Flower's wrapper reports the same)."""
+        return self.accountant.get_privacy_spent()
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
         comps = self.accountant.state_dict()["compositions"]
@@ -165,13 +166,13 @@ class NoPrivacy:
     def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
         return build_strategy(settings, client_lr)
 
-    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, Any]:
+    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, object]:
         return {}
 
     def budget_stop(self, screen: Screened | None) -> bool:
         return False
 
-    def provenance(self) -> dict[str, Any] | None:
+    def provenance(self) -> dict[str, object] | None:
         return None
 
 
@@ -181,6 +182,8 @@ class ServerPrivacy:
 
     def __init__(self, cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
         self.priv = check_privacy(cfg)
+        if self.priv.mode not in ("patient", "client"):
+            raise ValueError(f"privacy.mode = {self.priv.mode!r}: the server's privacy is NoPrivacy (server_privacy)")
         self.cfg = cfg
         self.epsilon = max((float(x["epsilon"]) for x in previous_lines if x.get("epsilon") is not None),
                            default=0.0)
@@ -192,12 +195,10 @@ class ServerPrivacy:
     def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
         if self.mode == "client":
             return client_dp_strategy(settings, self.priv, clients_per_round(self.cfg))
-        if self.mode == "patient":
-            return build_strategy(settings, client_lr, BudgetAwareValidator(settings.max_update_ratio),
-                                  privacy_metrics_aggregate)
-        return build_strategy(settings, client_lr)
+        return build_strategy(settings, client_lr, BudgetAwareValidator(settings.max_update_ratio),
+                              privacy_metrics_aggregate)
 
-    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, Any]:
+    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, object]:
         """``epsilon`` (largest so far) and ``delta`` for the round's metrics line."""
         if self.mode == "client":
             if not isinstance(strategy, ScreenedDPFedAvg):
@@ -217,7 +218,7 @@ class ServerPrivacy:
         return (self.mode == "patient" and screen is not None and screen.count("stopped") > 0
                 and screen.count("stopped") + screen.count("accepted") == len(screen.verdicts))
 
-    def provenance(self) -> dict[str, Any] | None:
+    def provenance(self) -> dict[str, object] | None:
         return {**self.priv.to_dict(), "epsilon": self.epsilon,
                 "unit": "patient" if self.mode == "patient" else "site",
                 "accountant": "rdp (opacus, per site ledger)" if self.mode == "patient" else "rdp (flwr RdpAccountant)"}

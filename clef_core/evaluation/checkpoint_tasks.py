@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +107,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: dict[str, Any], settings: EvalSet
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "encoder": model.encoder_config,
                                "pretraining": {k: model.provenance.get(k) for k in ("kind", "loss", "result")},
                                "settings": dataclasses.asdict(settings), "tasks": {}, "skipped": {}}
-    baseline = untrained_encoder(model.encoder_config, settings.seed) if options.baseline else None
+    baseline = _untrained_encoder(model.encoder_config, settings.seed) if options.baseline else None
     if baseline is not None:
         results["baseline"] = {"what": f"the same encoder with random weights (seed {settings.seed}), same protocol",
                                "tasks": {}, "evidence": {}}
@@ -117,13 +117,13 @@ def evaluate_checkpoint(checkpoint: Path, cfg: dict[str, Any], settings: EvalSet
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise EvaluationError(str(exc)) from exc
     outputs = run.save_heads(trained)
-    figure = task_figure(results, options.out / "tasks.png")
+    figure = _task_figure(results, options.out / "tasks.png")
     if figure is not None:
         outputs.append(("figure", figure))
     return CheckpointEvaluation(results, outputs)
 
 
-def untrained_encoder(config: dict[str, Any], seed: int) -> nn.Module:
+def _untrained_encoder(config: dict[str, Any], seed: int) -> nn.Module:
     """The baseline: the checkpoint's architecture with fresh random weights (a fixed seed)."""
     import torch
 
@@ -311,7 +311,7 @@ class _Run:
         return outputs
 
 
-def task_figure(results: dict[str, Any], path: Path) -> Path | None:
+def _task_figure(results: dict[str, Any], path: Path) -> Path | None:
     """tasks.png: every AUROC task, trained vs untrained, 95 % CIs, chance (None without one)."""
     from clef_core.evaluation.plots import task_scores
 
@@ -334,7 +334,7 @@ def _finite(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def headline_text(metrics: dict[str, Any]) -> str:
+def headline_text(metrics: Mapping[str, object]) -> str:
     """The task's headline metric as ``mean AUROC 0.812`` (``skipped`` without one)."""
     for key, name in (("mean_auroc", "mean AUROC"), ("macro_auroc", "macro AUROC"), ("mean_mae", "MAE")):
         if key in metrics:
@@ -342,6 +342,6 @@ def headline_text(metrics: dict[str, Any]) -> str:
     return "skipped"
 
 
-def metric_text(v: Any) -> str:
+def metric_text(v: object) -> str:
     """A metric with three decimals, ``   -  `` when undefined (None or NaN)."""
     return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"

@@ -24,20 +24,14 @@ from __future__ import annotations
 import importlib
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from clef_core.config import ConfigError, load_config, merge, unflatten
 
 UNSET = ""  # a dotted run_config key left at its pyproject default
 META_KEYS = ("experiment", "set", "run-dir", "sites-manifest", "prepare-sites", "site-preparer")
-
-
-class SitePreparer(Protocol):
-    """Writes a simulation's sites.json (``manifest``) for the experiment into the run folder."""
-
-    def __call__(self, cfg: Mapping[str, Any], run_root: Path, *, manifest: Path) -> object: ...
 
 
 def experiment_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,9 +72,9 @@ def sites_manifest_path(run_config: Mapping[str, Any]) -> Path:
     return Path(value).expanduser().resolve() if value else run_dir(run_config) / "sites.json"
 
 
-def site_preparer(run_config: Mapping[str, Any]) -> SitePreparer:
+def site_preparer(run_config: Mapping[str, object]) -> Callable[..., object]:
     """The function run_config ``site-preparer`` names, ``module:function`` as Flower names an
-    app's components. The app's pyproject names the simulation's
+    app's components; the ServerApp calls it as ``f(experiment, run_folder, manifest=sites.json)``. The app's pyproject names the simulation's
     (``simulations.sites:prepare_federation``): the ServerApp looks it up by name, so that the
     server never imports the simulation and a deployment (``prepare-sites=false``) never loads it."""
     value = str(run_config.get("site-preparer", UNSET))
