@@ -68,7 +68,7 @@ def make_loader(dataset: Dataset, train_cfg: TrainConfig, epoch: int) -> DataLoa
 
 def fit(
     trainer: Trainer,
-    loader: Callable[[int], Iterable[Any]],
+    loader: Callable[[int], Iterable[object]],
     *,
     epochs: int,
     max_steps: int = 0,
@@ -129,7 +129,7 @@ def _progress_bar(desc: str, length: int | None, remaining: int | None) -> Any:
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def _length(batches: Iterable[Any]) -> int | None:
+def _length(batches: Iterable[object]) -> int | None:
     try:
         return len(batches)  # type: ignore[arg-type]
     except TypeError:

@@ -58,7 +58,7 @@ def labels_criterion(y_rows: torch.Tensor) -> Criterion:
     """Masked mean BCE of both views' outputs against their window's labels ``y_rows[window]``
     (unknown labels left out; a batch with none known contributes a zero loss)."""
 
-    def criterion(out: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    def criterion(out: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         target = y_rows[batch["window"]].repeat(2, 1).to(out.device)
         known = torch.isfinite(target)
         if not known.any():

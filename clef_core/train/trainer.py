@@ -111,12 +111,13 @@ class StepOutcome:
     proximal: torch.Tensor | float = 0.0  # ||w - w_global||^2 (FedProx)
 
 
-Criterion = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]
+Batch = Mapping[str, torch.Tensor]
+Criterion = Callable[[torch.Tensor, Batch], torch.Tensor]
 """(model outputs, the batch as ``unpack`` returned it) -> scalar loss."""
-Unpack = Callable[[Any, int], tuple[torch.Tensor | None, Mapping[str, Any], int]]
+Unpack = Callable[[object, int], tuple[torch.Tensor | None, Batch, int]]
 """(loader batch, its index) -> (model input on the device, batch for the criterion, examples);
 0 examples: the batch is skipped (counted in ``skipped_empty_batches``)."""
-StepFn = Callable[[Any, int], StepOutcome]
+StepFn = Callable[[object, int], StepOutcome]
 """(loader batch, its index) -> a whole optimizer step of its own (e.g. DP-SGD)."""
 
 
@@ -194,7 +195,7 @@ class Trainer:
         *,
         criterion: Criterion | None = None,
         unpack: Unpack | None = None,
-        param_groups: list[dict[str, Any]] | None = None,
+        param_groups: list[dict[str, object]] | None = None,
     ) -> None:
         """``criterion``: the loss of a batch (default: :func:`contrastive_criterion` of ``loss_cfg``);
         ``unpack``: the model input of a batch (default: :meth:`contrastive_batch`); ``param_groups``:
@@ -246,7 +247,7 @@ class Trainer:
 
     def train_epoch(
         self,
-        loader: Iterable[Any],
+        loader: Iterable[object],
         *,
         lr: float | None = None,
         max_steps: int | None = None,
@@ -330,7 +331,7 @@ class Trainer:
                 raise NonFiniteLossError(f"non-finite loss or gradient at step {step} (batch {batch} of its epoch); "
                                          f"the weights since are not usable: the run's saved state predates them")
 
-    def loss(self, batch: Any, index: int = 0) -> tuple[torch.Tensor, int]:
+    def loss(self, batch: object, index: int = 0) -> tuple[torch.Tensor, int]:
         """(the criterion's loss, examples) of one batch under the current weights, without a
         gradient; (nan, 0) for a batch with no examples. Put the model in eval mode first for an
         evaluation (which also turns the placebo shuffle off)."""
@@ -361,7 +362,7 @@ class Trainer:
     def _optimizer_step(
         self,
         x: torch.Tensor,
-        batch: Mapping[str, Any],
+        batch: Batch,
         examples: int,
         batch_index: int,
         mu: float,
@@ -445,7 +446,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def contrastive_batch(self, batch: Any, index: int) -> tuple[torch.Tensor | None, dict[str, Any], int]:
+    def contrastive_batch(self, batch: object, index: int) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], int]:
         """The default :data:`Unpack`: a ``PretrainDataset`` batch checked, its 2N views as one input
         on the device, ``risk`` / ``completeness`` as float32 there (permuted within the batch by
         ``loss.shuffle_risk`` while the model trains: the placebo of step ``step``)."""
