@@ -279,7 +279,7 @@ class Trainer:
 
         start = time.perf_counter()
         steps = examples = skipped = 0
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, grad norm, proximal
+        sums = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(3)]  # loss, grad norm, proximal
         for i, batch in enumerate(loader):
             if step is None:
                 x, prepared, n = self.unpack(batch, i)
@@ -292,8 +292,8 @@ class Trainer:
             self.step += 1
             steps += 1
             examples += outcome.examples
-            sums += torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
-                                 for v in (outcome.loss, outcome.grad_norm, outcome.proximal)])
+            for total, value in zip(sums, (outcome.loss, outcome.grad_norm, outcome.proximal), strict=True):
+                total.add_(value)  # in float64, as the Python floats summed before
             if log_every and self.step % log_every == 0:
                 self.check_finite()
             if on_step is not None:
@@ -305,7 +305,7 @@ class Trainer:
         if scheduled:
             self.scheduled_epochs += 1
         self.epoch += 1
-        loss_sum, norm_sum, prox_sum = sums.tolist()
+        loss_sum, norm_sum, prox_sum = torch.stack(sums).tolist()
         return EpochStats(
             loss=loss_sum / steps if steps else math.nan,
             steps=steps,
