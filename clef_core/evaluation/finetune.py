@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -152,8 +153,9 @@ def _train_config(cfg: FinetuneConfig) -> TrainConfig:
                        grad_clip=cfg.grad_clip, seed=cfg.seed, device="cpu")
 
 
-def _labelled_batch(batch: dict[str, torch.Tensor], index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+def _labelled_batch(item: object, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
     """(windows, batch, examples): a batch whose labels are all unknown is skipped (0 examples)."""
+    batch = cast(dict[str, torch.Tensor], item)  # finetune's own batches
     known = bool(torch.isfinite(batch["y"]).any())
     return batch["x"], batch, len(batch["x"]) if known else 0
 

@@ -35,7 +35,7 @@ import math
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -266,8 +266,8 @@ class PatientDPSGD:
         self._bank_z = None  # the weights changed since the last call
         self.nonfinite = 0
 
-        def private_step(batch: Mapping[str, Any] | None, index: int) -> StepOutcome:
-            n, loss, clip = self.step(batch, expected)
+        def private_step(batch: object, index: int) -> StepOutcome:
+            n, loss, clip = self.step(cast("Mapping[str, Any] | None", batch), expected)  # poisson_loader's items
             if anchors is not None:
                 tr._decoupled_proximal_step(proximal_mu, anchors)  # data-independent: after clip and noise
             totals["patients"] += n

@@ -281,14 +281,18 @@ class Trainer:
         steps = examples = skipped = 0
         sums = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(3)]  # loss, grad norm, proximal
         for i, batch in enumerate(loader):
-            if step is None:
+            if step is not None:
+                if scheduled:
+                    self._schedule(i, n_batches)
+                outcome = step(batch, i)
+            else:
                 x, prepared, n = self.unpack(batch, i)
-                if n == 0:
+                if n == 0 or x is None:
                     skipped += 1
                     continue
-            if scheduled:
-                self._schedule(i, n_batches)
-            outcome = step(batch, i) if step is not None else self._optimizer_step(x, prepared, n, i, proximal_mu, anchors)
+                if scheduled:
+                    self._schedule(i, n_batches)
+                outcome = self._optimizer_step(x, prepared, n, i, proximal_mu, anchors)
             self.step += 1
             steps += 1
             examples += outcome.examples
