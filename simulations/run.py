@@ -28,6 +28,7 @@ import tomli_w
 
 from clef_core.config import ConfigError
 from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
+from server.checkpoint import ServerRunFolder
 from server.settings import FederationSettings
 from simulations.engine import (
     ANSI,
@@ -122,7 +123,7 @@ def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str 
         check_privacy(cfg, len(federation.sites))  # refuse a DP setting before anything starts
     experiment = write_experiment(cfg, out)
     fed = cfg["federation"]
-    folder = RunFolder(out)
+    folder = ServerRunFolder(out)
     before = {r["round"] for r in read_rounds(out)}
     folder.write_status(STARTING, round=max(before, default=0), rounds=int(fed["rounds"]))
     run_config = run_config_for(out, experiment, federation.manifest)
