@@ -124,13 +124,13 @@ class Decimate(nn.Module):
         self.q = int(q)
         half = 10 * self.q
         h = firwin(2 * half + 1, 1.0 / self.q, window=("kaiser", 5.0)) if self.q > 1 else np.ones(1)
-        self.half = half if self.q > 1 else 0
+        self.pad = half if self.q > 1 else 0
         self.register_buffer("fir", torch.tensor(h, dtype=torch.float32).view(1, 1, -1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.q == 1:
             return x
-        return nn.functional.conv1d(x, self.fir, stride=self.q, padding=self.half)
+        return nn.functional.conv1d(x, self.fir, stride=self.q, padding=self.pad)
 
 
 def zscore_torch(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -17,7 +17,6 @@ round durable before the next begins:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -34,12 +33,14 @@ from clef_core.data.preprocess import PreprocessConfig
 from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
+from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
 from clef_core.run_folder import json_safe
 from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
 from server.probe import ProbeSet, linear_probe
 from server.settings import FederationSettings
-from server.strategy import build_strategy, round_lr
+from server.privacy import BudgetReached, server_privacy
+from server.strategy import round_lr
 from server.validation import Verdict, reply_bytes
 
 log = logging.getLogger("clef.server")
@@ -61,13 +62,6 @@ def load_arrays(encoder: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> t
     return encoder
 
 
-def server_privacy(cfg: Mapping[str, Any], previous_lines: list[dict[str, Any]]) -> Any:
-    """The run's privacy policy (:class:`server.privacy.ServerPrivacy`), None with ``privacy.mode = "off"``."""
-    if str(cfg.get("privacy", {}).get("mode", "off")) == "off":
-        return None
-    from server.privacy import ServerPrivacy
-
-    return ServerPrivacy(cfg, previous_lines)
 
 
 class Federation:
@@ -94,10 +88,7 @@ class Federation:
             self.start_round = state.round + 1
         folder.reconcile_metrics(state)
         self.privacy = server_privacy(cfg, folder.read_metrics())
-        if self.privacy is not None:
-            self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
-        else:
-            self.strategy = build_strategy(self.settings, self.train_cfg.lr)
+        self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
         if state is not None:
             self.strategy.load_state_dict(state.strategy)
 
@@ -119,9 +110,7 @@ class Federation:
             self.folder.write_status("running", round=server_round - 1, rounds=s.rounds)
             try:
                 self.run_round(grid, server_round)
-            except Exception as exc:
-                if not self._budget_reached(exc):
-                    raise
+            except BudgetReached as exc:  # a privacy budget ends the run with the last round's model
                 log.warning("the run ends after round %d: %s", server_round - 1, exc)
                 stopped = {"stopped": str(exc)}
                 break
@@ -130,14 +119,6 @@ class Federation:
         self.folder.write_status("complete", round=last[-1] if last else 0, rounds=s.rounds,
                                  final_model=str(final), **stopped)
         return final
-
-    def _budget_reached(self, exc: Exception) -> bool:
-        """A privacy budget ends the run with the last round's model (server/privacy.py)."""
-        if self.privacy is None:
-            return False
-        from server.privacy import BudgetReached
-
-        return isinstance(exc, BudgetReached)
 
     def train_config(self, server_round: int) -> ConfigRecord:
         s = self.settings
@@ -153,9 +134,7 @@ class Federation:
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         screen = self.strategy.last_screen
         if arrays is None:
-            if self.privacy is not None and self.privacy.budget_stop(screen):
-                from server.privacy import BudgetReached
-
+            if self.privacy.budget_stop(screen):
                 raise BudgetReached(f"round {server_round}: every site that could train is out of its privacy budget")
             self._fail(server_round, screen, len(messages))
         sent_arrays, self.arrays = self.arrays, arrays
@@ -176,8 +155,7 @@ class Federation:
             initial = self._probe(sent_arrays)  # the encoder before any training: round 0 of the plots
             line["probe_auroc_initial"] = initial.get("probe_auroc")
             line["probe_initial"] = initial
-        if self.privacy is not None:
-            line.update(self.privacy.round_fields(self.strategy, screen))
+        line.update(self.privacy.round_fields(self.strategy, screen))
         line.update(self.evaluate(grid, server_round))
         line["seconds"] = round(time.perf_counter() - started, 3)
         line["time"] = time.time()
@@ -210,7 +188,7 @@ class Federation:
         answered = set()
         for verdict in verdicts:
             entry = {k: json_safe(v) for k, v in verdict.to_dict().items()}
-            index = verdict.metrics.get("site-index")
+            index = verdict.metrics.get(SITE_INDEX_KEY)
             if index is not None and int(index) >= 0:
                 entry["site"] = self.names.get(int(index), f"site-{int(index)}")
                 answered.add(int(index))
@@ -262,7 +240,7 @@ class Federation:
                 "final_train_loss": lines[-1].get("train_loss") if lines else None,
                 "sites": sorted({s.get("site", f"node-{s['node_id']}") for line in lines for s in line["sites"]
                                  if s["status"] == "accepted"}),
-                "privacy": self.privacy.provenance() if self.privacy is not None else None,
+                "privacy": self.privacy.provenance(),
                 "torch_version": torch.__version__,
             },
         )

@@ -8,7 +8,6 @@ server probed a held-out set, the linear-probe AUROC per label with its 95 % con
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

@@ -281,7 +281,7 @@ def test_strategies_average_only_accepted_replies(name: str) -> None:
     settings = FederationSettings(strategy=name, proximal_mu=0.1, min_train_nodes=2, min_available_nodes=2)
     strategy = build_strategy(settings, client_lr=1e-3)
     strategy.sent_arrays, strategy.sampled_nodes = reference, [1, 2, 3]
-    strategy.current_arrays = {k: v.copy() for k, v in ref.items()}  # what FedOpt's configure_train keeps
+    strategy.inner.current_arrays = {k: v.copy() for k, v in ref.items()}  # what FedOpt's configure_train keeps
     a, b = {**ref, "w": ref["w"] + 1.0, "n": np.array(7)}, {**ref, "w": ref["w"] + 3.0, "n": np.array(9)}
     bad = {**ref, "w": np.full((4, 3), np.inf, np.float32)}
     arrays, metrics = strategy.aggregate_train(1, [reply(a, good_metrics(10), 1), reply(b, good_metrics(30), 2),
@@ -307,7 +307,7 @@ def test_fedadam_state_round_trips() -> None:
 
     def step(strategy, base, delta):
         strategy.sent_arrays, strategy.sampled_nodes = base, [1, 2]
-        strategy.current_arrays = {k: v.numpy() for k, v in base.items()}
+        strategy.inner.current_arrays = {k: v.numpy() for k, v in base.items()}
         moved = {k: np.asarray(v.numpy() + (delta if k == "w" else 0)) for k, v in base.items()}
         out, _ = strategy.aggregate_train(2, [reply(moved, good_metrics(), 1), reply(moved, good_metrics(), 2)])
         return out
@@ -460,6 +460,8 @@ def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_pa
     assert all(x["failed"] == 1 and x["accepted"] == 2 for x in lines)
     assert [e.get("site") for e in lines[0]["sites"] if e["status"] == "failed"] == ["gone"]
     assert straight.folder.final_model.is_file()
+    assert load_model(straight.folder.final_model).provenance["privacy"] is None  # privacy off: server.privacy.NoPrivacy
+    assert not any("epsilon" in x or "privacy_mode" in x for x in lines)
     with pytest.raises(RoundFailed, match="only 2 of 3"):
         run(tmp_path / "strict", 1, min_train=3)
     status = ServerRunFolder(tmp_path / "strict").read_status()
@@ -521,7 +523,7 @@ def test_pyproject_flower_app_matches_the_config() -> None:
     """Every dotted key `flwr run -c` accepts is a real experiment key, and the shipped
     experiments are valid federations."""
     app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "simulations.server_app:app", "clientapp": "client.client_app:app"}
+    assert app["components"] == {"serverapp": "server.server_app:app", "clientapp": "client.client_app:app"}
     from flwr.common.config import flatten_dict
 
     flat = flatten_dict(app["config"])
@@ -533,6 +535,28 @@ def test_pyproject_flower_app_matches_the_config() -> None:
             assert value == "", key
     for name in ("default", "simulate-small"):
         FederationSettings.from_config(load_config(name))
+
+
+def test_a_bare_flwr_run_prepares_the_sites_with_the_function_run_config_names(tmp_path: Path, task_identity) -> None:
+    """`flwr run .` with prepare-sites=true and no sites.json: the app's ServerApp (server/) writes
+    the sites with the function run_config site-preparer names (the simulation's, looked up by
+    name) and trains on them; a name that is not a function is an error naming the key."""
+    from clef_core.federation.run_config import site_preparer
+    from server.server_app import run_server
+
+    app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert site_preparer(app_config) is prepare_federation
+    for bad, why in (("simulations.sites", "expected 'module:function'"), ("simulations.nowhere:f", "cannot import"),
+                     ("simulations.sites:nothing", "has no function nothing"), ("", "expected")):
+        with pytest.raises(ConfigError, match=f"site-preparer = .*{why}"):
+            site_preparer({"site-preparer": bad})
+    overrides = TINY + ["federation.rounds=1", "federation.local_steps=1", "federation.eval_every=0"]
+    run_config = {"experiment": "", "set": " ".join(overrides), "run-dir": str(tmp_path), "sites-manifest": "",
+                  "prepare-sites": True, "site-preparer": app_config["site-preparer"]}
+    final = run_server(SerialGrid(run_config, 2), context(run_config))
+    specs, _ = read_manifest(tmp_path / "sites.json")
+    assert len(specs) == 2 and final.is_file()
+    assert [e["status"] for e in RunFolder(tmp_path).read_metrics()[0]["sites"]] == ["accepted", "accepted"]
 
 
 def test_sites_manifest_round_trip(tmp_path: Path) -> None:
