@@ -30,8 +30,9 @@ from flwr.serverapp import Grid
 
 from clef_core.checkpoint import encoder_config_of, save_model
 from clef_core.data.preprocess import PreprocessConfig
+from clef_core.encoders.config import make_config
+from clef_core.task import build_model
 from clef_core.train.config import TrainConfig
-from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
@@ -53,7 +54,7 @@ class RoundFailed(RuntimeError):
 def initial_arrays(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, ArrayRecord]:
     """The encoder of ``[model]`` initialised from ``train.seed`` and its weights as an ArrayRecord."""
     seed_everything(int(cfg["train"]["seed"]))
-    encoder = build_model(dict(cfg))
+    encoder = build_model(make_config(**cfg["model"]))
     return encoder, ArrayRecord(encoder.state_dict())
 
 

@@ -79,7 +79,7 @@ def check_node_counts(cfg: Mapping[str, Any], n_sites: int) -> None:
                               f"(Flower would wait for nodes that never come)")
 
 
-def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | bool]:
+def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | int | float | bool]:
     return {"experiment": str(experiment), "run-dir": str(out), "sites-manifest": str(manifest),
             "prepare-sites": False}
 

@@ -395,11 +395,12 @@ def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: dict[str, Any], fol
     (a pretraining run resumes from its finished checkpoint) and saved."""
     import torch
 
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
 
     path = folder / "encoder.pt"
     if path.is_file():
-        encoder = build_model(acfg)
+        encoder = build_model(make_config(**acfg["model"]))
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return encoder.eval()
     encoder, _ = _encoder(acfg, arm, _arm_site(ctx.sites, arm), folder, ctx.progress, list(ctx.study.labels))
@@ -457,11 +458,12 @@ def _encoder(cfg, arm, site, folder: Path, progress: bool, labels: list[str]):
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
 
     if arm == "untrained":
         torch.manual_seed(cfg["train"]["seed"])
-        return build_model(cfg).eval(), {"steps": 0, "seconds": 0.0}
+        return build_model(make_config(**cfg["model"])).eval(), {"steps": 0, "seconds": 0.0}
     if arm == "supervised":
         names = labels or [c for c in site.labels.columns if c not in ("study_id", "subject_id", "record_id")]
         encoder, info = train_supervised(cfg, site, names)
@@ -477,7 +479,9 @@ def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> d
     import torch
 
     from clef_core.train.config import LossConfig, TrainConfig
-    from clef_core.train.loop import build_model, make_dataset, make_loader
+    from clef_core.data.augment import ViewConfig
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import diagnose
 
     tc = TrainConfig(**cfg["train"])
@@ -487,8 +491,8 @@ def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> d
             continue
         torch.manual_seed(tc.seed)
         settings = {arm: LossConfig(**arm_config(cfg, arm, study, tc.seed)["loss"]) for arm in arms}
-        loader = make_loader(make_dataset(cfg, sites[source], tc.seed), tc, epoch=0)
-        stats.update(diagnose(loader, settings, build_model(cfg).eval(), max_batches=study.diagnose_batches,
+        loader = make_loader(make_dataset(ViewConfig(**cfg["views"]), sites[source], tc.seed), tc, epoch=0)
+        stats.update(diagnose(loader, settings, build_model(make_config(**cfg["model"])).eval(), max_batches=study.diagnose_batches,
                               seed=tc.seed))
     out.mkdir(parents=True, exist_ok=True)
     (out / "diagnostics.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
