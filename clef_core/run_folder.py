@@ -55,9 +55,11 @@ def json_safe(value: object) -> object:
     return value
 
 
-def dumps(value: object, *, indent: int | None = None, sort_keys: bool = False) -> str:
-    """:func:`json.dumps` of :func:`json_safe` ``(value)``; strict JSON (never ``NaN``)."""
-    return json.dumps(json_safe(value), allow_nan=False, indent=indent, sort_keys=sort_keys)
+def dumps(value: object, *, indent: int | None = None, sort_keys: bool = False,
+          default: Callable[[object], object] | None = None) -> str:
+    """:func:`json.dumps` of :func:`json_safe` ``(value)``; strict JSON (never ``NaN``). ``default``
+    turns what JSON has no type for into what it has (e.g. ``str`` for paths), as in json.dumps."""
+    return json.dumps(json_safe(value), allow_nan=False, indent=indent, sort_keys=sort_keys, default=default)
 
 
 def covered(epoch: int, step: int) -> Callable[[Mapping[str, object]], bool]:
