@@ -28,6 +28,7 @@ import tomli_w
 
 from clef_core.config import ConfigError
 from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
+from server.checkpoint import ServerRunFolder
 from server.settings import FederationSettings
 from simulations.engine import (
     ANSI,
@@ -78,7 +79,7 @@ def check_node_counts(cfg: Mapping[str, Any], n_sites: int) -> None:
                               f"(Flower would wait for nodes that never come)")
 
 
-def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | bool]:
+def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | int | float | bool]:
     return {"experiment": str(experiment), "run-dir": str(out), "sites-manifest": str(manifest),
             "prepare-sites": False}
 
@@ -122,7 +123,7 @@ def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str 
         check_privacy(cfg, len(federation.sites))  # refuse a DP setting before anything starts
     experiment = write_experiment(cfg, out)
     fed = cfg["federation"]
-    folder = RunFolder(out)
+    folder = ServerRunFolder(out)
     before = {r["round"] for r in read_rounds(out)}
     folder.write_status(STARTING, round=max(before, default=0), rounds=int(fed["rounds"]))
     run_config = run_config_for(out, experiment, federation.manifest)
