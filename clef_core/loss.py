@@ -92,27 +92,25 @@ def clef_loss(
     risk_scaling: str = "minmax",
     unknown_weight: str = "one",
     weight_power: float = 1.0,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """(L_w + align_weight * L_d) / (1 + align_weight) of the module docstring, a scalar tensor.
 
     ``risk`` (N,) SCORE2 risk, NaN when unknown; ``completeness`` (N,) in [0, 1] (may be None only
-    when ``use_mask`` is False).
+    when ``use_mask`` is False). ``check_values=False``: the caller checked them with
+    :func:`check_targets` before moving them to the device (the check reads the values, which on
+    a GPU is a host synchronisation).
     """
     _check_options(tau=tau, alpha=alpha, weight_norm=weight_norm, align_weight=align_weight, risk_scaling=risk_scaling,
                    unknown_weight=unknown_weight, weight_power=weight_power)
     with _autocast_off(z):
         z, n = _embeddings(z, "clef_loss")
         risk_t = _vector(risk, n, "risk", z)
-        if bool(torch.isinf(risk_t).any()):
-            raise ValueError("clef_loss: risk holds +-inf (unknown risks must be NaN)")
-        if use_mask:
-            if completeness is None:
-                raise ValueError("clef_loss: completeness is required when use_mask=True")
-            rho = _vector(completeness, n, "completeness", z)
-            if not bool(((rho >= 0) & (rho <= 1)).all()):
-                raise ValueError("clef_loss: completeness must lie in [0, 1] (no NaN)")
-        else:
-            rho = None
+        if use_mask and completeness is None:
+            raise ValueError("clef_loss: completeness is required when use_mask=True")
+        rho = _vector(completeness, n, "completeness", z) if use_mask and completeness is not None else None
+        if check_values:
+            check_targets(risk_t, rho)
         weights, defined = clinical_weights(risk_t, rho, alpha=alpha, risk_scaling=risk_scaling,
                                             unknown_weight=unknown_weight, weight_power=weight_power)
         sim = cosine_matrix(z)
@@ -122,6 +120,14 @@ def clef_loss(
             return l_w
         l_d = alignment_loss(sim, tiled, tiled_defined)
         return (l_w + align_weight * l_d) / (1 + align_weight)
+
+
+def check_targets(risk: torch.Tensor, completeness: torch.Tensor | None) -> None:
+    """Refuse an infinite risk (unknown is NaN) and a completeness outside [0, 1] (or NaN)."""
+    if bool(torch.isinf(risk).any()):
+        raise ValueError("clef_loss: risk holds +-inf (unknown risks must be NaN)")
+    if completeness is not None and not bool(((completeness >= 0) & (completeness <= 1)).all()):
+        raise ValueError("clef_loss: completeness must lie in [0, 1] (no NaN)")
 
 
 def nt_xent(z: torch.Tensor, tau: float = 0.07) -> torch.Tensor:

@@ -121,3 +121,18 @@ def test_fine_tuning_skips_batches_without_a_known_label():
     tuned = finetune(build_encoder("tiny"), x, y, "binary", ["a"], FinetuneConfig(epochs=2, batch_size=4))
     assert len(tuned.history) == 2 and all(h > 0 for h in tuned.history)
     assert isinstance(tuned.head, nn.Linear)
+
+
+def test_targets_are_checked_on_the_host_before_the_step():
+    # the loss reads no device value in training: the trainer checks risk and completeness on the CPU
+    trainer = make_trainer()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    bad = batch()
+    bad["risk"][1] = math.inf
+    with pytest.raises(ValueError, match=r"risk holds \+-inf"):
+        trainer.train_epoch([bad])
+    bad = batch()
+    bad["completeness"][0] = 1.5
+    with pytest.raises(ValueError, match=r"completeness must lie in \[0, 1\]"):
+        trainer.train_epoch([bad])
+    assert trainer.step == 0 and all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())

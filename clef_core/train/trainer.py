@@ -47,6 +47,7 @@ from torch import nn
 
 from clef_core.atomic import atomic_torch_save
 from clef_core.checkpoint import strip_prefix, unwrap
+from clef_core.loss import check_targets
 from clef_core.placebo import placebo_inputs
 from clef_core.train.config import LossConfig, TrainConfig
 
@@ -144,8 +145,9 @@ def reads_are_free(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``(z, risk, completeness) -> scalar`` for the configured loss kind."""
+def make_loss(cfg: LossConfig, check_values: bool = True) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(z, risk, completeness) -> scalar`` for the configured loss kind (``check_values``: see
+    :func:`clef_core.loss.clef_loss`)."""
     from clef_core.loss import clef_loss, nt_xent
 
     if cfg.kind == "ntxent":
@@ -162,12 +164,14 @@ def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Te
         risk_scaling=cfg.risk_scaling,
         unknown_weight=cfg.unknown_weight,
         weight_power=cfg.weight_power,
+        check_values=check_values,
     )
 
 
 def contrastive_criterion(cfg: LossConfig) -> Criterion:
-    """The CLEF (or NT-Xent) loss of ``cfg`` as a :data:`Criterion` over ``Trainer.contrastive_batch``'s batches."""
-    loss = make_loss(cfg)
+    """The CLEF (or NT-Xent) loss of ``cfg`` as a :data:`Criterion` over ``Trainer.contrastive_batch``'s
+    batches (their risk and completeness were checked on the CPU, so the loss reads no device value)."""
+    loss = make_loss(cfg, check_values=False)
     return lambda z, batch: loss(z, batch["risk"], batch["completeness"])
 
 
@@ -470,10 +474,12 @@ class Trainer:
         n = int(view1.shape[0])
         if n == 0:
             return None, dict(batch), 0
+        if self.loss_cfg.kind == "clef":  # on the CPU: no device read in the loss (clef_core.loss.check_targets)
+            check_targets(risk.to(torch.float32), completeness.to(torch.float32) if self.loss_cfg.use_mask else None)
         dev = self.device
         x = torch.cat([view1, view2]).to(dev, non_blocking=True)
-        risk = risk.to(dev, dtype=torch.float32)
-        completeness = completeness.to(dev, dtype=torch.float32)
+        risk = risk.to(dev, non_blocking=True).to(torch.float32)
+        completeness = completeness.to(dev, non_blocking=True).to(torch.float32)
         if self.loss_cfg.shuffle_risk and self.model.training:
             perm = placebo_permutation(risk.shape[0], self.train_cfg.seed, self.step)
             risk, completeness = placebo_inputs(risk, completeness, perm, self.loss_cfg.shuffle_scope)
