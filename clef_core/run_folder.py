@@ -39,7 +39,7 @@ STARTING, RUNNING, COMPLETE, FAILED, INTERRUPTED = "starting", "running", "compl
 LIVE_STATES = frozenset({STARTING, RUNNING})  # a run that says this and holds no lock has died
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: object) -> object:
     """``value`` with every non-finite float as None, numpy/torch values as Python values (arrays
     as lists), tuples as lists and mapping keys as strings: what :func:`json.dumps` writes
     with ``allow_nan=False``."""
@@ -47,22 +47,29 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy / torch scalars and arrays
-        return json_safe(value.tolist())
+    tolist = getattr(value, "tolist", None)  # numpy / torch scalars and arrays
+    if callable(tolist) and not isinstance(value, (str, bytes)):
+        return json_safe(tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
-def dumps(value: Any, **kwargs: Any) -> str:
-    """:func:`json.dumps` of :func:`json_safe` ``(value)``; strict JSON (never ``NaN``)."""
-    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+def dumps(value: object, *, indent: int | None = None, sort_keys: bool = False,
+          default: Callable[[object], object] | None = None) -> str:
+    """:func:`json.dumps` of :func:`json_safe` ``(value)``; strict JSON (never ``NaN``). ``default``
+    turns what JSON has no type for into what it has (e.g. ``str`` for paths), as in json.dumps."""
+    return json.dumps(json_safe(value), allow_nan=False, indent=indent, sort_keys=sort_keys, default=default)
 
 
-def covered(epoch: int, step: int) -> Callable[[Mapping[str, Any]], bool]:
+def covered(epoch: int, step: int) -> Callable[[Mapping[str, object]], bool]:
     """The metrics lines a training state saved after ``epoch`` epochs and ``step`` steps covers
     (a line without a counter counts as 0 for it)."""
-    return lambda line: line.get("epoch", 0) <= epoch and line.get("step", 0) <= step
+    def within(line: Mapping[str, object]) -> bool:
+        e, s = line.get("epoch", 0), line.get("step", 0)
+        return isinstance(e, int) and isinstance(s, int) and e <= epoch and s <= step
+
+    return within
 
 
 class MetricsLog:
@@ -101,7 +108,7 @@ class RunFolder:
         """``torch.save`` ``payload`` (tensors and plain values) to ``root/name`` atomically."""
         return atomic_torch_save(dict(payload), self.root / name)
 
-    def load_state(self, name: str | Path) -> dict[str, Any] | None:
+    def load_state(self, name: str | Path) -> dict[str, object] | None:
         """The state saved as ``root/name`` (None when there is none), loaded with
         ``weights_only=True``; an unreadable file is a :class:`ValueError` naming it."""
         import torch
@@ -114,7 +121,7 @@ class RunFolder:
         except Exception as exc:  # an atomic write cannot leave this; a disk fault or another program can
             raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
 
-    def resume_state(self, name: str | Path, *, resume: bool) -> dict[str, Any] | None:
+    def resume_state(self, name: str | Path, *, resume: bool) -> dict[str, object] | None:
         """The state to continue from when ``resume`` (None when there is none); otherwise the run
         starts over: a state and metrics left in the folder are removed."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -145,19 +152,24 @@ class RunFolder:
                 lines.append(line)
         return lines
 
-    def truncate_metrics(self, keep: Callable[[Mapping[str, Any]], bool], *,
-                         restore: Iterable[Mapping[str, Any]] = (), key: str | None = None) -> list[dict[str, Any]]:
-        """Rewrite metrics.jsonl (atomically) to what the saved state covers and return it: the
-        readable lines ``keep`` accepts, then ``restore`` (the state's own record of its last
+    def truncate_metrics(self, keep: Callable[[Mapping[str, object]], bool], *,
+                         restore: Iterable[Mapping[str, object]] = (), key: str | None = None) -> int:
+        """Rewrite metrics.jsonl (atomically) to what the saved state covers, and return its number
+        of lines: the readable lines ``keep`` accepts, then ``restore`` (the state's own record of its last
         epoch or round, for a line lost after the state was saved); with ``key``, one line per
         value of ``key`` (the last written, a restored one winning), ordered by it."""
-        lines = [json_safe(line) for line in [*filter(keep, self.read_metrics()), *restore]]
+        lines: list[Mapping[str, object]] = [*filter(keep, self.read_metrics()), *restore]
         if key is not None:
-            by_key = {line[key]: line for line in lines}
+            by_key: dict[int, Mapping[str, object]] = {}
+            for line in lines:
+                value = line.get(key)
+                if not isinstance(value, int):
+                    raise ValueError(f"{self.metrics}: {key} = {value!r} is not a whole number in {dict(line)}")
+                by_key[value] = line
             lines = [by_key[k] for k in sorted(by_key)]
         if lines or self.metrics.is_file():
             write_text_atomic(self.metrics, "".join(dumps(line) + "\n" for line in lines))
-        return lines
+        return len(lines)
 
     def last_metric(self, name: str, kind: str | None = None) -> float:
         """The last logged value of ``name`` (of lines whose ``kind`` is ``kind`` when given), NaN if none."""
@@ -180,7 +192,7 @@ class RunFolder:
         return json.loads(self.status_file.read_text(encoding="utf-8"))
 
     @contextlib.contextmanager
-    def tracking_status(self, **fields: Any) -> Iterator[dict[str, Any]]:
+    def tracking_status(self, **fields: object) -> Iterator[dict[str, object]]:
         """status.json says ``running`` (with ``fields``) while the block runs, then ``complete``,
         ``failed`` (with the error) or ``interrupted`` (Ctrl-C: run the command again to resume),
         with ``fields`` as the block left them (it may update the dict it is given)."""

@@ -117,8 +117,12 @@ class ServerRunFolder(RunFolder):
     def reconcile_metrics(self, state: ServerState | None) -> None:
         """Make metrics.jsonl hold exactly one line per completed round up to ``state.round``."""
         last = state.round if state is not None else 0
-        self.truncate_metrics(lambda line: isinstance(line.get("round"), int) and line["round"] <= last,
-                              restore=[state.metrics] if state is not None else [], key="round")
+
+        def completed(line: Mapping[str, object]) -> bool:
+            done = line.get("round")
+            return isinstance(done, int) and done <= last
+
+        self.truncate_metrics(completed, restore=[state.metrics] if state is not None else [], key="round")
 
 
 def check_same_experiment(state: ServerState, fingerprint: Mapping[str, object], arrays: Mapping[str, np.ndarray],

@@ -36,7 +36,7 @@ from clef_core.train.config import TrainConfig
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
-from clef_core.run_folder import json_safe
+from clef_core.run_folder import COMPLETE, FAILED, RUNNING, json_safe
 from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
 from server.probe import ProbeSet, linear_probe
 from server.settings import FederationSettings
@@ -108,7 +108,7 @@ class Federation:
             log.info("federated rounds %d..%d in %s: %s", self.start_round, s.rounds, self.folder.root, s.describe())
         stopped = {}
         for server_round in range(self.start_round, s.rounds + 1):
-            self.folder.write_status("running", round=server_round - 1, rounds=s.rounds)
+            self.folder.write_status(RUNNING, round=server_round - 1, rounds=s.rounds)
             try:
                 self.run_round(grid, server_round)
             except BudgetReached as exc:  # a privacy budget ends the run with the last round's model
@@ -117,7 +117,7 @@ class Federation:
                 break
         final = self.save_final()
         last = self.folder.rounds()
-        self.folder.write_status("complete", round=last[-1] if last else 0, rounds=s.rounds,
+        self.folder.write_status(COMPLETE, round=last[-1] if last else 0, rounds=s.rounds,
                                  final_model=str(final), **stopped)
         return final
 
@@ -173,7 +173,7 @@ class Federation:
                           if v.status != "accepted")
         error = (f"round {server_round}: only {len(screen.accepted)} of {sampled} sampled sites gave a usable "
                  f"update (min_train_nodes = {self.settings.min_train_nodes})")
-        self.folder.write_status("failed", round=server_round - 1, rounds=self.settings.rounds, error=error,
+        self.folder.write_status(FAILED, round=server_round - 1, rounds=self.settings.rounds, error=error,
                                  sites=sites)
         raise RoundFailed(f"{error}: {sites}")
 

@@ -28,6 +28,7 @@ from server.checkpoint import ServerRunFolder
 from server.loop import Federation
 from server.probe import ProbeSet
 from clef_core.federation.run_config import experiment_config, run_dir, site_preparer, sites_manifest_path
+from clef_core.run_folder import FAILED
 
 log = logging.getLogger("clef.server")
 app = ServerApp()
@@ -92,6 +93,6 @@ def run_server(grid: Grid, context: Context) -> Path:
         federation = Federation(cfg, folder, manifest, probe=probe, probe_note=note)
         return federation.run(grid)
     except Exception as exc:
-        if folder.read_status().get("state") != "failed":  # a failed round has written its own account
-            folder.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+        if folder.read_status().get("state") != FAILED:  # a failed round has written its own account
+            folder.write_status(FAILED, error=f"{type(exc).__name__}: {exc}")
         raise

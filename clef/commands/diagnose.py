@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, config_from_args
 from clef.commands._site import prepare_cohort_site
+from clef_core.run_folder import dumps
 
 NAME = "diagnose"
 HELP = "weight statistics of CLEF batches: pairs with risk, weight spread, Spearman vs risk / completeness, placebo gradient cosine"
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                    "risk": dataclasses.asdict(risk),
                    "batches": args.batches, "batch_size": train_cfg.batch_size, "cohort": str(site.root),
                    "oracle": args.oracle}
-        args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        args.json.write_text(dumps(payload, indent=2), encoding="utf-8")
     return 0
 
 

@@ -72,6 +72,7 @@ from clef_core.evaluation.metrics import auroc_ci95_halfwidth
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
 from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
 from clef_core.evaluation.study_workers import map_units
+from clef_core.run_folder import dumps
 
 ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
         "clef_signal_off", "ntxent_signal_off", "supervised")
@@ -278,7 +279,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
         "synth": cfg["synth"], "risk": dict(cfg.get("risk", {})),  # the clinical risk model behind CLEF's weights
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    (out / "summary.json").write_text(dumps(summary, indent=2, default=str), encoding="utf-8")
     mitdb_md = ""
     if mitdb is not None:
         mt = pd.DataFrame(mitdb_rows)
@@ -286,7 +287,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         summary["mitdb_windows"] = {"windows": int(len(mitdb[1])), "records": int(len(np.unique(mitdb[2]))),
                                     "positive_windows": {c: int(mitdb[1][:, k].sum()) for k, c in enumerate(WINDOW_LABELS)},
                                     "stride_s": study.mitdb_stride_s}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        (out / "summary.json").write_text(dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
     (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study, ceiling) + mitdb_md
                                   + _diagnostics_markdown(diagnostics)
@@ -495,7 +496,7 @@ def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> d
         stats.update(diagnose(loader, settings, build_model(make_config(**cfg["model"])).eval(), max_batches=study.diagnose_batches,
                               seed=tc.seed))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "diagnostics.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    (out / "diagnostics.json").write_text(dumps(stats, indent=2), encoding="utf-8")
     return stats
 
 

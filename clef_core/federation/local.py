@@ -50,7 +50,7 @@ import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
 from clef_core.encoders.config import make_config
-from clef_core.federation.contract import PRIVACY_METRICS, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
+from clef_core.federation.contract import PRIVACY_METRICS, SITE_INDEX_KEY, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
 from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
@@ -147,7 +147,7 @@ def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[s
         "examples": float(examples),
         "steps": float(steps),
         "seconds": seconds,
-        "site-index": float(spec.index),
+        SITE_INDEX_KEY: float(spec.index),
         **skip_counts(site, dataset, empty),
     }
     if not math.isfinite(metrics["train_loss"]):
@@ -237,7 +237,7 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
         "examples": plan.sample_rate * len(dataset) * steps,
         "steps": float(steps),
         "seconds": 0.0,
-        "site-index": float(spec.index),
+        SITE_INDEX_KEY: float(spec.index),
     })
     metrics.update(zip(PRIVACY_METRICS, (float(result.epsilon), float(result.delta),
                                          0.0 if result.trained else 1.0, 1.0 if unit == "record" else 0.0)))
@@ -284,4 +284,4 @@ def local_evaluate(global_state: StateDict, conf: Mapping[str, Any], cfg: Mappin
     if not count:
         raise ValueError(f"site {spec.site_id}: nothing to evaluate")
     log.info("evaluate round %d: loss %.4f over %d patients", server_round, total / count, count)
-    return {WEIGHT_KEY: count, "eval_loss": total / count, "site-index": float(spec.index)}
+    return {WEIGHT_KEY: count, "eval_loss": total / count, SITE_INDEX_KEY: float(spec.index)}

@@ -116,9 +116,9 @@ def pretrain(
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "num_workers", "device", "log_every"})
 
 
-def check_resumable(state: Mapping[str, Any], train_cfg: TrainConfig, loss_cfg: LossConfig, where: str) -> None:
+def check_resumable(state: Mapping[str, object], train_cfg: TrainConfig, loss_cfg: LossConfig, where: str) -> None:
     """Refuse to continue a run with other loss or optimisation settings than it started with."""
-    saved_train, saved_loss = state.get("train_config", {}), state.get("loss_config", {})
+    saved_train, saved_loss = _saved_section(state, "train_config"), _saved_section(state, "loss_config")
     changed = [f"train.{k}: {saved_train.get(k)!r} -> {v!r}" for k, v in train_cfg.to_dict().items()
                if k not in RESUMABLE_CHANGES and saved_train.get(k) != v]
     defaults = LossConfig().to_dict()  # keys added later: an older state was trained at their default
@@ -127,6 +127,11 @@ def check_resumable(state: Mapping[str, Any], train_cfg: TrainConfig, loss_cfg: 
     if changed:
         raise ValueError(f"{where} was trained with other settings ({'; '.join(changed)}); "
                          "start over (--no-resume) or use another run folder")
+
+
+def _saved_section(state: Mapping[str, object], key: str) -> Mapping[str, object]:
+    section = state.get(key)
+    return section if isinstance(section, Mapping) else {}
 
 
 def model_preprocess(site: PreparedSite) -> dict[str, Any]:
