@@ -110,8 +110,8 @@ def to_plain(value: Any, where: str = "value") -> Any:
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The bare model inside an Opacus ``GradSampleModule`` (attribute ``_module``) or similar wrapper."""
-    while isinstance(getattr(module, "_module", None), nn.Module):
-        module = module._module
+    while isinstance(inner := getattr(module, "_module", None), nn.Module):
+        module = inner
     return module
 
 

@@ -193,8 +193,9 @@ class ReplyValidator:
         return keep
 
 
-def _refusal(reason: str) -> str:
+def _refusal(reason: str | None) -> str:
     """A site's refusal as it names it (client.client_app.SiteRefusal: its text says only what was
     refused), for the round's report; "" for any other error."""
-    start = (reason or "").find(REFUSAL_PREFIX)
-    return "" if start < 0 else ": " + reason[start:start + 300].split("'>")[0]
+    text = reason or ""
+    start = text.find(REFUSAL_PREFIX)
+    return "" if start < 0 else ": " + text[start:start + 300].split("'>")[0]

@@ -142,7 +142,7 @@ def effective_privacy(policy: SitePolicy, request: PrivacyConfig) -> PrivacyConf
             f"refused by the site: it trains only under {policy.mode}-level differential privacy",
             f"the run requests privacy.mode = {request.mode!r}")
     budget = _smaller_budget(policy.budget_epsilon, request.budget_epsilon)
-    site_owned = {"budget_epsilon": budget, "budget_scope": policy.budget_scope, "ledger_dir": policy.ledger_dir}
+    site_owned: dict[str, Any] = {"budget_epsilon": budget, "budget_scope": policy.budget_scope, "ledger_dir": policy.ledger_dir}
     if request.mode != "patient":
         return dataclasses.replace(request, **site_owned)
     if policy.mode == "patient":
