@@ -34,6 +34,13 @@ class ConfigError(ValueError):
     """A configuration file or override is malformed or names an unknown key."""
 
 
+def require(ok: bool, key: str, value: Any, expected: str) -> None:
+    """The one validation step of every config section's ``__post_init__``: a :class:`ConfigError`
+    ``"<key> = <value>: expected <expected>"`` unless ``ok`` (``key`` is dotted: ``train.lr``)."""
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+
 class ConfigWarning(UserWarning):
     """A configuration that still loads but should be updated (e.g. the old [score2] section)."""
 

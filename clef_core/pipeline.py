@@ -146,7 +146,7 @@ def clinical_table(root: Path, work: Path, cfg: dict[str, Any]) -> pd.DataFrame:
     from clef_core.metadata import MetadataConfig, extract_clinical_table, load_clinical_table, save_clinical_table
 
     settings = MetadataConfig.from_config(cfg)
-    key = {"version": CACHE_VERSION, "cohort": str(root), "settings": dataclasses.asdict(settings)}
+    key = {"version": CACHE_VERSION, "cohort": str(root), "settings": settings.sidecar()}
     cache, key_file = work / CLINICAL_CACHE, work / CLINICAL_KEY
     if not (cache.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")) == key):
         key_file.unlink(missing_ok=True)

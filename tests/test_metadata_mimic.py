@@ -245,7 +245,7 @@ def test_from_config_and_cli(cohort, tmp_path, capsys):
 
     cfg = load_config(overrides=["score2.region=\"high\"", "metadata.window_days=30"])
     settings = MetadataConfig.from_config(cfg)
-    assert settings.region == "high" and settings.window_days == 30
+    assert settings.risk.region == "high" and settings.window_days == 30
     out = tmp_path / "t.csv"
     assert main(["metadata", str(cohort), "--out", str(out), "--set", "score2.missing_policy=\"impute_reference\""]) == 0
     printed = capsys.readouterr().out

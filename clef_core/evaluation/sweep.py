@@ -11,6 +11,7 @@ tabulate every finished point.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -25,6 +26,16 @@ from clef_core.atomic import write_json_atomic
 from clef_core.config import ConfigError, merge, parse_value, unflatten
 
 RESULT_FILE = "result.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """The ``[sweep]`` section: the default ``grid`` of ``clef sweep`` ("section.key=v1,v2,..." entries)."""
+
+    grid: tuple[str, ...] = ("loss.alpha=0.2,0.5", "loss.tau=0.07,0.1")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", tuple(self.grid))
 
 
 def parse_grid(items: Iterable[str]) -> list[tuple[str, list[Any]]]:

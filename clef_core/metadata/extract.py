@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ def extract_clinical_table(
     else:
         settings = MetadataConfig.from_config(config)
     if overrides:
-        settings = dataclasses.replace(settings, **overrides)
+        settings = settings.replace(**overrides)
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     source = Path(source)
