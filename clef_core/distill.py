@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
+from clef_core.config import require
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.loop import _truncate_metrics, make_dataset, run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
@@ -79,12 +80,11 @@ class DistillConfig:
     calibration: str = ""
 
     def __post_init__(self) -> None:
-        for key, ok in (("sample_rate", self.sample_rate > 0), ("steps", self.steps >= 1),
-                        ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                        ("weight_decay", self.weight_decay >= 0), ("grad_clip", self.grad_clip >= 0),
-                        ("stat_views", self.stat_views >= 2), ("log_every", self.log_every >= 0)):
-            if not ok:
-                raise ValueError(f"distill.{key} = {getattr(self, key)!r} is out of range")
+        for key, ok, expected in (("sample_rate", self.sample_rate > 0, "> 0"), ("steps", self.steps >= 1, ">= 1"),
+                                  ("batch_size", self.batch_size >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0"),
+                                  ("stat_views", self.stat_views >= 2, ">= 2"), ("log_every", self.log_every >= 0, ">= 0")):
+            require(ok, f"distill.{key}", getattr(self, key), expected)
 
     def train_config(self, epochs: int) -> TrainConfig:
         """The optimisation of ``epochs`` passes: one cosine decay from ``lr`` over all of them."""

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
+from clef_core.config import require
 from clef_core.evaluation.embed import embed
 from clef_core.evaluation.evidence import distance_risk_spearman, leakage_probe, pca_2d, similarity_by_risk_bins
 from clef_core.evaluation.finetune import FinetuneConfig, finetune
@@ -60,19 +61,15 @@ class EvalSettings:
     operating_sensitivity: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"evaluate.mode must be one of {MODES}, got {self.mode!r}")
-        if self.folds < 2:
-            raise ValueError(f"evaluate.folds must be >= 2, got {self.folds}")
-        if not 0 < self.operating_sensitivity <= 1:
-            raise ValueError(f"evaluate.operating_sensitivity must be in (0, 1], got {self.operating_sensitivity}")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"evaluate.test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.probe_l2 < 0 or self.min_per_class < 1 or min(self.mitdb_beats_per_class, self.mitdb_af_windows_per_class) < 0:
-            raise ValueError("evaluate.probe_l2 must be >= 0, min_per_class >= 1, mitdb_beats_per_class and "
-                             "mitdb_af_windows_per_class >= 0")
-        if self.mitdb_window_stride_s <= 0:
-            raise ValueError(f"evaluate.mitdb_window_stride_s must be > 0, got {self.mitdb_window_stride_s}")
+        require(self.mode in MODES, "evaluate.mode", self.mode, " | ".join(MODES))
+        require(self.folds >= 2, "evaluate.folds", self.folds, ">= 2")
+        require(0 < self.operating_sensitivity <= 1, "evaluate.operating_sensitivity", self.operating_sensitivity, "in (0, 1]")
+        require(0 < self.test_fraction < 1, "evaluate.test_fraction", self.test_fraction, "in (0, 1)")
+        require(self.probe_l2 >= 0, "evaluate.probe_l2", self.probe_l2, ">= 0")
+        require(self.min_per_class >= 1, "evaluate.min_per_class", self.min_per_class, ">= 1")
+        for name in ("mitdb_beats_per_class", "mitdb_af_windows_per_class"):
+            require(getattr(self, name) >= 0, f"evaluate.{name}", getattr(self, name), ">= 0 (0: all)")
+        require(self.mitdb_window_stride_s > 0, "evaluate.mitdb_window_stride_s", self.mitdb_window_stride_s, "> 0")
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, weight_decay=self.finetune_weight_decay,

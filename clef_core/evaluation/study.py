@@ -63,7 +63,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from clef_core.config import merge, overrides_to_dict
+from clef_core.config import merge, overrides_to_dict, require
 from clef_core.data.preprocess import zscore
 from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap,
@@ -122,22 +122,19 @@ class StudyConfig:
                      "finetune_fractions", "finetune_arms"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         bad = [a for a in self.arms if a not in ARMS]
-        if bad or not self.arms:
-            raise ValueError(f"study.arms: unknown arm(s) {bad} (choose from {', '.join(ARMS)})")
-        if not self.seeds or self.subsamples < 1 or self.min_patients < 1 or self.bootstrap < 1:
-            raise ValueError("study.seeds must be non-empty; subsamples, min_patients and bootstrap >= 1")
-        if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
-            raise ValueError(f"study.label_fractions must lie in (0, 1], got {list(self.label_fractions)}")
-        if not self.l2_grid or not all(v > 0 for v in self.l2_grid):
-            raise ValueError(f"study.l2_grid must hold values > 0, got {list(self.l2_grid)}")
+        require(bool(self.arms) and not bad, "study.arms", list(self.arms), f"known arms (unknown: {bad}; choose from {', '.join(ARMS)})")
+        require(bool(self.seeds), "study.seeds", list(self.seeds), "at least one seed")
+        for name in ("subsamples", "min_patients", "bootstrap", "workers", "threads", "finetune_subsamples", "finetune_steps",
+                     "finetune_batch", "finetune_checks"):
+            require(getattr(self, name) >= 1, f"study.{name}", getattr(self, name), ">= 1")
+        require(self.finetune_lr > 0, "study.finetune_lr", self.finetune_lr, "> 0")
+        require(bool(self.label_fractions) and all(0 < f <= 1 for f in self.label_fractions), "study.label_fractions",
+                list(self.label_fractions), "fractions in (0, 1]")
+        require(bool(self.l2_grid) and all(v > 0 for v in self.l2_grid), "study.l2_grid", list(self.l2_grid), "values > 0")
         bad_ft = [a for a in self.finetune_arms if a not in self.arms or a == "features"]
-        if bad_ft:
-            raise ValueError(f"study.finetune_arms: {bad_ft} are not arms with an encoder in study.arms")
-        if not all(0 < f <= 1 for f in self.finetune_fractions):
-            raise ValueError(f"study.finetune_fractions must lie in (0, 1] ([] = no fine-tuning), got {list(self.finetune_fractions)}")
-        if min(self.workers, self.threads, self.finetune_subsamples, self.finetune_steps, self.finetune_batch,
-               self.finetune_checks) < 1 or self.finetune_lr <= 0:
-            raise ValueError("study.workers, threads and the finetune_ counts must be >= 1, finetune_lr > 0")
+        require(not bad_ft, "study.finetune_arms", list(self.finetune_arms), f"arms with an encoder in study.arms (not {bad_ft})")
+        require(all(0 < f <= 1 for f in self.finetune_fractions), "study.finetune_fractions", list(self.finetune_fractions),
+                "fractions in (0, 1] ([] = no fine-tuning)")
 
 
 @dataclasses.dataclass

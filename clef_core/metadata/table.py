@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clef_core.config import require
 from clef_core.risk import ALL_INPUTS, RiskSettings, risk_frame
 
 FORMAT_VERSION = 1
@@ -47,10 +48,10 @@ class MetadataConfig:
     risk: RiskSettings = dataclasses.field(default_factory=RiskSettings)
 
     def __post_init__(self) -> None:
-        if self.window_days <= 0 or self.diagnosis_window_days <= 0:
-            raise ValueError(f"metadata.window_days / diagnosis_window_days must be > 0, got {self.window_days}, {self.diagnosis_window_days}")
-        if self.diagnosis_time not in ("admittime", "dischtime"):
-            raise ValueError(f"metadata.diagnosis_time must be 'admittime' or 'dischtime', got {self.diagnosis_time!r}")
+        require(self.window_days > 0, "metadata.window_days", self.window_days, "> 0")
+        require(self.diagnosis_window_days > 0, "metadata.diagnosis_window_days", self.diagnosis_window_days, "> 0")
+        require(self.diagnosis_time in ("admittime", "dischtime"), "metadata.diagnosis_time", self.diagnosis_time,
+                "admittime or dischtime")
 
     def replace(self, **changes: Any) -> MetadataConfig:
         """A copy with ``changes``: [metadata] keys, ``risk``, or the sidecar's names of the [risk] options
