@@ -76,11 +76,11 @@ def test_replace_is_checked_and_leaves_the_original_alone() -> None:
 
 def test_metadata_holds_the_experiments_risk() -> None:
     exp = load_experiment(None, ['risk.model="prevent"', "metadata.window_days=30"])
-    assert exp.metadata.risk is exp.risk and exp.metadata.window_days == 30.0
+    assert exp.metadata.risk is exp.risk and exp.metadata.window_days == 30
     assert exp.replace(risk={"region": "high"}).metadata.risk.region == "high"
     with pytest.raises(ConfigError, match="metadata.risk differs"):
         Experiment(risk=RiskSettings(model="pce"), metadata=MetadataConfig(risk=RiskSettings(model="prevent")))
     # the table's JSON sidecar keeps its flat keys (old sidecars and caches still match)
     side = exp.metadata.replace(region="high", policy="impute_reference").sidecar()
     assert side["risk_model"] == "prevent" and side["region"] == "high" and side["policy"] == "impute_reference"
-    assert "risk" not in side and side["window_days"] == 30.0
+    assert "risk" not in side and side["window_days"] == 30

@@ -40,8 +40,8 @@ class MetadataConfig:
     """Extraction settings: the [metadata] section and the [risk] model (``risk``; an
     :class:`~clef_core.experiment.Experiment` holds the same :class:`RiskSettings` as its ``risk``)."""
 
-    window_days: float = 365.0  # a measured value counts when at most this old at the ECG
-    diagnosis_window_days: float = 3650.0  # admissions (diagnosis codes) at most this old
+    window_days: int = 365  # a measured value counts when at most this old at the ECG
+    diagnosis_window_days: int = 3650  # admissions (diagnosis codes) at most this old
     hosp_dir: str = ""  # MIMIC-IV hosp folder; "" = COHORT/hosp
     diagnosis_time: str = "admittime"  # admission time a code is dated by: admittime | dischtime
     absent_code_is_negative: bool = True  # admissions in the window but no code -> 0 (else NaN)
