@@ -52,6 +52,7 @@ from clef_core.train.loop import _truncate_metrics, make_dataset, run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
     from clef_core.pipeline import PreparedSite
 
 STATE_FILE = "distill_state.pt"
@@ -235,7 +236,7 @@ def _views(dataset: Any, n: int, epoch: int) -> torch.Tensor:
 
 
 def distill(
-    cfg: dict[str, Any],
+    exp: Experiment,
     *,
     teacher_path: str | Path,
     run_dir: str | Path,
@@ -248,7 +249,7 @@ def distill(
     from clef_core.encoders import build_encoder
 
     started = time.perf_counter()
-    dcfg = DistillConfig(**cfg["distill"])
+    dcfg = exp.distill
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     teacher_path = Path(teacher_path)
@@ -264,13 +265,13 @@ def distill(
     seed_everything(dcfg.seed)
     student = build_encoder(dcfg.scale)
     model = DistillModel(teacher.encoder, student, q)
-    dataset = make_dataset(cfg, site, dcfg.seed)
+    dataset = make_dataset(exp.views, site, dcfg.seed)
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to distil on")
     per_epoch = math.ceil(len(dataset) / dcfg.batch_size)
     train_cfg = dcfg.train_config(math.ceil(dcfg.steps / per_epoch))
     settings = {"distill": {k: v for k, v in dcfg.to_dict().items() if k not in RESUMABLE_CHANGES},
-                "teacher_sha256": file_digest(teacher_path), "views": dict(cfg["views"]),
+                "teacher_sha256": file_digest(teacher_path), "views": dataclasses.asdict(exp.views),
                 "patients": len(dataset)}
     trainer = DistillTrainer(model, train_cfg, to_plain(settings), device=dcfg.device)
     state_path, metrics_path = run_dir / STATE_FILE, run_dir / METRICS_FILE
@@ -307,7 +308,7 @@ def distill(
         "loss": "mse(W student + b, (teacher - mu) / s) (clef_core/distill.py)",
         "target": {"scale": float(model.target_scale), "stat_views": dcfg.stat_views},
         "data": {**site.summary(), "patients_used": len(dataset)},
-        "views": dict(cfg["views"]),
+        "views": dataclasses.asdict(exp.views),
         "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss,
                    "heldout_centred_cosine": cos, "heldout_r2": r2},
         "device": str(trainer.device),

@@ -79,10 +79,15 @@ class Experiment:
             cfg = merge(Experiment().to_dict(), upgrade_legacy(nested, where or "experiment"), strict=True)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}" if where else str(exc)) from exc
-        risk = RiskSettings(**cfg["risk"])
-        sections: dict[str, Any] = {name: kind(**cfg[name]) for name, kind in section_types().items()
-                                    if name not in ("risk", "metadata")}
-        return cls(risk=risk, metadata=MetadataConfig(**cfg["metadata"], risk=risk), **sections)
+        try:
+            risk = RiskSettings(**cfg["risk"])
+            sections: dict[str, Any] = {name: kind(**cfg[name]) for name, kind in section_types().items()
+                                        if name not in ("risk", "metadata")}
+            return cls(risk=risk, metadata=MetadataConfig(**cfg["metadata"], risk=risk), **sections)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a section's own check (e.g. an unknown risk.region): a config error too
+            raise ConfigError(f"{where}: {exc}" if where else str(exc)) from exc
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The nested dict (``from_dict(exp.to_dict()) == exp``; lists where the dataclass holds tuples)."""

@@ -17,6 +17,7 @@ round durable before the next begins:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,14 +32,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from clef_core.checkpoint import encoder_config_of, save_model
-from clef_core.data.preprocess import PreprocessConfig
-from clef_core.train.config import TrainConfig
+from clef_core.experiment import Experiment
 from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.sites import site_names
 from server.checkpoint import RunFolder, ServerState, check_resumable
 from server.probe import ProbeSet, linear_probe
-from server.settings import FederationSettings
 from server.strategy import build_strategy, round_lr
 from server.validation import Verdict, reply_bytes
 
@@ -49,10 +48,10 @@ class RoundFailed(RuntimeError):
     """Too few sites delivered a usable update; the run stops after its last complete round."""
 
 
-def initial_arrays(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, ArrayRecord]:
+def initial_arrays(exp: Experiment) -> tuple[torch.nn.Module, ArrayRecord]:
     """The encoder of ``[model]`` initialised from ``train.seed`` and its weights as an ArrayRecord."""
-    seed_everything(int(cfg["train"]["seed"]))
-    encoder = build_model(dict(cfg))
+    seed_everything(exp.train.seed)
+    encoder = build_model(exp.model)
     return encoder, ArrayRecord(encoder.state_dict())
 
 
@@ -61,13 +60,13 @@ def load_arrays(encoder: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> t
     return encoder
 
 
-def server_privacy(cfg: Mapping[str, Any], previous_lines: list[dict[str, Any]]) -> Any:
+def server_privacy(exp: Experiment, previous_lines: list[dict[str, Any]]) -> Any:
     """The run's privacy policy (:class:`server.privacy.ServerPrivacy`), None with ``privacy.mode = "off"``."""
-    if str(cfg.get("privacy", {}).get("mode", "off")) == "off":
+    if exp.privacy.mode == "off":
         return None
     from server.privacy import ServerPrivacy
 
-    return ServerPrivacy(cfg, previous_lines)
+    return ServerPrivacy(exp, previous_lines)
 
 
 def _finite(value: Any) -> Any:
@@ -79,19 +78,19 @@ def _finite(value: Any) -> Any:
 class Federation:
     """One federated run in one run folder (see the module docstring)."""
 
-    def __init__(self, cfg: Mapping[str, Any], folder: RunFolder, manifest: Path,
+    def __init__(self, exp: Experiment, folder: RunFolder, manifest: Path,
                  probe: ProbeSet | None = None, probe_note: str = "") -> None:
-        self.cfg = cfg
-        self.settings = FederationSettings.from_config(cfg)
-        self.train_cfg = TrainConfig(**cfg["train"])
+        self.exp = exp
+        self.settings = exp.federation
+        self.train_cfg = exp.train
         self.folder = folder
         self.names = site_names(manifest)
         self.probe = probe
         self.probe_note = probe_note
-        self.encoder, arrays = initial_arrays(cfg)
+        self.encoder, arrays = initial_arrays(exp)
         self.arrays = arrays
         self.fingerprint = {"encoder": encoder_config_of(self.encoder), "strategy": self.settings.strategy,
-                            "loss": dict(cfg["loss"])}
+                            "loss": dataclasses.asdict(exp.loss)}
         self.start_round = 1
         state = folder.latest()
         if state is not None:
@@ -99,7 +98,7 @@ class Federation:
             self.arrays = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in state.arrays.items()})
             self.start_round = state.round + 1
         folder.reconcile_metrics(state)
-        self.privacy = server_privacy(cfg, folder.read_metrics())
+        self.privacy = server_privacy(exp, folder.read_metrics())
         if self.privacy is not None:
             self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
         else:
@@ -255,15 +254,10 @@ class Federation:
         return save_model(
             self.folder.final_model,
             encoder,
-            preprocess=PreprocessConfig(**self.cfg["preprocess"]).to_dict(),
+            preprocess=self.exp.preprocess.to_dict(),
             provenance={
                 "kind": "federated-pretrain",
-                "federation": dict(self.cfg["federation"]),
-                "loss": dict(self.cfg["loss"]),
-                "train": dict(self.cfg["train"]),
-                "model": dict(self.cfg["model"]),
-                "views": dict(self.cfg["views"]),
-                "risk": dict(self.cfg["risk"]),
+                **{k: self.exp.to_dict()[k] for k in ("federation", "loss", "train", "model", "views", "risk")},
                 "rounds": len(lines),
                 "final_train_loss": lines[-1].get("train_loss") if lines else None,
                 "sites": sorted({s.get("site", f"node-{s['node_id']}") for line in lines for s in line["sites"]

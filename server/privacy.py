@@ -34,6 +34,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
 
+from clef_core.experiment import Experiment
 from clef_core.privacy.compat import check_privacy, clients_per_round
 from clef_core.privacy.config import PrivacyConfig
 from server.settings import FederationSettings
@@ -157,9 +158,9 @@ def client_dp_strategy(settings: FederationSettings, priv: PrivacyConfig, sites:
 class ServerPrivacy:
     """The server's privacy policy for one run (see the module docstring)."""
 
-    def __init__(self, cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
-        self.priv = check_privacy(cfg)
-        self.cfg = cfg
+    def __init__(self, exp: Experiment, previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.priv = check_privacy(exp)
+        self.exp = exp
         self.epsilon = max((float(x["epsilon"]) for x in previous_lines if x.get("epsilon") is not None),
                            default=0.0)
 
@@ -169,7 +170,7 @@ class ServerPrivacy:
 
     def strategy(self, settings: FederationSettings, client_lr: float) -> Any:
         if self.mode == "client":
-            return client_dp_strategy(settings, self.priv, clients_per_round(self.cfg))
+            return client_dp_strategy(settings, self.priv, clients_per_round(self.exp))
         strategy = build_strategy(settings, client_lr)
         if self.mode == "patient":
             strategy.setup_screening(BudgetAwareValidator(settings.max_update_ratio))

@@ -16,4 +16,4 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run_server(grid, context, lambda cfg, root, manifest: prepare_federation(cfg, root, manifest=manifest))
+    run_server(grid, context, lambda exp, root, manifest: prepare_federation(exp, root, manifest=manifest))

@@ -241,10 +241,9 @@ def test_policy_region_recorded_and_round_trip(cohort, tmp_path):
 
 def test_from_config_and_cli(cohort, tmp_path, capsys):
     from clef.cli import main
-    from clef_core.config import load_config
+    from clef_core.experiment import load_experiment
 
-    cfg = load_config(overrides=["score2.region=\"high\"", "metadata.window_days=30"])
-    settings = MetadataConfig.from_config(cfg)
+    settings = load_experiment(overrides=["score2.region=\"high\"", "metadata.window_days=30"]).metadata
     assert settings.risk.region == "high" and settings.window_days == 30
     out = tmp_path / "t.csv"
     assert main(["metadata", str(cohort), "--out", str(out), "--set", "score2.missing_policy=\"impute_reference\""]) == 0

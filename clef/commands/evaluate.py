@@ -8,9 +8,12 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 NAME = "evaluate"
 HELP = "linear-probe / fine-tune a checkpoint on the synthetic, SNOMED and MIT-BIH (beats, AF, window) tasks; embedding evidence"
@@ -58,26 +61,25 @@ def _tasks(spec: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     import dataclasses
 
     import torch
 
     from clef_core.checkpoint import CheckpointError, load_model
-    from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import with_model_preprocess
 
     try:
         tasks = _tasks(args.task)
         overrides = {k: v for k, v in (("lead", args.lead), ("mode", args.mode)) if v}
-        settings = EvalSettings(**{**cfg["evaluate"], **overrides})
+        settings = dataclasses.replace(exp.evaluate, **overrides)
         leads = [lead.strip() for lead in settings.lead.split(",") if lead.strip()]
         model = load_model(args.checkpoint)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"clef evaluate: {exc}", file=sys.stderr)
         return 1
     torch.manual_seed(settings.seed)
-    cfg = with_model_preprocess(cfg, model.preprocess)
+    exp = with_model_preprocess(exp, model.preprocess)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"checkpoint": str(args.checkpoint), "encoder": model.encoder_config,
                                "pretraining": {k: model.provenance.get(k) for k in ("kind", "loss", "result")},
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         results["baseline"] = {"what": f"the same encoder with random weights (seed {settings.seed}), same protocol",
                                "tasks": {}, "evidence": {}}
     try:
-        trained = _run_tasks(args, cfg, settings, model, baseline, tasks, leads, results, progress)
+        trained = _run_tasks(args, exp, settings, model, baseline, tasks, leads, results, progress)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"clef evaluate: {exc}", file=sys.stderr)
         return 1
@@ -133,7 +135,7 @@ def untrained_encoder(config: dict[str, Any], seed: int) -> Any:
         return build_encoder_from_config(config).eval()
 
 
-def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, model: Any, baseline: Any,
+def _run_tasks(args: argparse.Namespace, exp: Experiment, settings: Any, model: Any, baseline: Any,
                tasks: list[str], leads: list[str], results: dict[str, Any],
                progress: Progress) -> list[tuple[str, Any]]:
     from clef_core.evaluation.run import evaluate_evidence
@@ -147,7 +149,7 @@ def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, mod
     site = None
     if {"synthetic", "evidence"} & set(tasks):
         progress.say("preparing the synthetic evaluation cohort")
-        site = synthetic_site(cfg, settings, work, args.cohort, progress=bars)
+        site = synthetic_site(exp, settings, work, args.cohort, progress=bars)
     for lead in leads:
         if "synthetic" in tasks:
             trained.append(_score(synthetic_task(site, lead), model.encoder, baseline, settings, results, progress))
@@ -162,7 +164,7 @@ def _run_tasks(args: argparse.Namespace, cfg: dict[str, Any], settings: Any, mod
                 results["baseline"]["evidence"][lead] = evaluate_evidence(baseline, inputs, settings, None)
         if "snomed" in tasks and _available(shared_data_dir("ecg", settings.snomed_dir), args.task, results, "snomed"):
             progress.say(f"preparing the SNOMED records (lead {lead})")
-            prepared = snomed_site(cfg, settings, work, progress=bars)
+            prepared = snomed_site(exp, settings, work, progress=bars)
             for task in snomed_tasks(prepared, lead, settings.min_per_class):
                 trained.append(_score(task, model.encoder, baseline, settings, results, progress))
     mitdb_tasks = [t for t in MITDB_TASKS if t in tasks]

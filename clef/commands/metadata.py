@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "metadata"
 HELP = "extract the clinical table (risk-model inputs, risk, completeness) of a MIMIC layout or WFDB folder"
@@ -22,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clef_core.metadata import MetadataConfig, extract_clinical_table, save_clinical_table
+    from clef_core.metadata import extract_clinical_table, save_clinical_table
     from clef_core.metadata.table import sidecar_paths
 
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     try:
-        settings = MetadataConfig.from_config(cfg)
+        settings = exp.metadata
         if args.risk:
             settings = settings.replace(risk_model=args.risk)
         ct = extract_clinical_table(Path(args.source), settings, kind=args.kind,

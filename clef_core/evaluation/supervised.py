@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from clef_core.train.config import TrainConfig
 from clef_core.train.loop import build_model, make_dataset, make_loader
 from clef_core.train.trainer import resolve_device, seed_everything, warmup_cosine
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 
 def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
@@ -35,20 +37,20 @@ def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
     return rows.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
 
 
-def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> tuple[nn.Module, dict[str, Any]]:
+def train_supervised(exp: Experiment, site: Any, labels: Sequence[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``[model]`` + a linear head on ``labels`` of ``site`` under ``[train]``; returns the
     encoder (eval mode) and a summary (steps, examples, mean loss of the last epoch, seconds)."""
     started = time.perf_counter()
-    tc = TrainConfig(**cfg["train"])
+    tc = exp.train
     seed_everything(tc.seed)
     device = resolve_device(tc.device)
-    encoder = build_model(cfg).to(device)
+    encoder = build_model(exp.model).to(device)
     head = nn.Linear(int(encoder.emb_dim), len(labels)).to(device)
     y_rows = torch.as_tensor(record_labels(site, labels))
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=tc.warm_restart_t0, T_mult=tc.warm_restart_tmult)
-    dataset = make_dataset(cfg, site, tc.seed)
+    dataset = make_dataset(exp.views, site, tc.seed)
     step, examples, last = 0, 0, float("nan")
     encoder.train()
     for epoch in range(tc.epochs):

@@ -6,8 +6,6 @@ split is made (``simulations.partition.SplitSpec``)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 from clef_core.config import require
 
@@ -89,7 +87,3 @@ class FederationSettings:
         require(self.max_update_ratio > 0, "federation.max_update_ratio", self.max_update_ratio, "> 0")
         require(self.keep_checkpoints >= 0, "federation.keep_checkpoints", self.keep_checkpoints, ">= 0 (0: all)")
         require(self.eval_every >= 0, "federation.eval_every", self.eval_every, ">= 0 (0: off)")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> FederationSettings:
-        return cls(**cfg["federation"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +64,6 @@ class MetadataConfig:
         """The settings as the table's JSON sidecar has always stored them (flat, [risk] options renamed)."""
         plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "risk"}
         return {**plain, **{key: getattr(self.risk, field) for key, field in SIDECAR_RISK_KEYS.items()}}
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> MetadataConfig:
-        """From a loaded configuration (``clef_core.config.load_config``)."""
-        return cls(**dict(cfg.get("metadata", {})), risk=RiskSettings(**dict(cfg.get("risk", {}))))
 
 
 @dataclasses.dataclass

@@ -61,9 +61,5 @@ class PrivacyConfig:
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> PrivacyConfig:
-        return cls(**cfg.get("privacy", {}))
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

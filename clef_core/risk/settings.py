@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 from clef_core.config import ConfigError, require
 from clef_core.score2 import normalize_policy, normalize_region
@@ -39,10 +37,6 @@ class RiskSettings:
         object.__setattr__(self, "missing_policy", normalize_policy(self.missing_policy))
         object.__setattr__(self, "region", normalize_region(self.region))
         object.__setattr__(self, "pce_race", normalize_race(self.pce_race))
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> RiskSettings:
-        return cls(**dict(cfg.get("risk", {})))
 
     def describe(self) -> str:
         """One line naming the model and the options that apply to it."""

@@ -32,7 +32,11 @@ from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
 if TYPE_CHECKING:
+    from clef_core.data.augment import ViewConfig
+    from clef_core.encoders.config import ModelConfig
+    from clef_core.experiment import Experiment
     from clef_core.pipeline import PreparedSite
+    from clef_core.privacy.config import PrivacyConfig
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -51,11 +55,11 @@ class PretrainResult:
     history: list[EpochStats]  # the epochs run by this call
 
 
-def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
+def build_model(model: ModelConfig) -> torch.nn.Module:
     """The encoder of ``[model]`` (scale, norm, ...)."""
     from clef_core.encoders import build_encoder
 
-    return build_encoder(**cfg["model"])
+    return build_encoder(**dataclasses.asdict(model))
 
 
 def make_loader(dataset: torch.utils.data.Dataset, train_cfg: TrainConfig, epoch: int) -> DataLoader:
@@ -75,19 +79,17 @@ def make_loader(dataset: torch.utils.data.Dataset, train_cfg: TrainConfig, epoch
     )
 
 
-def make_dataset(cfg: dict[str, Any], site: PreparedSite, seed: int) -> torch.utils.data.Dataset:
+def make_dataset(views: ViewConfig, site: PreparedSite, seed: int) -> torch.utils.data.Dataset:
     """``PretrainDataset`` over the site, with the noise bank of ``[views]`` at the store's rate."""
-    from clef_core.data.augment import ViewConfig
     from clef_core.data.datasets import PretrainDataset
     from clef_core.data.noise import NoiseBank
 
-    views = ViewConfig(**cfg["views"])
     bank = NoiseBank(sample_rate=site.store.preprocess["sample_rate"], noise_dir=views.noise_dir)
     return PretrainDataset(site.store, site.clinical, views, bank, seed=seed)
 
 
 def pretrain(
-    cfg: dict[str, Any],
+    exp: Experiment,
     *,
     run_dir: str | Path,
     site: PreparedSite,
@@ -99,17 +101,16 @@ def pretrain(
 
     Central pretraining applies no differential privacy: a config asking for it is refused
     rather than silently trained without it (DP runs at each site: clef simulate, deployment)."""
-    refuse_privacy(cfg)
+    refuse_privacy(exp.privacy)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = TrainConfig(**cfg["train"])
-    loss_cfg = LossConfig(**cfg["loss"])
+    train_cfg, loss_cfg = exp.train, exp.loss
     state_path = run_dir / STATE_FILE
     metrics_path = run_dir / METRICS_FILE
 
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(cfg), loss_cfg, train_cfg)
+    trainer = Trainer(build_model(exp.model), loss_cfg, train_cfg)
     resumed_from = None
     if resume and state_path.is_file():
         check_resumable(state_path, train_cfg, loss_cfg)
@@ -119,7 +120,7 @@ def pretrain(
     else:
         metrics_path.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
-    dataset = make_dataset(cfg, site, train_cfg.seed)
+    dataset = make_dataset(exp.views, site, train_cfg.seed)
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to pretrain on")
 
@@ -131,7 +132,7 @@ def pretrain(
         run_dir / FINAL_MODEL,
         trainer.model,
         preprocess=model_preprocess(site),
-        provenance=pretrain_provenance(cfg, site, trainer, final_loss, dataset),
+        provenance=pretrain_provenance(exp, site, trainer, final_loss, dataset),
     )
     return PretrainResult(
         run_dir=run_dir,
@@ -203,8 +204,8 @@ def run_epochs(
     return history
 
 
-def refuse_privacy(cfg: dict[str, Any]) -> None:
-    mode = cfg.get("privacy", {}).get("mode", "off")
+def refuse_privacy(privacy: PrivacyConfig) -> None:
+    mode = privacy.mode
     if mode != "off":
         raise ValueError(
             f"privacy.mode = {mode!r} is not applied by central pretraining: differential privacy runs at each "
@@ -212,7 +213,7 @@ def refuse_privacy(cfg: dict[str, Any]) -> None:
 
 
 def pretrain_provenance(
-    cfg: dict[str, Any],
+    exp: Experiment,
     site: PreparedSite,
     trainer: Trainer,
     final_loss: float,
@@ -225,10 +226,10 @@ def pretrain_provenance(
                  "records_without_metadata": getattr(dataset, "n_without_metadata", None)},
         "loss": trainer.loss_cfg.to_dict(),
         "train": trainer.train_cfg.to_dict(),
-        "model": dict(cfg["model"]),
-        "views": dict(cfg["views"]),
+        "model": dataclasses.asdict(exp.model),
+        "views": dataclasses.asdict(exp.views),
         "noise": noise.describe() if hasattr(noise, "describe") else None,
-        "risk": dict(cfg.get("risk", {})),
+        "risk": dataclasses.asdict(exp.risk),
         "privacy": None,
         "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss},
         "device": str(trainer.device),
