@@ -164,7 +164,6 @@ def markdown_table(table: pd.DataFrame, arms: list[str], args: argparse.Namespac
     metrics = ["mean_auroc"] + [f"auroc_{k}" for k in LABELS] + ["rho_score2", "rho_prevent"]
     head = ["arm", "risk known"] + [m.replace("auroc_", "") for m in metrics] + ["steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    untrained = table[table["arm"] == "untrained"].set_index("seed")["mean_auroc"]
     for arm in arms:
         sub = table[table["arm"] == arm]
         known = sub["risk_known"].astype(float).dropna()

@@ -28,8 +28,9 @@ student's export gate and evaluation use the device order.
 Training reuses the pretraining machinery: :class:`DistillTrainer` is a
 :class:`~clef_core.train.Trainer` whose model is :class:`DistillModel` (teacher frozen inside)
 and whose loss is the one above, so AdamW, the cosine schedule, clipping, the atomic state file
-and exact resumption are the same code. Run folder: ``distill_state.pt``, ``metrics.jsonl``,
-``student.pt`` (the clef model format, with the student's own preprocess: its sample rate).
+and exact resumption are the same code. Run folder (:mod:`clef_core.run_folder`):
+``distill_state.pt``, ``metrics.jsonl``, ``status.json``, ``student.pt`` (the clef model format,
+with the student's own preprocess: its sample rate).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ import torch
 from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
-from clef_core.config import require
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import _truncate_metrics, make_dataset, run_epochs
+from clef_core.run_folder import RunFolder, covered
+from clef_core.train.loop import make_dataset, run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
@@ -56,45 +57,9 @@ if TYPE_CHECKING:
     from clef_core.pipeline import PreparedSite
 
 STATE_FILE = "distill_state.pt"
-METRICS_FILE = "metrics.jsonl"
 STUDENT_FILE = "student.pt"
 # [distill] keys that may change between a run and its resumption
 RESUMABLE_CHANGES = frozenset({"device", "log_every", "export", "calibration"})
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """The ``[distill]`` config section (configs/default.toml documents each key)."""
-
-    scale: str = "tiny"
-    sample_rate: int = 250
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    grad_clip: float = 1.0
-    seed: int = 0
-    stat_views: int = 256
-    device: str = "auto"
-    log_every: int = 0
-    export: bool = True
-    calibration: str = ""
-
-    def __post_init__(self) -> None:
-        for key, ok, expected in (("sample_rate", self.sample_rate > 0, "> 0"), ("steps", self.steps >= 1, ">= 1"),
-                                  ("batch_size", self.batch_size >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
-                                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0"),
-                                  ("stat_views", self.stat_views >= 2, ">= 2"), ("log_every", self.log_every >= 0, ">= 0")):
-            require(ok, f"distill.{key}", getattr(self, key), expected)
-
-    def train_config(self, epochs: int) -> TrainConfig:
-        """The optimisation of ``epochs`` passes: one cosine decay from ``lr`` over all of them."""
-        return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, epochs=epochs,
-                           max_steps=self.steps, schedule="sgdr", warm_restart_t0=max(1, epochs), warm_restart_tmult=1,
-                           grad_clip=self.grad_clip, seed=self.seed, device=self.device, log_every=self.log_every)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def decimation_factor(teacher_rate: float, student_rate: float) -> int:
@@ -124,13 +89,13 @@ class Decimate(nn.Module):
         self.q = int(q)
         half = 10 * self.q
         h = firwin(2 * half + 1, 1.0 / self.q, window=("kaiser", 5.0)) if self.q > 1 else np.ones(1)
-        self.half = half if self.q > 1 else 0
+        self.pad = half if self.q > 1 else 0
         self.register_buffer("fir", torch.tensor(h, dtype=torch.float32).view(1, 1, -1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.q == 1:
             return x
-        return nn.functional.conv1d(x, self.fir, stride=self.q, padding=self.half)
+        return nn.functional.conv1d(x, self.fir, stride=self.q, padding=self.pad)
 
 
 def zscore_torch(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -274,47 +239,47 @@ def distill(
                 "teacher_sha256": file_digest(teacher_path), "views": dataclasses.asdict(exp.views),
                 "patients": len(dataset)}
     trainer = DistillTrainer(model, train_cfg, to_plain(settings), device=dcfg.device)
-    state_path, metrics_path = run_dir / STATE_FILE, run_dir / METRICS_FILE
+    folder, state_path = RunFolder(run_dir), run_dir / STATE_FILE
     resumed_from = None
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = folder.resume_state(STATE_FILE, resume=resume)
+    if state is not None:
         if state.get("distill") != trainer.settings:
             raise ValueError(f"{state_path} was distilled with other settings, teacher or data "
                              f"({state.get('distill')} vs {trainer.settings}); start over (--no-resume) or use another folder")
         trainer.load_state_dict(state, where=str(state_path))
         resumed_from = trainer.step
-        _truncate_metrics(metrics_path, trainer.epoch, trainer.step)
+        folder.truncate_metrics(covered(trainer.epoch, trainer.step))
     else:
-        metrics_path.unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
         model.fit_target(_views(dataset, dcfg.stat_views, epoch=0))
 
-    history = run_epochs(trainer, dataset, train_cfg, metrics_path=metrics_path, state_path=state_path,
-                         progress=progress, label=lambda epoch, step: f"distil {step}/{dcfg.steps} steps")
+    with folder.tracking_status(step=trainer.step, steps=dcfg.steps) as status:
+        history = run_epochs(trainer, dataset, train_cfg, metrics_path=folder.metrics, state_path=state_path,
+                             progress=progress, label=lambda epoch, step: f"distil {step}/{dcfg.steps} steps")
 
-    # agreement on augmentations never trained on (a dataset epoch past the run's)
-    model.eval()
-    with torch.no_grad():
-        views = _views(dataset, min(dcfg.stat_views, 128), epoch=10**6).to(trainer.device)
-        z = torch.cat([model(views[i : i + 64]) for i in range(0, len(views), 64)])
-    cos, r2 = centred_agreement(z.cpu())
-    final_loss = history[-1].loss if history else float("nan")
-    provenance = {
-        "kind": "distill",
-        "teacher": {"checkpoint": str(teacher_path), "sha256": settings["teacher_sha256"],
-                    "encoder": teacher.encoder_config, "sample_rate": t_rate,
-                    "provenance": {k: teacher.provenance.get(k) for k in ("kind", "loss", "result")}},
-        "distill": dcfg.to_dict(),
-        "loss": "mse(W student + b, (teacher - mu) / s) (clef_core/distill.py)",
-        "target": {"scale": float(model.target_scale), "stat_views": dcfg.stat_views},
-        "data": {**site.summary(), "patients_used": len(dataset)},
-        "views": dataclasses.asdict(exp.views),
-        "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss,
-                   "heldout_centred_cosine": cos, "heldout_r2": r2},
-        "device": str(trainer.device),
-        "torch_version": torch.__version__,
-    }
-    student_path = save_model(run_dir / STUDENT_FILE, model.student, preprocess=preprocess, provenance=provenance)
+        # agreement on augmentations never trained on (a dataset epoch past the run's)
+        model.eval()
+        with torch.no_grad():
+            views = _views(dataset, min(dcfg.stat_views, 128), epoch=10**6).to(trainer.device)
+            z = torch.cat([model(views[i : i + 64]) for i in range(0, len(views), 64)])
+        cos, r2 = centred_agreement(z.cpu())
+        final_loss = history[-1].loss if history else float("nan")
+        provenance = {
+            "kind": "distill",
+            "teacher": {"checkpoint": str(teacher_path), "sha256": settings["teacher_sha256"],
+                        "encoder": teacher.encoder_config, "sample_rate": t_rate,
+                        "provenance": {k: teacher.provenance.get(k) for k in ("kind", "loss", "result")}},
+            "distill": dcfg.to_dict(),
+            "loss": "mse(W student + b, (teacher - mu) / s) (clef_core/distill.py)",
+            "target": {"scale": float(model.target_scale), "stat_views": dcfg.stat_views},
+            "data": {**site.summary(), "patients_used": len(dataset)},
+            "views": dataclasses.asdict(exp.views),
+            "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss,
+                       "heldout_centred_cosine": cos, "heldout_r2": r2},
+            "device": str(trainer.device),
+            "torch_version": torch.__version__,
+        }
+        student_path = save_model(run_dir / STUDENT_FILE, model.student, preprocess=preprocess, provenance=provenance)
+        status.update(step=trainer.step, student=str(student_path))
     return DistillResult(run_dir=run_dir, student=student_path, epochs=trainer.epoch, steps=trainer.step,
                          final_loss=final_loss, agreement={"centred_cosine": cos, "r2": r2},
                          seconds=time.perf_counter() - started, resumed_from_step=resumed_from, history=history)

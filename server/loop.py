@@ -18,9 +18,7 @@ round durable before the next begins:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,10 +33,13 @@ from clef_core.checkpoint import encoder_config_of, save_model
 from clef_core.experiment import Experiment
 from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
+from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
-from server.checkpoint import RunFolder, ServerState, check_resumable
+from clef_core.run_folder import json_safe
+from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
 from server.probe import ProbeSet, linear_probe
-from server.strategy import build_strategy, round_lr
+from server.privacy import BudgetReached, server_privacy
+from server.strategy import round_lr
 from server.validation import Verdict, reply_bytes
 
 log = logging.getLogger("clef.server")
@@ -60,25 +61,12 @@ def load_arrays(encoder: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> t
     return encoder
 
 
-def server_privacy(exp: Experiment, previous_lines: list[dict[str, Any]]) -> Any:
-    """The run's privacy policy (:class:`server.privacy.ServerPrivacy`), None with ``privacy.mode = "off"``."""
-    if exp.privacy.mode == "off":
-        return None
-    from server.privacy import ServerPrivacy
-
-    return ServerPrivacy(exp, previous_lines)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class Federation:
     """One federated run in one run folder (see the module docstring)."""
 
-    def __init__(self, exp: Experiment, folder: RunFolder, manifest: Path,
+    def __init__(self, exp: Experiment, folder: ServerRunFolder, manifest: Path,
                  probe: ProbeSet | None = None, probe_note: str = "") -> None:
         self.exp = exp
         self.settings = exp.federation
@@ -94,15 +82,12 @@ class Federation:
         self.start_round = 1
         state = folder.latest()
         if state is not None:
-            check_resumable(state, self.fingerprint, {k: v.numpy() for k, v in arrays.items()}, str(folder.root))
+            check_same_experiment(state, self.fingerprint, {k: v.numpy() for k, v in arrays.items()}, str(folder.root))
             self.arrays = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in state.arrays.items()})
             self.start_round = state.round + 1
         folder.reconcile_metrics(state)
         self.privacy = server_privacy(exp, folder.read_metrics())
-        if self.privacy is not None:
-            self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
-        else:
-            self.strategy = build_strategy(self.settings, self.train_cfg.lr)
+        self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
         if state is not None:
             self.strategy.load_state_dict(state.strategy)
 
@@ -124,9 +109,7 @@ class Federation:
             self.folder.write_status("running", round=server_round - 1, rounds=s.rounds)
             try:
                 self.run_round(grid, server_round)
-            except Exception as exc:
-                if not self._budget_reached(exc):
-                    raise
+            except BudgetReached as exc:  # a privacy budget ends the run with the last round's model
                 log.warning("the run ends after round %d: %s", server_round - 1, exc)
                 stopped = {"stopped": str(exc)}
                 break
@@ -135,14 +118,6 @@ class Federation:
         self.folder.write_status("complete", round=last[-1] if last else 0, rounds=s.rounds,
                                  final_model=str(final), **stopped)
         return final
-
-    def _budget_reached(self, exc: Exception) -> bool:
-        """A privacy budget ends the run with the last round's model (server/privacy.py)."""
-        if self.privacy is None:
-            return False
-        from server.privacy import BudgetReached
-
-        return isinstance(exc, BudgetReached)
 
     def train_config(self, server_round: int) -> ConfigRecord:
         s = self.settings
@@ -158,15 +133,13 @@ class Federation:
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         screen = self.strategy.last_screen
         if arrays is None:
-            if self.privacy is not None and self.privacy.budget_stop(screen):
-                from server.privacy import BudgetReached
-
+            if self.privacy.budget_stop(screen):
                 raise BudgetReached(f"round {server_round}: every site that could train is out of its privacy budget")
             self._fail(server_round, screen, len(messages))
         sent_arrays, self.arrays = self.arrays, arrays
         line: dict[str, Any] = {
             "round": server_round,
-            "train_loss": _finite(float(metrics["train_loss"])) if metrics and "train_loss" in metrics else None,
+            "train_loss": json_safe(float(metrics["train_loss"])) if metrics and "train_loss" in metrics else None,
             "lr": float(config["lr"]),
             "sampled": len(messages),
             "accepted": len(screen.accepted),
@@ -174,15 +147,14 @@ class Federation:
             "failed": screen.count("failed") + screen.count("missing"),
             "bytes_sent": sum(_content_bytes(m) for m in messages),
             "bytes_received": sum(reply_bytes(r) for r in replies),
-            "train": {k: _finite(float(v)) for k, v in (metrics or {}).items()},
+            "train": {k: json_safe(float(v)) for k, v in (metrics or {}).items()},
             "sites": self._site_entries(screen.verdicts),
         }
         if server_round == 1 and self.probe is not None and self.settings.eval_every:
             initial = self._probe(sent_arrays)  # the encoder before any training: round 0 of the plots
             line["probe_auroc_initial"] = initial.get("probe_auroc")
             line["probe_initial"] = initial
-        if self.privacy is not None:
-            line.update(self.privacy.round_fields(self.strategy, screen))
+        line.update(self.privacy.round_fields(self.strategy, screen))
         line.update(self.evaluate(grid, server_round))
         line["seconds"] = round(time.perf_counter() - started, 3)
         line["time"] = time.time()
@@ -214,8 +186,8 @@ class Federation:
         entries, unnamed = [], []
         answered = set()
         for verdict in verdicts:
-            entry = {k: _finite(v) for k, v in verdict.to_dict().items()}
-            index = verdict.metrics.get("site-index")
+            entry = {k: json_safe(v) for k, v in verdict.to_dict().items()}
+            index = verdict.metrics.get(SITE_INDEX_KEY)
             if index is not None and int(index) >= 0:
                 entry["site"] = self.names.get(int(index), f"site-{int(index)}")
                 answered.add(int(index))
@@ -239,7 +211,7 @@ class Federation:
             except Exception as exc:  # inconsistent replies: report, keep training
                 log.warning("round %d: federated evaluation not aggregated (%s)", server_round, exc)
                 metrics = None
-            out["eval"] = {k: _finite(float(v)) for k, v in (metrics or {}).items()}
+            out["eval"] = {k: json_safe(float(v)) for k, v in (metrics or {}).items()}
             out["eval_failed"] = len(messages) - len(ok)
         every = self.settings.eval_every
         if self.probe is not None and every and (server_round % every == 0 or server_round == self.settings.rounds):
@@ -262,7 +234,7 @@ class Federation:
                 "final_train_loss": lines[-1].get("train_loss") if lines else None,
                 "sites": sorted({s.get("site", f"node-{s['node_id']}") for line in lines for s in line["sites"]
                                  if s["status"] == "accepted"}),
-                "privacy": self.privacy.provenance() if self.privacy is not None else None,
+                "privacy": self.privacy.provenance(),
                 "torch_version": torch.__version__,
             },
         )

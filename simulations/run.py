@@ -20,15 +20,15 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from clef_core.config import ConfigError
-from server.checkpoint import RunFolder
 from clef_core.experiment import Experiment
+from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
 from simulations.engine import (
     ANSI,
     app_dir,
@@ -103,9 +103,9 @@ def simulate(exp: Experiment, out: str | Path, *, site_dirs: Sequence[str | Path
 def mark_interrupted(folder: RunFolder, rounds_done: int) -> None:
     """status.json after a stop by the user: ``interrupted`` and resumable (call with the lock held)."""
     status = folder.read_status()
-    if status.get("state") == "complete":
+    if status.get("state") == COMPLETE:
         return
-    folder.write_status("interrupted", round=rounds_done, rounds=status.get("rounds"),
+    folder.write_status(INTERRUPTED, round=rounds_done, rounds=status.get("rounds"),
                         stopped=time.strftime("%Y-%m-%d %H:%M:%S"),
                         note="stopped by SIGINT/SIGTERM; run the same command again to resume")
 
@@ -122,7 +122,7 @@ def _simulate_locked(exp: Experiment, out: Path, site_dirs: Sequence[str | Path]
     fed = exp.federation
     folder = RunFolder(out)
     before = {r["round"] for r in read_rounds(out)}
-    folder.write_status("starting", round=max(before, default=0), rounds=fed.rounds)
+    folder.write_status(STARTING, round=max(before, default=0), rounds=fed.rounds)
     run_config = run_config_for(out, experiment, federation.manifest)
     engine = federation_config(len(federation.sites), fed.client_cpus, fed.client_gpus, os.cpu_count() or 1)
     with open(out / ENGINE_LOG, "a", encoding="utf-8") as log:
@@ -133,7 +133,7 @@ def _simulate_locked(exp: Experiment, out: Path, site_dirs: Sequence[str | Path]
             flwr_run(app, run_config, engine, env, log, on_line=_progress(echo))
     status = folder.read_status()
     rows = read_rounds(out)
-    if status.get("state") != "complete":
+    if status.get("state") != COMPLETE:
         correct_dead_status(folder)  # the engine is stopped: a "running" here is no longer true
         detail = status.get("error") or "the ServerApp did not finish (see the log)"
         lines = "\n".join(tail(out / ENGINE_LOG, 25))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clef_core.metadata import MetadataConfig, extract_clinical_table, load_clinical_table, save_clinical_table
+from clef_core.metadata import extract_clinical_table, load_clinical_table, save_clinical_table
 from clef_core.score2 import score2
 
 # subject 1: everything on file, with decoys (after the ECG, older than the window, older readings)

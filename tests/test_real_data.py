@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np

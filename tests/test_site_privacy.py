@@ -8,14 +8,12 @@ private step left the ledger untouched and named its exception type)."""
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict

@@ -41,7 +41,7 @@ NOISE_SCALES = ("snr", "absolute")
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """The ``[views]`` section: ``ViewConfig(**cfg["views"])`` (configs/default.toml documents each key;
+    """The ``[views]`` section: an experiment's ``exp.views`` (configs/default.toml documents each key;
     docs/training.md gives the measurements behind the defaults)."""
 
     pairing: str = "disjoint_crops"

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from clef_core.config import merge, overrides_to_dict, require
+from clef_core.config import merge, overrides_to_dict
 from clef_core.data.preprocess import zscore
 from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap,
@@ -70,13 +70,12 @@ from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_boo
 from clef_core.evaluation.metrics import auroc_ci95_halfwidth
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
 from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
+from clef_core.evaluation.settings import StudyConfig
 from clef_core.evaluation.study_workers import map_units
 
 if TYPE_CHECKING:
     from clef_core.experiment import Experiment
 
-ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
-        "clef_signal_off", "ntxent_signal_off", "supervised")
 COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent", "features"), ("clef_repaired", "features"),
                ("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"),
                ("clef_repaired", "placebo_known"), ("oracle", "ntxent"), ("oracle", "clef_repaired"),
@@ -84,59 +83,6 @@ COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent
 UNTRAINED_ARMS = ("untrained", "features")
 REPAIRED_ARMS = ("clef_repaired", "placebo", "placebo_known", "oracle", "clef_signal_off")  # [loss] + study.repaired
 SIGNAL_OFF_ARMS = ("clef_signal_off", "ntxent_signal_off")  # pretrained on the cohort with synth.risk_signal = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    """The ``[study]`` config section (configs/default.toml documents each key)."""
-
-    arms: tuple[str, ...] = ARMS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)
-    subsamples: int = 5
-    min_patients: int = 10
-    l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-    eval_patients: int = 600
-    eval_seed: int = 1000
-    val_fraction: float = 0.2
-    test_fraction: float = 0.3
-    labels: tuple[str, ...] = ()
-    headline_labels: tuple[str, ...] = ()
-    saturated_auroc: float = 0.97
-    bootstrap: int = 1000
-    repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false",
-                                 'loss.unknown_weight="mean"', "loss.weight_power=4.0", "loss.align_weight=0.0")
-    threads: int = 1
-    diagnose_batches: int = 10
-    mitdb: bool = False
-    mitdb_stride_s: float = 30.0
-    workers: int = 1
-    finetune_fractions: tuple[float, ...] = (0.1, 1.0)
-    finetune_arms: tuple[str, ...] = ()
-    finetune_subsamples: int = 2
-    finetune_steps: int = 128
-    finetune_batch: int = 32
-    finetune_lr: float = 1e-3
-    finetune_checks: int = 4
-
-    def __post_init__(self) -> None:
-        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "headline_labels", "repaired",
-                     "finetune_fractions", "finetune_arms"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        bad = [a for a in self.arms if a not in ARMS]
-        require(bool(self.arms) and not bad, "study.arms", list(self.arms), f"known arms (unknown: {bad}; choose from {', '.join(ARMS)})")
-        require(bool(self.seeds), "study.seeds", list(self.seeds), "at least one seed")
-        for name in ("subsamples", "min_patients", "bootstrap", "workers", "threads", "finetune_subsamples", "finetune_steps",
-                     "finetune_batch", "finetune_checks"):
-            require(getattr(self, name) >= 1, f"study.{name}", getattr(self, name), ">= 1")
-        require(self.finetune_lr > 0, "study.finetune_lr", self.finetune_lr, "> 0")
-        require(bool(self.label_fractions) and all(0 < f <= 1 for f in self.label_fractions), "study.label_fractions",
-                list(self.label_fractions), "fractions in (0, 1]")
-        require(bool(self.l2_grid) and all(v > 0 for v in self.l2_grid), "study.l2_grid", list(self.l2_grid), "values > 0")
-        bad_ft = [a for a in self.finetune_arms if a not in self.arms or a == "features"]
-        require(not bad_ft, "study.finetune_arms", list(self.finetune_arms), f"arms with an encoder in study.arms (not {bad_ft})")
-        require(all(0 < f <= 1 for f in self.finetune_fractions), "study.finetune_fractions", list(self.finetune_fractions),
-                "fractions in (0, 1] ([] = no fine-tuning)")
 
 
 @dataclasses.dataclass

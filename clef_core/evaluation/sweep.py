@@ -11,7 +11,6 @@ tabulate every finished point.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -24,21 +23,12 @@ import pandas as pd
 
 from clef_core.atomic import write_json_atomic
 from clef_core.config import ConfigError, merge, parse_value, unflatten
+from clef_core.run_folder import json_safe
 
 if TYPE_CHECKING:
     from clef_core.experiment import Experiment
 
 RESULT_FILE = "result.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """The ``[sweep]`` section: the default ``grid`` of ``clef sweep`` ("section.key=v1,v2,..." entries)."""
-
-    grid: tuple[str, ...] = ("loss.alpha=0.2,0.5", "loss.tau=0.07,0.1")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "grid", tuple(self.grid))
 
 
 def parse_grid(items: Iterable[str]) -> list[tuple[str, list[Any]]]:
@@ -98,7 +88,7 @@ def run_sweep(
         if not done:
             folder.mkdir(parents=True, exist_ok=True)
             metrics = evaluate_point(point_config(exp, point), folder)
-            write_json_atomic(result_path, {"point": point, "metrics": _clean(metrics)})
+            write_json_atomic(result_path, json_safe({"point": point, "metrics": metrics}))
         saved = json.loads(result_path.read_text(encoding="utf-8"))
         if saved.get("point") != point:
             raise ValueError(f"{result_path} belongs to point {saved.get('point')}, expected {point}")
@@ -124,11 +114,3 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return "-" if math.isnan(v) else f"{v:.4g}"
     return str(v)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

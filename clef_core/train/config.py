@@ -1,6 +1,6 @@
-"""Typed views of the ``[train]`` and ``[loss]`` config sections.
+"""Typed views of the ``[train]``, ``[loss]`` and ``[distill]`` config sections.
 
-Build them with ``TrainConfig(**cfg["train"])`` and ``LossConfig(**cfg["loss"])``; values are
+An experiment holds them as ``exp.train`` and ``exp.loss`` (:mod:`clef_core.experiment`); values are
 checked on construction so a bad experiment file fails before any data is touched.
 """
 
@@ -88,6 +88,41 @@ class LossConfig:
                " or ".join(UNKNOWN_WEIGHTS))
         require(self.weight_power > 0, "loss.weight_power", self.weight_power, "> 0")
         require(self.projection_dim >= 0, "loss.projection_dim", self.projection_dim, ">= 0 (0: no head)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """The ``[distill]`` config section (configs/default.toml documents each key)."""
+
+    scale: str = "tiny"
+    sample_rate: int = 250
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    stat_views: int = 256
+    device: str = "auto"
+    log_every: int = 0
+    export: bool = True
+    calibration: str = ""
+
+    def __post_init__(self) -> None:
+        for key, ok, expected in (("sample_rate", self.sample_rate > 0, "> 0"), ("steps", self.steps >= 1, ">= 1"),
+                                  ("batch_size", self.batch_size >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0"),
+                                  ("stat_views", self.stat_views >= 2, ">= 2"), ("log_every", self.log_every >= 0, ">= 0")):
+            require(ok, f"distill.{key}", getattr(self, key), expected)
+
+    def train_config(self, epochs: int) -> TrainConfig:
+        """The optimisation of ``epochs`` passes: one cosine decay from ``lr`` over all of them."""
+        return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, epochs=epochs,
+                           max_steps=self.steps, schedule="sgdr", warm_restart_t0=max(1, epochs), warm_restart_tmult=1,
+                           grad_clip=self.grad_clip, seed=self.seed, device=self.device, log_every=self.log_every)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

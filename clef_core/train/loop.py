@@ -7,6 +7,9 @@ A run folder holds
                    "lr", "seconds", ...}) and, with ``train.log_every = k``, one per k steps
                    ({"kind": "step", ...})
   final_model.pt   the encoder in the clef model format (:mod:`clef_core.checkpoint`)
+  status.json      running / complete / failed / interrupted, with the epochs and steps done
+
+(:mod:`clef_core.run_folder`: on resume, metrics lines the state does not cover are dropped.)
 
 Determinism: the encoder is initialised from ``train.seed``; epoch e shuffles with a generator
 seeded from (seed, e), and the python/numpy/torch RNG states travel in ``train_state.pt``, so
@@ -17,17 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-import math
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from clef_core.checkpoint import save_model, to_plain
+from clef_core.run_folder import MetricsLog, RunFolder, covered, open_metrics_log
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
     from clef_core.privacy.config import PrivacyConfig
 
 STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
 FINAL_MODEL = "final_model.pt"
 
 
@@ -104,36 +105,35 @@ def pretrain(
     refuse_privacy(exp.privacy)
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     train_cfg, loss_cfg = exp.train, exp.loss
     state_path = run_dir / STATE_FILE
-    metrics_path = run_dir / METRICS_FILE
 
     seed_everything(train_cfg.seed)
     trainer = Trainer(build_model(exp.model), loss_cfg, train_cfg)
     resumed_from = None
-    if resume and state_path.is_file():
-        check_resumable(state_path, train_cfg, loss_cfg)
-        trainer.load_state(state_path)
+    state = folder.resume_state(STATE_FILE, resume=resume)
+    if state is not None:
+        check_resumable(state, train_cfg, loss_cfg, where=str(state_path))
+        trainer.load_state_dict(state, where=str(state_path))
         resumed_from = trainer.epoch
-        _truncate_metrics(metrics_path, trainer.epoch, trainer.step)
-    else:
-        metrics_path.unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
-    dataset = make_dataset(exp.views, site, train_cfg.seed)
-    if len(dataset) == 0:
-        raise ValueError(f"{site.root}: no usable patients to pretrain on")
+        folder.truncate_metrics(covered(trainer.epoch, trainer.step))
+    with folder.tracking_status(epoch=trainer.epoch, step=trainer.step, epochs=train_cfg.epochs) as status:
+        dataset = make_dataset(exp.views, site, train_cfg.seed)
+        if len(dataset) == 0:
+            raise ValueError(f"{site.root}: no usable patients to pretrain on")
 
-    history = run_epochs(trainer, dataset, train_cfg, metrics_path=metrics_path, state_path=state_path,
-                         progress=progress, label=lambda epoch, step: f"epoch {epoch + 1}/{train_cfg.epochs}")
+        history = run_epochs(trainer, dataset, train_cfg, metrics_path=folder.metrics, state_path=state_path,
+                             progress=progress, label=lambda epoch, step: f"epoch {epoch + 1}/{train_cfg.epochs}")
 
-    final_loss = history[-1].loss if history else _last_logged_loss(metrics_path)
-    final = save_model(
-        run_dir / FINAL_MODEL,
-        trainer.model,
-        preprocess=model_preprocess(site),
-        provenance=pretrain_provenance(exp, site, trainer, final_loss, dataset),
-    )
+        final_loss = history[-1].loss if history else folder.last_metric("train_loss", kind="epoch")
+        final = save_model(
+            run_dir / FINAL_MODEL,
+            trainer.model,
+            preprocess=model_preprocess(site),
+            provenance=pretrain_provenance(exp, site, trainer, final_loss, dataset),
+        )
+        status.update(epoch=trainer.epoch, step=trainer.step, final_model=str(final))
     return PretrainResult(
         run_dir=run_dir,
         final_model=final,
@@ -150,9 +150,8 @@ def pretrain(
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "num_workers", "device", "log_every"})
 
 
-def check_resumable(state_path: Path, train_cfg: TrainConfig, loss_cfg: LossConfig) -> None:
+def check_resumable(state: Mapping[str, Any], train_cfg: TrainConfig, loss_cfg: LossConfig, where: str) -> None:
     """Refuse to continue a run with other loss or optimisation settings than it started with."""
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
     saved_train, saved_loss = state.get("train_config", {}), state.get("loss_config", {})
     changed = [f"train.{k}: {saved_train.get(k)!r} -> {v!r}" for k, v in train_cfg.to_dict().items()
                if k not in RESUMABLE_CHANGES and saved_train.get(k) != v]
@@ -160,7 +159,7 @@ def check_resumable(state_path: Path, train_cfg: TrainConfig, loss_cfg: LossConf
     changed += [f"loss.{k}: {saved_loss.get(k, defaults[k])!r} -> {v!r}" for k, v in loss_cfg.to_dict().items()
                 if saved_loss.get(k, defaults[k]) != v]
     if changed:
-        raise ValueError(f"{state_path} was trained with other settings ({'; '.join(changed)}); "
+        raise ValueError(f"{where} was trained with other settings ({'; '.join(changed)}); "
                          "start over (--no-resume) or use another run folder")
 
 
@@ -184,7 +183,7 @@ def run_epochs(
     ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line per
     epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
     history: list[EpochStats] = []
-    with metrics_path.open("a", encoding="utf-8") as metrics:
+    with open_metrics_log(metrics_path) as metrics:
         for epoch in range(trainer.epoch, train_cfg.epochs):
             remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
             if remaining is not None and remaining <= 0:
@@ -196,7 +195,7 @@ def run_epochs(
             if bar is not None:
                 bar.close()
             history.append(stats)
-            _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
+            metrics.append({"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
                              "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
                              "steps": stats.steps, "grad_norm": stats.grad_norm,
                              "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
@@ -237,13 +236,13 @@ def pretrain_provenance(
     }
 
 
-def _on_step(bar: Any, metrics: Any, log_every: int):
+def _on_step(bar: Any, metrics: MetricsLog, log_every: int) -> Callable[[StepInfo], None]:
     def callback(info: StepInfo) -> None:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{info.loss:.4f}", lr=f"{info.lr:.2e}")
         if log_every and info.step % log_every == 0:
-            _write(metrics, {"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
+            metrics.append({"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
                              "lr": info.lr, "grad_norm": info.grad_norm})
 
     return callback
@@ -255,37 +254,6 @@ def _progress(enabled: bool, total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-
-
-def _write(fh: Any, record: dict[str, Any]) -> None:
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    fh.write(json.dumps(clean) + "\n")
-    fh.flush()
-
-
-def _truncate_metrics(path: Path, epoch: int, step: int) -> None:
-    """Drop lines written after the saved state (an epoch interrupted before its state was saved)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if record.get("epoch", 0) <= epoch and record.get("step", 0) <= step:
-            keep.append(line)
-    path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-
-
-def _last_logged_loss(path: Path) -> float:
-    loss = math.nan
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record.get("kind") == "epoch" and record.get("train_loss") is not None:
-                loss = float(record["train_loss"])
-    return loss
 
 
 def _now() -> str:
