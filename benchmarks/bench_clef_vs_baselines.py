@@ -75,11 +75,11 @@ def encoder_for(method: str, cfg: Experiment, sites: dict, run_dir: Path, progre
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.task import build_model
 
     if method == "random":
         torch.manual_seed(cfg.train.seed)
-        return build_model(cfg.model).eval(), {"steps": 0, "examples": 0, "seconds": 0.0}
+        return build_model(cfg.model.encoder_config()).eval(), {"steps": 0, "examples": 0, "seconds": 0.0}
     if method == "supervised":
         return train_supervised(cfg, sites["default"], list(LABELS))
     site = sites["impute" if method == "clef_impute" else "default"]

@@ -66,7 +66,7 @@ import torch
 
 from clef_core.experiment import Experiment, load_experiment
 from clef_core.pipeline import prepare_site
-from clef_core.train.loop import build_model, make_dataset
+from clef_core.task import build_model, make_dataset
 from clef_core.train.trainer import Trainer, seed_everything
 from simulations.guard import descendants
 from simulations.run import simulate
@@ -207,7 +207,7 @@ def central_training(cfg: Experiment, sites: list, threads: int, *, steps: int =
     datasets = [make_dataset(cfg.views, prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
     union = torch.utils.data.ConcatDataset(datasets)
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(cfg.model), cfg.loss, train_cfg)
+    trainer = Trainer(build_model(cfg.model.encoder_config()), cfg.loss, train_cfg)
     start, done, epoch, loss, examples = time.perf_counter(), 0, 0, math.nan, 0
     while (steps and done < steps) or (epochs and epoch < epochs):
         for d in datasets:

@@ -114,7 +114,7 @@ RUNS = ("untrained", "nodp", "control", "eps")
 def probe(args: argparse.Namespace) -> None:
     from clef_core.experiment import load_experiment
     from clef_core.pipeline import default_cohort, prepare_site
-    from clef_core.train.loop import make_dataset, make_loader
+    from clef_core.task import make_dataset, make_loader
     from server.probe import ProbeSet, linear_probe
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-privacy-"))

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
     from clef_core.pipeline import clinical_table, default_cohort, prepare_site
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.task import build_model
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if [a for a in arms if a not in ARMS]:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 if arm == "untrained":
                     torch.manual_seed(seed)
-                    encoder, steps = build_model(mcfg.model).eval(), 0
+                    encoder, steps = build_model(mcfg.model.encoder_config()).eval(), 0
                 else:
                     result = pretrain(mcfg, run_dir=run_dir, site=sites[arm], progress=False)
                     encoder, steps = load_model(result.final_model).encoder, result.steps

@@ -50,7 +50,7 @@ def measure(cfg: dict, work: Path) -> dict[str, float]:
     from clef_core.experiment import Experiment
     from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.train.config import TrainConfig
-    from clef_core.train.loop import make_dataset, make_loader
+    from clef_core.task import make_dataset, make_loader
 
     torch.set_num_threads(1)
     small = Experiment.from_dict({**cfg, "synth": {**cfg["synth"], "patients": 64}})

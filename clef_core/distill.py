@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +48,10 @@ import torch
 from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
-from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.run_folder import RunFolder, covered
-from clef_core.train.loop import make_dataset, run_epochs
+from clef_core.task import make_dataset
+from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.loop import run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
@@ -149,6 +151,11 @@ def distill_loss(z: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).mean()
 
 
+def distill_criterion(z: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`distill_loss` as the trainer's criterion (the target is inside ``z``; the batch adds nothing)."""
+    return distill_loss(z)
+
+
 def centred_agreement(z: torch.Tensor) -> tuple[float, float]:
     """(mean cosine, R^2) of the projected student against the centred target over a set of views:
     R^2 = 1 - ||p - t||^2 / ||t||^2, the fraction of the teacher's centred embedding explained."""
@@ -164,8 +171,7 @@ class DistillTrainer(Trainer):
 
     def __init__(self, model: DistillModel, train_cfg: TrainConfig, settings: dict[str, Any],
                  device: str | torch.device | None = None) -> None:
-        super().__init__(model, LossConfig(), train_cfg, device)
-        self.loss_fn = lambda z, risk, completeness: distill_loss(z)
+        super().__init__(model, LossConfig(), train_cfg, device, criterion=distill_criterion)
         self.settings = settings
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,8 +23,7 @@ from clef_core.config import ConfigError, apply_overrides, flatten, load_config,
 from clef_core.data.augment import ViewConfig
 from clef_core.data.preprocess import PreprocessConfig
 from clef_core.encoders.config import ModelConfig
-from clef_core.evaluation.run import EvalSettings
-from clef_core.evaluation.settings import StudyConfig, SweepConfig
+from clef_core.evaluation.settings import EvalSettings, StudyConfig, SweepConfig
 from clef_core.federation.settings import FederationSettings
 from clef_core.metadata.table import MetadataConfig
 from clef_core.privacy.config import SITE_OWNED, PrivacyConfig

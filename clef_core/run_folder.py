@@ -72,7 +72,7 @@ class MetricsLog:
     def __init__(self, fh: IO[str]) -> None:
         self._fh = fh
 
-    def append(self, record: Mapping[str, Any]) -> None:
+    def append(self, record: Mapping[str, object]) -> None:
         self._fh.write(dumps(record) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -97,7 +97,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ state
 
-    def save_state(self, payload: Mapping[str, Any], name: str | Path) -> Path:
+    def save_state(self, payload: Mapping[str, object], name: str | Path) -> Path:
         """``torch.save`` ``payload`` (tensors and plain values) to ``root/name`` atomically."""
         return atomic_torch_save(dict(payload), self.root / name)
 
@@ -126,7 +126,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ metrics.jsonl
 
-    def append_metrics(self, record: Mapping[str, Any]) -> None:
+    def append_metrics(self, record: Mapping[str, object]) -> None:
         """Append one line (durably: flushed and fsynced)."""
         with open_metrics_log(self.metrics) as log:
             log.append(record)
@@ -169,7 +169,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ status.json
 
-    def write_status(self, state: str, **fields: Any) -> None:
+    def write_status(self, state: str, **fields: object) -> None:
         """status.json = ``{"state": state, **fields}`` (atomically)."""
         write_text_atomic(self.status_file, dumps({"state": state, **fields}, indent=2))
 

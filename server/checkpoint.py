@@ -121,7 +121,7 @@ class ServerRunFolder(RunFolder):
                               restore=[state.metrics] if state is not None else [], key="round")
 
 
-def check_same_experiment(state: ServerState, fingerprint: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+def check_same_experiment(state: ServerState, fingerprint: Mapping[str, object], arrays: Mapping[str, np.ndarray],
                           where: str) -> None:
     """A checkpoint may continue only the same encoder, strategy and loss (rounds, lr, local
     steps, sites sampled may change)."""

@@ -31,7 +31,7 @@ from flwr.serverapp import Grid
 
 from clef_core.checkpoint import encoder_config_of, save_model
 from clef_core.experiment import Experiment
-from clef_core.train.loop import build_model
+from clef_core.task import build_model
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
@@ -52,7 +52,7 @@ class RoundFailed(RuntimeError):
 def initial_arrays(exp: Experiment) -> tuple[torch.nn.Module, ArrayRecord]:
     """The encoder of ``[model]`` initialised from ``train.seed`` and its weights as an ArrayRecord."""
     seed_everything(exp.train.seed)
-    encoder = build_model(exp.model)
+    encoder = build_model(exp.model.encoder_config())
     return encoder, ArrayRecord(encoder.state_dict())
 
 

@@ -29,6 +29,7 @@ import tomli_w
 from clef_core.config import ConfigError
 from clef_core.experiment import Experiment
 from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
+from server.checkpoint import ServerRunFolder
 from simulations.engine import (
     ANSI,
     app_dir,
@@ -77,7 +78,7 @@ def check_node_counts(exp: Experiment, n_sites: int) -> None:
                               f"(Flower would wait for nodes that never come)")
 
 
-def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | bool]:
+def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | int | float | bool]:
     return {"experiment": str(experiment), "run-dir": str(out), "sites-manifest": str(manifest),
             "prepare-sites": False}
 
@@ -120,7 +121,7 @@ def _simulate_locked(exp: Experiment, out: Path, site_dirs: Sequence[str | Path]
         check_privacy(exp, len(federation.sites))  # refuse a DP setting before anything starts
     experiment = write_experiment(exp, out)
     fed = exp.federation
-    folder = RunFolder(out)
+    folder = ServerRunFolder(out)
     before = {r["round"] for r in read_rounds(out)}
     folder.write_status(STARTING, round=max(before, default=0), rounds=fed.rounds)
     run_config = run_config_for(out, experiment, federation.manifest)

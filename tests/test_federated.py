@@ -557,7 +557,7 @@ def test_a_bare_flwr_run_prepares_the_sites_with_the_function_run_config_names(t
     final = run_server(SerialGrid(run_config, 2), context(run_config))
     specs, _ = read_manifest(tmp_path / "sites.json")
     assert len(specs) == 2 and final.is_file()
-    assert [e["status"] for e in RunFolder(tmp_path).read_metrics()[0]["sites"]] == ["accepted", "accepted"]
+    assert [e["status"] for e in ServerRunFolder(tmp_path).read_metrics()[0]["sites"]] == ["accepted", "accepted"]
 
 
 def test_sites_manifest_round_trip(tmp_path: Path) -> None:

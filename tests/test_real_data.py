@@ -56,7 +56,7 @@ def small_config():
 
 def test_several_folders_are_one_cohort_with_prefixed_ids(folders, small_config, tmp_path):
     from clef_core.multi_cohort import prepare_folders
-    from clef_core.train.loop import make_dataset
+    from clef_core.task import make_dataset
 
     dirs = [folders["mitdb"], folders["ecg"], folders["ecg2"]]
     site = prepare_folders(dirs, tmp_path / "work", small_config, progress=False)

@@ -172,7 +172,7 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
     from clef_core.pipeline import prepare_site
     from clef_core.privacy.dpsgd import per_patient_gradients
     from clef_core.privacy.loss import bank_weights
-    from clef_core.train.loop import make_dataset
+    from clef_core.task import make_dataset
 
     cfg = load_experiment(None, ['model.norm="group"', "privacy.bank_size=4"])
     records = sorted(p.stem for p in (shared_data / "ecg").glob("JS*.hea"))[:6]

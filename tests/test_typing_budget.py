@@ -20,9 +20,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("clef_core", "client", "server", "simulations")
-# Baselines (2026-12-07, before issue 21 parts a-d land): lower them, never raise them.
-ANY_BASELINE = 167              # of 650 public functions and methods (issue 21a: the typed Experiment)
-EXPERIMENT_DICT_BASELINE = 0    # `cfg: dict[str, Any]` / `cfg: Mapping[str, Any]` parameters (was 51)
+# Baselines: lower them, never raise them. Set at 184 / 51 (2026-12-07, before issue 21); raised
+# once, on merging its parts c and d: clef_core/run_folder.py (JSON lines are dict[str, Any]) and
+# evaluate_checkpoint's cfg dict, moved out of the CLI (not counted) into clef_core; part a types it
+# (the typed Experiment: every experiment-dict parameter gone).
+ANY_BASELINE = 162              # of 662 public functions and methods
+EXPERIMENT_DICT_BASELINE = 0    # `cfg: dict[str, Any]` / `cfg: Mapping[str, Any]` parameters
 EXPERIMENT_NAMES = ("cfg", "experiment")
 PUBLIC_DUNDERS = ("__init__", "__call__")
 

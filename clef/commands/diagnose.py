@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.checkpoint import CheckpointError, load_model
     from clef_core.config import merge, overrides_to_dict
     from clef_core.evaluation.study_truth import oracle_site
+    from clef_core.task import build_model, make_dataset, make_loader
     from clef_core.train.config import LossConfig
-    from clef_core.train.loop import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import STATS, diagnose
 
     try:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         site = oracle_site(site) if args.oracle else site
         train_cfg = exp.train
         torch.manual_seed(train_cfg.seed)
-        encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(exp.model)
+        encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(exp.model.encoder_config())
         configured = exp.loss
         repaired = merge(exp.to_dict(), overrides_to_dict(exp.study.repaired), strict=True)["loss"]
         settings = {"paper defaults": LossConfig(), "repaired (study.repaired)": LossConfig(**repaired)}

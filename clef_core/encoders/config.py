@@ -119,6 +119,10 @@ class ModelConfig:
         require(self.norm in NORMS, "model.norm", self.norm, " | ".join(NORMS))
         require(self.norm_groups >= 1, "model.norm_groups", self.norm_groups, ">= 1")
 
+    def encoder_config(self) -> EncoderConfig:
+        """The full :class:`EncoderConfig` of this scale and normalisation."""
+        return make_config(**dataclasses.asdict(self))
+
 
 def make_config(scale: str = "small", norm: str = "none", **overrides: Any) -> EncoderConfig:
     """The config of ``scale`` with ``overrides`` applied. Changing ``filters`` without giving

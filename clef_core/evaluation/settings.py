@@ -1,6 +1,6 @@
-"""The typed ``[study]`` and ``[sweep]`` sections (configs/default.toml documents each key); the
-``[evaluate]`` section is :class:`clef_core.evaluation.run.EvalSettings`. A leaf module: the
-experiment (:mod:`clef_core.experiment`) holds these without importing the study or the sweep."""
+"""The typed ``[evaluate]``, ``[study]`` and ``[sweep]`` sections (configs/default.toml documents each
+key). A leaf module: the experiment (:mod:`clef_core.experiment`) holds these without importing the
+evaluation, the study or the sweep."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dataclasses
 
 from clef_core.config import require
 
+MODES = ("probe", "finetune")
 ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
         "clef_signal_off", "ntxent_signal_off", "supervised")
 
@@ -73,3 +74,43 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", tuple(self.grid))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """The ``[evaluate]`` config section (see configs/default.toml for each key)."""
+
+    lead: str = "I"
+    mode: str = "probe"
+    folds: int = 5
+    test_fraction: float = 0.3
+    seed: int = 0
+    batch_size: int = 64
+    probe_l2: float = 100.0
+    min_per_class: int = 5
+    finetune_epochs: int = 3
+    finetune_lr: float = 1e-4
+    finetune_weight_decay: float = 5e-4
+    finetune_batch_size: int = 32
+    synth_seed: int = 1
+    synth_patients: int = 0
+    mitdb_dir: str = ""
+    snomed_dir: str = ""
+    mitdb_beats_per_class: int = 40
+    mitdb_af_windows_per_class: int = 40
+    mitdb_window_stride_s: float = 30.0
+    evidence_max_patients: int = 600
+    evidence_permutations: int = 99
+    max_chance_halfwidth: float = 0.1
+    operating_sensitivity: float = 0.9
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, "evaluate.mode", self.mode, " | ".join(MODES))
+        require(self.folds >= 2, "evaluate.folds", self.folds, ">= 2")
+        require(0 < self.operating_sensitivity <= 1, "evaluate.operating_sensitivity", self.operating_sensitivity, "in (0, 1]")
+        require(0 < self.test_fraction < 1, "evaluate.test_fraction", self.test_fraction, "in (0, 1)")
+        require(self.probe_l2 >= 0, "evaluate.probe_l2", self.probe_l2, ">= 0")
+        require(self.min_per_class >= 1, "evaluate.min_per_class", self.min_per_class, ">= 1")
+        for name in ("mitdb_beats_per_class", "mitdb_af_windows_per_class"):
+            require(getattr(self, name) >= 0, f"evaluate.{name}", getattr(self, name), ">= 0 (0: all)")
+        require(self.mitdb_window_stride_s > 0, "evaluate.mitdb_window_stride_s", self.mitdb_window_stride_s, "> 0")

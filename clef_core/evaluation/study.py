@@ -340,11 +340,11 @@ def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: Experiment, folder:
     (a pretraining run resumes from its finished checkpoint) and saved."""
     import torch
 
-    from clef_core.train.loop import build_model
+    from clef_core.task import build_model
 
     path = folder / "encoder.pt"
     if path.is_file():
-        encoder = build_model(acfg.model)
+        encoder = build_model(acfg.model.encoder_config())
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return encoder.eval()
     encoder, _ = _encoder(acfg, arm, _arm_site(ctx.sites, arm), folder, ctx.progress, list(ctx.study.labels))
@@ -402,11 +402,11 @@ def _encoder(exp: Experiment, arm: str, site: Any, folder: Path, progress: bool,
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.task import build_model
 
     if arm == "untrained":
         torch.manual_seed(exp.train.seed)
-        return build_model(exp.model).eval(), {"steps": 0, "seconds": 0.0}
+        return build_model(exp.model.encoder_config()).eval(), {"steps": 0, "seconds": 0.0}
     if arm == "supervised":
         names = labels or [c for c in site.labels.columns if c not in ("study_id", "subject_id", "record_id")]
         encoder, info = train_supervised(exp, site, names)
@@ -421,7 +421,7 @@ def _diagnostics(exp: Experiment, study: StudyConfig, sites: dict[str, Any], out
     and for the oracle's batches (risk = h) when it is an arm; recomputed each run (seconds)."""
     import torch
 
-    from clef_core.train.loop import build_model, make_dataset, make_loader
+    from clef_core.task import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import diagnose
 
     tc = exp.train
@@ -432,7 +432,7 @@ def _diagnostics(exp: Experiment, study: StudyConfig, sites: dict[str, Any], out
         torch.manual_seed(tc.seed)
         settings = {arm: arm_config(exp, arm, study, tc.seed).loss for arm in arms}
         loader = make_loader(make_dataset(exp.views, sites[source], tc.seed), tc, epoch=0)
-        stats.update(diagnose(loader, settings, build_model(exp.model).eval(), max_batches=study.diagnose_batches,
+        stats.update(diagnose(loader, settings, build_model(exp.model.encoder_config()).eval(), max_batches=study.diagnose_batches,
                               seed=tc.seed))
     out.mkdir(parents=True, exist_ok=True)
     (out / "diagnostics.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")

@@ -309,7 +309,7 @@ def prepared_site(spec: SiteSpec, exp: Experiment) -> Any:
 
 def pretrain_dataset(spec: SiteSpec, exp: Experiment, site: Any, seed: int) -> Any:
     """The site's ``PretrainDataset`` (one item per patient), cached like the prepared site."""
-    from clef_core.train.loop import make_dataset
+    from clef_core.task import make_dataset
 
     key = (*_cache_key(spec, exp), json.dumps(dataclasses.asdict(exp.views), sort_keys=True), seed)
     if key not in _DATASETS:

@@ -26,16 +26,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from clef_core.checkpoint import save_model, to_plain
 from clef_core.run_folder import MetricsLog, RunFolder, covered, open_metrics_log
+from clef_core.task import build_model, fit, make_dataset, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
 if TYPE_CHECKING:
-    from clef_core.data.augment import ViewConfig
-    from clef_core.encoders.config import ModelConfig
     from clef_core.experiment import Experiment
     from clef_core.pipeline import PreparedSite
     from clef_core.privacy.config import PrivacyConfig
@@ -54,39 +52,6 @@ class PretrainResult:
     seconds: float  # wall time of this call
     resumed_from_epoch: int | None
     history: list[EpochStats]  # the epochs run by this call
-
-
-def build_model(model: ModelConfig) -> torch.nn.Module:
-    """The encoder of ``[model]`` (scale, norm, ...)."""
-    from clef_core.encoders import build_encoder
-
-    return build_encoder(**dataclasses.asdict(model))
-
-
-def make_loader(dataset: torch.utils.data.Dataset, train_cfg: TrainConfig, epoch: int) -> DataLoader:
-    """A shuffled loader whose order depends only on (seed, epoch); the dataset is told the epoch
-    when it supports ``set_epoch``."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + epoch)
-    return DataLoader(
-        dataset,
-        batch_size=train_cfg.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=train_cfg.num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-def make_dataset(views: ViewConfig, site: PreparedSite, seed: int) -> torch.utils.data.Dataset:
-    """``PretrainDataset`` over the site, with the noise bank of ``[views]`` at the store's rate."""
-    from clef_core.data.datasets import PretrainDataset
-    from clef_core.data.noise import NoiseBank
-
-    bank = NoiseBank(sample_rate=site.store.preprocess["sample_rate"], noise_dir=views.noise_dir)
-    return PretrainDataset(site.store, site.clinical, views, bank, seed=seed)
 
 
 def pretrain(
@@ -110,7 +75,7 @@ def pretrain(
     state_path = run_dir / STATE_FILE
 
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(exp.model), loss_cfg, train_cfg)
+    trainer = Trainer(build_model(exp.model.encoder_config()), loss_cfg, train_cfg)
     resumed_from = None
     state = folder.resume_state(STATE_FILE, resume=resume)
     if state is not None:
@@ -179,28 +144,20 @@ def run_epochs(
     progress: bool,
     label: Callable[[int, int], str],
 ) -> list[EpochStats]:
-    """The epoch loop shared by pretraining and distillation: from the trainer's epoch to
-    ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line per
-    epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
-    history: list[EpochStats] = []
+    """:func:`clef_core.task.fit` in a run folder (pretraining and distillation): from the trainer's
+    epoch to ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line
+    per epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
     with open_metrics_log(metrics_path) as metrics:
-        for epoch in range(trainer.epoch, train_cfg.epochs):
-            remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
-            if remaining is not None and remaining <= 0:
-                break
-            loader = make_loader(dataset, train_cfg, epoch)
-            total = len(loader) if remaining is None else min(len(loader), remaining)
-            bar = _progress(progress, total, label(epoch, trainer.step))
-            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, train_cfg.log_every))
-            if bar is not None:
-                bar.close()
-            history.append(stats)
+        def on_epoch(stats: EpochStats) -> None:
             metrics.append({"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
-                             "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
-                             "steps": stats.steps, "grad_norm": stats.grad_norm,
-                             "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
+                            "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
+                            "steps": stats.steps, "grad_norm": stats.grad_norm,
+                            "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
             trainer.save_state(state_path)
-    return history
+
+        return fit(trainer, lambda epoch: make_loader(dataset, train_cfg, epoch), epochs=train_cfg.epochs,
+                   max_steps=train_cfg.max_steps, on_step=_on_step(metrics, train_cfg.log_every), on_epoch=on_epoch,
+                   progress=label if progress else None)
 
 
 def refuse_privacy(privacy: PrivacyConfig) -> None:
@@ -236,24 +193,16 @@ def pretrain_provenance(
     }
 
 
-def _on_step(bar: Any, metrics: MetricsLog, log_every: int) -> Callable[[StepInfo], None]:
+def _on_step(metrics: MetricsLog, log_every: int) -> Callable[[StepInfo], None] | None:
+    if not log_every:
+        return None
+
     def callback(info: StepInfo) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{info.loss:.4f}", lr=f"{info.lr:.2e}")
-        if log_every and info.step % log_every == 0:
+        if info.step % log_every == 0:
             metrics.append({"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
-                             "lr": info.lr, "grad_norm": info.grad_norm})
+                            "lr": info.lr, "grad_norm": info.grad_norm})
 
     return callback
-
-
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
 def _now() -> str:
