@@ -26,16 +26,19 @@ exists, so an interrupted benchmark resumes. Results: OUT/results.csv and OUT/ta
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 METHODS = ("clef", "clef_impute", "ntxent", "supervised", "random")
 LABELS = ("af", "lvh", "high_risk", "conduction", "st_dep")
@@ -59,30 +62,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def base_config(args: argparse.Namespace) -> dict:
-    from clef_core.config import load_config
+def base_config(args: argparse.Namespace) -> Experiment:
+    from clef_core.experiment import load_experiment
 
-    return load_config(overrides=[f"synth.patients={args.patients}", f"train.batch_size={args.batch}",
+    return load_experiment(overrides=[f"synth.patients={args.patients}", f"train.batch_size={args.batch}",
                                   f"train.epochs={args.epochs}", f"train.max_steps={args.max_steps}", f"train.lr={args.lr}",
                                   f"evaluate.synth_patients={args.eval_patients}", "evaluate.synth_seed=1000",
                                   f"evaluate.lead=\"{args.lead}\""])
 
 
-def encoder_for(method: str, cfg: dict, sites: dict, run_dir: Path, progress: bool) -> tuple[torch.nn.Module, dict]:
+def encoder_for(method: str, cfg: Experiment, sites: dict, run_dir: Path, progress: bool) -> tuple[torch.nn.Module, dict]:
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model
 
     if method == "random":
-        torch.manual_seed(cfg["train"]["seed"])
-        return build_model(make_config(**cfg["model"])).eval(), {"steps": 0, "examples": 0, "seconds": 0.0}
+        torch.manual_seed(cfg.train.seed)
+        return build_model(cfg.model.encoder_config()).eval(), {"steps": 0, "examples": 0, "seconds": 0.0}
     if method == "supervised":
         return train_supervised(cfg, sites["default"], list(LABELS))
     site = sites["impute" if method == "clef_impute" else "default"]
     if method == "ntxent":
-        cfg["loss"]["kind"] = "ntxent"
+        cfg = cfg.replace(loss={"kind": "ntxent"})
     result = pretrain(cfg, run_dir=run_dir, site=site, progress=progress)
     return load_model(result.final_model).encoder, {"steps": result.steps, "final_loss": result.final_loss,
                                                      "seconds": result.seconds}
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from clef_core.evaluation.embed import embed
     from clef_core.evaluation.evidence import distance_risk_spearman
-    from clef_core.evaluation.run import EvalSettings, evaluate_task
+    from clef_core.evaluation.run import evaluate_task
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
     from clef_core.pipeline import default_cohort, prepare_site
@@ -106,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     progress = not args.quiet
     cfg = base_config(args)
-    settings = EvalSettings(**cfg["evaluate"])
+    settings = cfg.evaluate
     t0 = time.perf_counter()
     data = args.out / "data"
     cohort = default_cohort(data / "pretrain", cfg)
     sites = {"default": prepare_site(cohort, data / "pretrain", cfg, progress=progress)}
-    impute_cfg = copy.deepcopy(cfg)
-    impute_cfg["risk"]["missing_policy"] = "impute_reference"
+    impute_cfg = cfg.replace(risk={"missing_policy": "impute_reference"})
     if "clef_impute" in methods:
         sites["impute"] = prepare_site(cohort, data / "pretrain_impute", impute_cfg, progress=progress)
     eval_site = synthetic_site(cfg, settings, data, progress=progress)
@@ -129,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.out / "runs" / f"{method}_s{seed}"
             result_file = run_dir / "result.json"
             if not result_file.is_file():
-                mcfg = copy.deepcopy(impute_cfg if method == "clef_impute" else cfg)
-                mcfg["train"]["seed"] = seed
+                mcfg = (impute_cfg if method == "clef_impute" else cfg).replace(train={"seed": seed})
                 run_dir.mkdir(parents=True, exist_ok=True)
                 encoder, train_info = encoder_for(method, mcfg, sites, run_dir, progress)
                 started = time.perf_counter()

@@ -64,12 +64,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clef_core.config import load_config
-from clef_core.data.augment import ViewConfig
-from clef_core.encoders.config import make_config
+from clef_core.experiment import Experiment, load_experiment
 from clef_core.pipeline import prepare_site
 from clef_core.task import build_model, make_dataset
-from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import Trainer, seed_everything
 from simulations.guard import descendants
 from simulations.run import simulate
@@ -79,10 +76,10 @@ TARGET = 1.2
 SCALES = ("small", "medium", "large")
 
 
-def experiment(args: argparse.Namespace) -> dict:
+def experiment(args: argparse.Namespace) -> Experiment:
     """One site at a time (a ClientApp asks for every core), one torch thread each (the client's
     simulation default): the same compute as the single-threaded central run."""
-    return load_config("simulate-small", [
+    return load_experiment("simulate-small", [
         f"synth.patients={args.patients}", f"federation.sites={args.sites}", f"federation.rounds={args.rounds}",
         f"federation.local_steps={args.steps}", f"train.batch_size={args.batch or 16}", "federation.eval_every=0",
         f"federation.min_available_nodes={args.sites}", f"federation.min_train_nodes={args.sites}",
@@ -160,7 +157,7 @@ class CpuSampler:
         return spent
 
 
-def federated_repeat(cfg: dict, out: Path, rounds: int) -> dict:
+def federated_repeat(cfg: Experiment, out: Path, rounds: int) -> dict:
     """One whole simulate call; the CPU of rounds 2..R is read between the end of round 1 and of
     round R (metrics.jsonl ``time``)."""
     reset_run(out)
@@ -201,16 +198,16 @@ def central_child(args: argparse.Namespace) -> None:
                       "examples": examples}))
 
 
-def central_training(cfg: dict, sites: list, threads: int, *, steps: int = 0,
+def central_training(cfg: Experiment, sites: list, threads: int, *, steps: int = 0,
                      epochs: int = 0) -> tuple[float, float, torch.nn.Module, int]:
     """Train one encoder over the union of the sites' patients for ``steps`` steps (or
     ``epochs`` epochs); returns wall seconds, the last loss, the encoder and the examples seen."""
     torch.set_num_threads(threads)
-    train_cfg = TrainConfig(**cfg["train"])
-    datasets = [make_dataset(ViewConfig(**cfg["views"]), prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
+    train_cfg = cfg.train
+    datasets = [make_dataset(cfg.views, prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
     union = torch.utils.data.ConcatDataset(datasets)
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(make_config(**cfg["model"])), LossConfig(**cfg["loss"]), train_cfg)
+    trainer = Trainer(build_model(cfg.model.encoder_config()), cfg.loss, train_cfg)
     start, done, epoch, loss, examples = time.perf_counter(), 0, 0, math.nan, 0
     while (steps and done < steps) or (epochs and epoch < epochs):
         for d in datasets:
@@ -333,7 +330,7 @@ def overhead(args: argparse.Namespace, out: Path) -> None:
     traffic(args, cfg, out, rows)
 
 
-def traffic(args: argparse.Namespace, cfg: dict, out: Path, rows: list[dict]) -> None:
+def traffic(args: argparse.Namespace, cfg: Experiment, out: Path, rows: list[dict]) -> None:
     counts = parameter_counts()
     # one round's update: the global weights of round R-1 -> round R (a site's reply is as far off)
     first = torch.load(out / "checkpoints" / f"round_{args.rounds - 1:05d}.pt", weights_only=True)["arrays"]
@@ -344,7 +341,7 @@ def traffic(args: argparse.Namespace, cfg: dict, out: Path, rows: list[dict]) ->
     print(f"{'scale':<7} {'params':>12} {'float32':>10} {'float16':>10} {'int8 update':>12}")
     for scale, n in counts.items():
         print(f"{scale:<7} {n:>12,} {n * 4 / 1e6:>8.1f}MB {n * 2 / 1e6:>8.1f}MB {n / 1e6:>10.1f}MB")
-    print(f"measured on the wire ({cfg['model']['scale']}): {measured / 1e6:.2f} MB out, "
+    print(f"measured on the wire ({cfg.model.scale}): {measured / 1e6:.2f} MB out, "
           f"{rows[-1]['bytes_received'] / rows[-1]['accepted'] / 1e6:.2f} MB back per site and round")
     print(f"K sites x R rounds x 2 ways, small: {2 * args.sites * args.rounds * measured / 1e6:.1f} MB this run")
     print(f"error added by lower precision, relative to one round's update (round {args.rounds - 1} -> "
@@ -353,7 +350,7 @@ def traffic(args: argparse.Namespace, cfg: dict, out: Path, rows: list[dict]) ->
           "next to that, lossy once updates shrink; float16/int8 updates scale with the update itself)")
 
 
-def probe_site(encoder: torch.nn.Module, site_dir: Path, work: Path, cfg: dict) -> float:
+def probe_site(encoder: torch.nn.Module, site_dir: Path, work: Path, cfg: Experiment) -> float:
     from server.probe import ProbeSet, linear_probe
 
     probe = ProbeSet.from_site(prepare_site(site_dir, work, cfg))
@@ -367,7 +364,7 @@ def quality(args: argparse.Namespace) -> None:
     from simulations.partition import Split, SplitSpec, split_cohort
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-federation-quality-"))
-    base = load_config("simulate-small", [
+    base = load_experiment("simulate-small", [
         f"synth.patients={args.patients}", f"synth.sites={args.sites}", f"federation.sites={args.sites}",
         f"federation.rounds={args.epochs}", "federation.local_epochs=1", "federation.local_steps=0",
         f"train.batch_size={args.batch or 32}", "federation.eval_every=0", "federation.holdout=0.25",
@@ -388,8 +385,7 @@ def quality(args: argparse.Namespace) -> None:
             print(f"{name:<22} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
 
         def federated(name: str, split: Split, sites: list) -> None:
-            cfg = json.loads(json.dumps(base))
-            cfg["federation"]["eval_dir"] = str(holdout)
+            cfg = base.replace(federation={"eval_dir": str(holdout)})
             result = simulate(cfg, root / name, site_dirs=[s.dir for s in sites])
             score(name, load_model(result.final_model).encoder, split)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -101,18 +102,19 @@ def arm_name(variant: str, loss: str, steps: int, n_variants: int) -> str:
 def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The study's cohorts, task, evidence inputs and split (cached under OUT/data)."""
     from clef_core.evaluation.label_efficiency import three_way_split
-    from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.study import StudyConfig
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
+    from clef_core.experiment import Experiment
     from clef_core.pipeline import default_cohort, prepare_site
 
     study = StudyConfig(**{**cfg["study"], "label_fractions": tuple(args.fractions), "subsamples": args.subsamples,
                            "seeds": tuple(args.seeds), "workers": args.workers, "threads": 1})
     data = args.out / "data"
-    site = prepare_site(default_cohort(data / "pretrain", cfg), data / "pretrain", cfg, workers=args.workers)
-    settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
-    eval_site = synthetic_site(cfg, settings, data, workers=args.workers)
+    exp = Experiment.from_dict(cfg)
+    site = prepare_site(default_cohort(data / "pretrain", exp), data / "pretrain", exp, workers=args.workers)
+    settings = dataclasses.replace(exp.evaluate, synth_seed=study.eval_seed, synth_patients=study.eval_patients)
+    eval_site = synthetic_site(exp, settings, data, workers=args.workers)
     lead = settings.lead.split(",")[0].strip()
     task = synthetic_task(eval_site, lead, list(study.labels) or None)
     pool, val, test = three_way_split(task.groups, study.val_fraction, study.test_fraction, study.eval_seed)
@@ -123,13 +125,14 @@ def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 def run_unit(ctx: dict[str, Any], unit: tuple[str, str, int, int]) -> dict[str, Any]:
     """Train (or load) one (variant, loss, steps, seed) and embed the evaluation windows."""
     from clef_core.evaluation.study import arm_embeddings
+    from clef_core.experiment import Experiment
 
     variant, loss, steps, seed = unit
     cfg = budget_config(ctx["configs"][variant], steps, ctx["patients"])
     arm = "untrained" if steps == 0 else loss
     folder = ctx["out"] / variant / f"steps{steps}"
     started = time.perf_counter()
-    result = arm_embeddings(cfg, arm, ctx["study"], seed, ctx["site"], ctx["task"].x, ctx["evidence"], folder, False)
+    result = arm_embeddings(Experiment.from_dict(cfg), arm, ctx["study"], seed, ctx["site"], ctx["task"].x, ctx["evidence"], folder, False)
     print(f"learning curve: {variant} {arm} {steps} steps seed {seed}: {time.perf_counter() - started:.0f} s "
           f"(train {result.train.get('seconds', 0):.0f} s, final loss {result.train.get('final_loss', math.nan):.3f})",
           flush=True)

@@ -112,17 +112,17 @@ RUNS = ("untrained", "nodp", "control", "eps")
 
 
 def probe(args: argparse.Namespace) -> None:
-    from clef_core.config import load_config
+    from clef_core.experiment import load_experiment
     from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.task import make_dataset, make_loader
     from server.probe import ProbeSet, linear_probe
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-privacy-"))
-    cfg = load_config(None, [f"synth.patients={args.patients}", "synth.sites=1", "model.norm=\"group\""])
+    cfg = load_experiment(None, [f"synth.patients={args.patients}", "synth.sites=1", "model.norm=\"group\""])
     started = time.perf_counter()
     site = prepare_site(default_cohort(work, cfg), work, cfg)
     full = ProbeSet.from_site(site)
-    dataset = make_dataset(ViewConfig(**cfg["views"]), site, seed=0)
+    dataset = make_dataset(cfg.views, site, seed=0)
     rng = np.random.default_rng(0)
     subjects = np.asarray(dataset.subject_ids)
     held = set(rng.choice(subjects, size=len(subjects) // 4, replace=False))
@@ -136,8 +136,8 @@ def probe(args: argparse.Namespace) -> None:
           f"{len(train)}, probing {int(keep.sum())} held-out records; {args.epochs} epochs = {steps} steps at "
           f"q = {q:.3f}, delta = {DELTA:g}, clip 1.0, lr {args.lr}")
     bank = synthetic_bank(args.bank, 0, PreprocessConfig.from_dict(dict(site.store.preprocess)),
-                          ViewConfig(**cfg["views"]), NoiseBank(500, cfg["views"]["noise_dir"]))
-    train_cfg = TrainConfig(**{**cfg["train"], "batch_size": args.batch, "lr": args.lr, "device": "cpu"})
+                          cfg.views, NoiseBank(500, cfg.views.noise_dir))
+    train_cfg = dataclasses.replace(cfg.train, batch_size=args.batch, lr=args.lr, device="cpu")
     rows: dict[str, list[tuple[float, float, float, float]]] = {}
     # the zero-noise control: the DP objective (each patient against the public bank, clipped per
     # patient, Poisson batches) with no meaningful noise -- it separates what the objective costs
@@ -148,7 +148,7 @@ def probe(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for name, target in plans:
             torch.manual_seed(seed)
-            trainer = Trainer(build_encoder("small", "group"), LossConfig(**cfg["loss"]),
+            trainer = Trainer(build_encoder("small", "group"), cfg.loss,
                               dataclasses.replace(train_cfg, seed=seed))
             t0 = time.perf_counter()
             if target is UNTRAINED:  # random init, the same weights the trained rows of this seed start from

@@ -125,8 +125,8 @@ def arm_embeddings(cfg: dict[str, Any], site: Any, seed: int, args: argparse.Nam
 
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.embed import embed
+    from clef_core.experiment import Experiment
     from clef_core.train import pretrain
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model
     from clef_core.train.trainer import seed_everything
 
@@ -147,11 +147,11 @@ def arm_embeddings(cfg: dict[str, Any], site: Any, seed: int, args: argparse.Nam
             continue
         if steps == 0:  # the pretraining run's own starting weights
             seed_everything(seed)
-            encoder, info = build_model(make_config(**run_cfg["model"])).eval(), {"steps": 0, "seconds": 0.0, "final_loss": math.nan}
+            encoder, info = build_model(Experiment.from_dict(run_cfg).model.encoder_config()).eval(), {"steps": 0, "seconds": 0.0, "final_loss": math.nan}
         else:
             step_cfg = copy.deepcopy(run_cfg)
             step_cfg["train"]["epochs"] = steps // per_epoch  # resumable: the run goes on from the smaller count
-            result = pretrain(step_cfg, run_dir=folder / "run", site=site, progress=False)
+            result = pretrain(Experiment.from_dict(step_cfg), run_dir=folder / "run", site=site, progress=False)
             encoder = load_model(result.final_model).encoder
             # a resumed run's seconds count only its own part: add the run up to the previous step count
             info = {"steps": int(result.steps), "seconds": out[max(out)][1]["seconds"] + float(result.seconds),
@@ -203,13 +203,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from clef_core.evaluation.label_efficiency import headline_auroc, paired_bootstrap, weighted_auroc
     from clef_core.evaluation.mitdb_windows import WINDOW_LABELS
     from clef_core.data.preprocess import zscore
+    from clef_core.experiment import Experiment
     from clef_core.multi_cohort import prepare_folders
 
     torch.set_num_threads(1)
     started = time.perf_counter()
     cfg = experiment(args)
     l2 = float(cfg["evaluate"]["probe_l2"])
-    site = prepare_folders(args.cohort, args.out / "data" / "pretrain", cfg, progress=False)
+    site = prepare_folders(args.cohort, args.out / "data" / "pretrain", Experiment.from_dict(cfg), progress=False)
     pre = site.summary()
     data = eval_windows(args, cfg)
     print(f"data ready in {time.perf_counter() - started:.0f} s: pretraining {pre['records']} records / "

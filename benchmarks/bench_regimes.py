@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -111,19 +112,21 @@ def central_config(cfg: dict[str, Any], args: argparse.Namespace, seed: int) -> 
 
 
 def train_central(cfg: dict[str, Any], site: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
+    from clef_core.experiment import Experiment
     from clef_core.run_folder import RunFolder
     from clef_core.train import pretrain
 
-    result = pretrain(cfg, run_dir=folder / "run", site=site, progress=False)
+    result = pretrain(Experiment.from_dict(cfg), run_dir=folder / "run", site=site, progress=False)
     metrics = RunFolder(folder / "run").read_metrics()
     examples = sum(float(m.get("examples", 0)) for m in metrics if m.get("kind", "epoch") == "epoch")
     return result.final_model, {"steps": int(result.steps), "examples": examples, "seconds": float(result.seconds)}
 
 
 def train_federated(cfg: dict[str, Any], site_dirs: list[Path], folder: Path) -> tuple[Path, dict[str, Any]]:
+    from clef_core.experiment import Experiment
     from simulations.run import simulate
 
-    result = simulate(cfg, folder / "run", site_dirs=site_dirs)
+    result = simulate(Experiment.from_dict(cfg), folder / "run", site_dirs=site_dirs)
     steps = examples = epsilon = 0.0
     for row in result.rounds:
         for site in row.get("sites", []):
@@ -171,20 +174,21 @@ def arm_embeddings(arm: str, seed: int, cfg: dict[str, Any], args: argparse.Name
 def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The pretraining cohort, its IID site split (no hold-out), the evaluation task and its split."""
     from clef_core.evaluation.label_efficiency import three_way_split
-    from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.study import StudyConfig
+    from clef_core.experiment import Experiment
     from clef_core.evaluation.tasks import synthetic_task
     from clef_core.pipeline import default_cohort, prepare_site
     from simulations.partition import SplitSpec, split_cohort
 
     study = StudyConfig(**{**cfg["study"], "label_fractions": tuple(args.fractions), "subsamples": args.subsamples,
                            "seeds": tuple(args.seeds)})
-    cohort = default_cohort(args.out / "data" / "pretrain", cfg)
-    site = prepare_site(cohort, args.out / "data" / "pretrain", cfg)
+    exp = Experiment.from_dict(cfg)
+    cohort = default_cohort(args.out / "data" / "pretrain", exp)
+    site = prepare_site(cohort, args.out / "data" / "pretrain", exp)
     split = split_cohort(cohort, args.out / "data" / "split", SplitSpec(kind="iid", sites=args.sites, holdout=0.0))
-    settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
-    eval_site = synthetic_site(cfg, settings, args.out / "data")
+    settings = dataclasses.replace(exp.evaluate, synth_seed=study.eval_seed, synth_patients=study.eval_patients)
+    eval_site = synthetic_site(exp, settings, args.out / "data")
     task = synthetic_task(eval_site, settings.lead.split(",")[0].strip(), list(study.labels) or None)
     pool, val, test = three_way_split(task.groups, study.val_fraction, study.test_fraction, study.eval_seed)
     sizes = [s.patients for s in split.sites]

@@ -21,17 +21,20 @@ Each (arm, seed) writes OUT/runs/<arm>_s<seed>/result.json and is skipped when t
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 ARMS = ("untrained", "clef_score2", "clef_prevent", "clef_pce")
 LABELS = ("af", "lvh", "high_risk", "conduction", "st_dep")
@@ -54,10 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def base_config(args: argparse.Namespace) -> dict:
-    from clef_core.config import load_config
+def base_config(args: argparse.Namespace) -> Experiment:
+    from clef_core.experiment import load_experiment
 
-    return load_config(overrides=[f"synth.patients={args.patients}", f"synth.risk_coverage={args.coverage}",
+    return load_experiment(overrides=[f"synth.patients={args.patients}", f"synth.risk_coverage={args.coverage}",
                                   f"train.batch_size={args.batch}", f"train.epochs={args.epochs}",
                                   f"train.max_steps={args.max_steps}", f"train.lr={args.lr}",
                                   f"evaluate.synth_patients={args.eval_patients}", "evaluate.synth_seed=1000",
@@ -70,12 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.embed import embed
     from clef_core.evaluation.evidence import distance_risk_spearman
-    from clef_core.evaluation.run import EvalSettings, evaluate_task
+    from clef_core.evaluation.run import evaluate_task
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
     from clef_core.pipeline import clinical_table, default_cohort, prepare_site
     from clef_core.train import pretrain
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg = base_config(args)
-    settings = EvalSettings(**cfg["evaluate"])
+    settings = cfg.evaluate
     t0 = time.perf_counter()
     data = args.out / "data"
     cohort = default_cohort(data / "pretrain", cfg)
@@ -92,11 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     sites, configs = {}, {}
     for arm in arms:
         if arm.startswith("clef_"):
-            mcfg = copy.deepcopy(cfg)
-            mcfg["risk"]["model"] = arm[len("clef_"):]
-            work = data / f"clinical_{mcfg['risk']['model']}"
+            mcfg = cfg.replace(risk={"model": arm[len("clef_"):]})
+            work = data / f"clinical_{mcfg.risk.model}"
             work.mkdir(parents=True, exist_ok=True)
-            sites[arm] = dataclasses.replace(base_site, clinical=clinical_table(base_site.root, work, mcfg))
+            sites[arm] = dataclasses.replace(base_site, clinical=clinical_table(base_site.root, work, mcfg.metadata))
             configs[arm] = mcfg
     eval_site = synthetic_site(cfg, settings, data, progress=False)
     task = synthetic_task(eval_site, args.lead, LABELS)
@@ -114,12 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             result_file = run_dir / "result.json"
             if not result_file.is_file():
                 run_dir.mkdir(parents=True, exist_ok=True)
-                mcfg = copy.deepcopy(configs.get(arm, cfg))
-                mcfg["train"]["seed"] = seed
+                mcfg = configs.get(arm, cfg).replace(train={"seed": seed})
                 started = time.perf_counter()
                 if arm == "untrained":
                     torch.manual_seed(seed)
-                    encoder, steps = build_model(make_config(**mcfg["model"])).eval(), 0
+                    encoder, steps = build_model(mcfg.model.encoder_config()).eval(), 0
                 else:
                     result = pretrain(mcfg, run_dir=run_dir, site=sites[arm], progress=False)
                     encoder, steps = load_model(result.final_model).encoder, result.steps

@@ -20,7 +20,6 @@ Prints the table and writes it (markdown) to ``--out``; the figures are whatever
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import sys
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clef_core.checkpoint import load_model  # noqa: E402
-from clef_core.config import load_config  # noqa: E402
+from clef_core.experiment import load_experiment  # noqa: E402
 from clef_core.encoders import count_parameters  # noqa: E402
 
 QUALITY_TARGET = 0.90
@@ -116,11 +115,10 @@ def main() -> int:
     started = time.time()
     tmp = None if a.work else tempfile.TemporaryDirectory(prefix="bench_student_")
     work = a.work or Path(tmp.name)
-    cfg = load_config(overrides=["train.batch_size=32", "train.lr=1e-3", "train.epochs=1000",
+    cfg = load_experiment(overrides=["train.batch_size=32", "train.lr=1e-3", "train.epochs=1000",
                                  f"train.max_steps={a.teacher_steps}", *a.set])
 
     from clef_core.distill import distill
-    from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import with_model_preprocess
     from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.train import pretrain
@@ -151,9 +149,8 @@ def main() -> int:
         else:
             print(f"no export venv at {opts.export_venv}: size/arena left out", file=sys.stderr)
 
-    settings = EvalSettings(**cfg["evaluate"])
-    gen = copy.deepcopy(cfg)  # the evaluation cohort: other patients than pretraining's ([synth] seed)
-    gen["synth"]["seed"] = settings.synth_seed
+    settings = cfg.evaluate
+    gen = cfg.replace(synth={"seed": settings.synth_seed})  # the evaluation cohort: other patients than pretraining's
     eval_cohort = default_cohort(work / "eval_cohort", gen)
     q_t = quality(teacher, cfg, settings, work, eval_cohort)
     q_s = quality(student, cfg, settings, work, eval_cohort)

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from clef_core.config import load_config
     from clef_core.evaluation.study import run_study
+    from clef_core.experiment import Experiment
 
     cfg = load_config(args.config, args.overrides)
     load_before = os.getloadavg()
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler.start()
     wall, cpu0 = time.perf_counter(), cpu_seconds()
     try:
-        run_study(cfg, args.out)
+        run_study(Experiment.from_dict(cfg), args.out)
     finally:
         stop.set()
     wall = time.perf_counter() - wall

@@ -106,16 +106,15 @@ def bench_data(patients: int, batch: int) -> dict[str, float]:
     on a freshly synthesised cohort: tells whether loading would starve the encoder."""
     import tempfile
 
-    from clef_core.config import load_config
+    from clef_core.experiment import load_experiment
     from clef_core.pipeline import default_cohort, prepare_site
-    from clef_core.data.augment import ViewConfig
     from clef_core.task import make_dataset, make_loader
 
-    cfg = load_config(overrides=[f"synth.patients={patients}", f"train.batch_size={batch}"])
+    cfg = load_experiment(overrides=[f"synth.patients={patients}", f"train.batch_size={batch}"])
     with tempfile.TemporaryDirectory() as work:
         site = prepare_site(default_cohort(work, cfg), work, cfg, progress=False)
-        dataset = make_dataset(ViewConfig(**cfg["views"]), site, seed=0)
-        loader = make_loader(dataset, TrainConfig(**cfg["train"]), epoch=0)
+        dataset = make_dataset(cfg.views, site, seed=0)
+        loader = make_loader(dataset, cfg.train, epoch=0)
         start = time.perf_counter()
         n = sum(2 * b["view1"].shape[0] for b in loader)
         return {"views": n, "views_per_s": n / (time.perf_counter() - start)}

@@ -82,11 +82,11 @@ def per_label(kind: str, metrics: dict[str, Any]) -> tuple[float, dict[str, floa
 
 def pretrain_small(work: Path, data: Path, steps: int) -> Path:
     """A small encoder pretrained ``steps`` steps on the MIT-BIH records (unlabelled, batch 16, lr 1e-3)."""
-    from clef_core.config import load_config
+    from clef_core.experiment import load_experiment
     from clef_core.pipeline import prepare_site
     from clef_core.train import pretrain
 
-    cfg = load_config(overrides=["train.batch_size=16", "train.lr=1e-3", "train.epochs=100000",
+    cfg = load_experiment(overrides=["train.batch_size=16", "train.lr=1e-3", "train.epochs=100000",
                                  f"train.max_steps={steps}"])
     site = prepare_site(data / "mitdb", work / "pretrain", cfg, progress=False)
     return Path(pretrain(cfg, run_dir=work / "pretrain_run", site=site, progress=False).final_model)
@@ -96,12 +96,11 @@ def measure(checkpoint: Path, export_dir: Path, *, data: Path, runtimes: list[st
             work: Path, log=print) -> dict[str, Any]:
     """Float vs int8 probe AUROC per task and runtime; see the module docstring."""
     from clef_core.checkpoint import load_model
-    from clef_core.config import load_config
     from clef_core.data.preprocess import PreprocessConfig, zscore
     from clef_core.evaluation.embed import embed
     from clef_core.evaluation.mitdb import DS1, resolve_records
-    from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import synthetic_site, with_model_preprocess
+    from clef_core.experiment import load_experiment
     from clef_core.evaluation.tasks import mitdb_task, synthetic_task
     from edge.export.gate import fidelity
 
@@ -112,8 +111,8 @@ def measure(checkpoint: Path, export_dir: Path, *, data: Path, runtimes: list[st
             raise FileNotFoundError(f"{export_dir}: no model_int8.tflite")
         tfl = rejected
     model = load_model(checkpoint)
-    cfg = with_model_preprocess(load_config(), model.preprocess)
-    settings = EvalSettings(**cfg["evaluate"])
+    cfg = with_model_preprocess(load_experiment(), model.preprocess)
+    settings = cfg.evaluate
     tasks = []
     mitdb = data / "mitdb"
     present = [r for r in DS1 if (mitdb / f"{r}.hea").exists()]

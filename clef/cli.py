@@ -13,9 +13,12 @@ import importlib
 import pkgutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import clef.commands
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 
 def package_version() -> str:
@@ -38,9 +41,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The experiment as its nested dict (``clef config`` prints it)."""
     from clef_core.config import load_config
 
     return load_config(args.config, args.overrides)
+
+
+def experiment_from_args(args: argparse.Namespace) -> Experiment:
+    """``--config`` and ``--set`` as a checked :class:`~clef_core.experiment.Experiment`."""
+    from clef_core.experiment import load_experiment
+
+    return load_experiment(args.config, args.overrides)
 
 
 def command_modules() -> list[Any]:

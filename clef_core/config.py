@@ -34,6 +34,13 @@ class ConfigError(ValueError):
     """A configuration file or override is malformed or names an unknown key."""
 
 
+def require(ok: bool, key: str, value: Any, expected: str) -> None:
+    """The one validation step of every config section's ``__post_init__``: a :class:`ConfigError`
+    ``"<key> = <value>: expected <expected>"`` unless ``ok`` (``key`` is dotted: ``train.lr``)."""
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+
 class ConfigWarning(UserWarning):
     """A configuration that still loads but should be updated (e.g. the old [score2] section)."""
 
@@ -176,10 +183,10 @@ def check_value(dotted: str, value: Any, default: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the form of Flower's run_config)."""
     flat: dict[str, Any] = {}
-    for key, value in cfg.items():
+    for key, value in nested.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
@@ -217,18 +224,18 @@ def split_override(item: str) -> tuple[str, str]:
     return key.strip(), text.strip()
 
 
-def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``cfg`` with ``section.key=value`` overrides applied and checked (:func:`merge`).
+def apply_overrides(nested: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """The nested config dict ``nested`` with ``section.key=value`` overrides applied and checked (:func:`merge`).
 
     Where the default is a string, the text is taken as it is even when it reads as another
     TOML literal (``--set train.device=0``); quotes around it are removed as TOML does.
     """
     flat: dict[str, Any] = {}
-    defaults = flatten(cfg)
+    defaults = flatten(nested)
     for item in overrides:
         key, text = split_override(item)
         section = key.split(".", 1)[0]
-        if section in LEGACY_SECTIONS and section not in cfg:
+        if section in LEGACY_SECTIONS and section not in nested:
             new_key = f"{LEGACY_SECTIONS[section]}.{key.split('.', 1)[1]}" if "." in key else key
             warnings.warn(f"--set {key}: [{section}] is now [{LEGACY_SECTIONS[section]}]; read as {new_key}", ConfigWarning, stacklevel=2)
             key = new_key
@@ -236,7 +243,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         if isinstance(defaults.get(key), str) and not isinstance(value, str):
             value = text
         flat[key] = value
-    return merge(cfg, unflatten(flat), strict=True)
+    return merge(nested, unflatten(flat), strict=True)
 
 
 def load_config(file: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:

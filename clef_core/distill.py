@@ -48,7 +48,6 @@ import torch
 from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
-from clef_core.data.augment import ViewConfig
 from clef_core.run_folder import RunFolder, covered
 from clef_core.task import make_dataset
 from clef_core.train.config import LossConfig, TrainConfig
@@ -56,48 +55,13 @@ from clef_core.train.loop import run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
     from clef_core.pipeline import PreparedSite
 
 STATE_FILE = "distill_state.pt"
 STUDENT_FILE = "student.pt"
 # [distill] keys that may change between a run and its resumption
 RESUMABLE_CHANGES = frozenset({"device", "log_every", "export", "calibration"})
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """The ``[distill]`` config section (configs/default.toml documents each key)."""
-
-    scale: str = "tiny"
-    sample_rate: int = 250
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    grad_clip: float = 1.0
-    seed: int = 0
-    stat_views: int = 256
-    device: str = "auto"
-    log_every: int = 0
-    export: bool = True
-    calibration: str = ""
-
-    def __post_init__(self) -> None:
-        for key, ok in (("sample_rate", self.sample_rate > 0), ("steps", self.steps >= 1),
-                        ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                        ("weight_decay", self.weight_decay >= 0), ("grad_clip", self.grad_clip >= 0),
-                        ("stat_views", self.stat_views >= 2), ("log_every", self.log_every >= 0)):
-            if not ok:
-                raise ValueError(f"distill.{key} = {getattr(self, key)!r} is out of range")
-
-    def train_config(self, epochs: int) -> TrainConfig:
-        """The optimisation of ``epochs`` passes: one cosine decay from ``lr`` over all of them."""
-        return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, epochs=epochs,
-                           max_steps=self.steps, schedule="sgdr", warm_restart_t0=max(1, epochs), warm_restart_tmult=1,
-                           grad_clip=self.grad_clip, seed=self.seed, device=self.device, log_every=self.log_every)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def decimation_factor(teacher_rate: float, student_rate: float) -> int:
@@ -243,7 +207,7 @@ def _views(dataset: Any, n: int, epoch: int) -> torch.Tensor:
 
 
 def distill(
-    cfg: dict[str, Any],
+    exp: Experiment,
     *,
     teacher_path: str | Path,
     run_dir: str | Path,
@@ -256,7 +220,7 @@ def distill(
     from clef_core.encoders import build_encoder
 
     started = time.perf_counter()
-    dcfg = DistillConfig(**cfg["distill"])
+    dcfg = exp.distill
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     teacher_path = Path(teacher_path)
@@ -272,13 +236,13 @@ def distill(
     seed_everything(dcfg.seed)
     student = build_encoder(dcfg.scale)
     model = DistillModel(teacher.encoder, student, q)
-    dataset = make_dataset(ViewConfig(**cfg["views"]), site, dcfg.seed)
+    dataset = make_dataset(exp.views, site, dcfg.seed)
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to distil on")
     per_epoch = math.ceil(len(dataset) / dcfg.batch_size)
     train_cfg = dcfg.train_config(math.ceil(dcfg.steps / per_epoch))
     settings = {"distill": {k: v for k, v in dcfg.to_dict().items() if k not in RESUMABLE_CHANGES},
-                "teacher_sha256": file_digest(teacher_path), "views": dict(cfg["views"]),
+                "teacher_sha256": file_digest(teacher_path), "views": dataclasses.asdict(exp.views),
                 "patients": len(dataset)}
     trainer = DistillTrainer(model, train_cfg, to_plain(settings), device=dcfg.device)
     folder, state_path = RunFolder(run_dir), run_dir / STATE_FILE
@@ -314,7 +278,7 @@ def distill(
             "loss": "mse(W student + b, (teacher - mu) / s) (clef_core/distill.py)",
             "target": {"scale": float(model.target_scale), "stat_views": dcfg.stat_views},
             "data": {**site.summary(), "patients_used": len(dataset)},
-            "views": dict(cfg["views"]),
+            "views": dataclasses.asdict(exp.views),
             "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss,
                        "heldout_centred_cosine": cos, "heldout_r2": r2},
             "device": str(trainer.device),

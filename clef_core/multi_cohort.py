@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -26,6 +26,10 @@ from clef_core.atomic import write_json_atomic
 from clef_core.data.records import RecordRef, detect_layout, iter_source
 from clef_core.pipeline import (CACHE_VERSION, SITE_KEY, PreparedSite, clinical_table, cohort_fingerprint,
                                 prepare_site)
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
+    from clef_core.metadata import MetadataConfig
 
 FOLDERS_DIR = "folders"
 
@@ -55,11 +59,11 @@ def folder_records(roots: Sequence[Path], labels: Sequence[str]) -> Iterator[Rec
             yield replace(ref, record_id=f"{label}/{ref.record_id}", subject_id=f"{label}/{ref.subject_id}")
 
 
-def folders_clinical_table(roots: Sequence[Path], labels: Sequence[str], work: Path, cfg: dict[str, Any]) -> pd.DataFrame:
+def folders_clinical_table(roots: Sequence[Path], labels: Sequence[str], work: Path, settings: MetadataConfig) -> pd.DataFrame:
     """The folders' clinical tables (each cached in ``work/folders/<label>``), ids prefixed, stacked."""
     tables = []
     for root, label in zip(roots, labels, strict=True):
-        table = clinical_table(root, work / FOLDERS_DIR / label, cfg).copy()
+        table = clinical_table(root, work / FOLDERS_DIR / label, settings).copy()
         for column in ("record_id", "subject_id"):
             if column in table.columns:
                 table[column] = label + "/" + table[column].astype(str)
@@ -67,17 +71,16 @@ def folders_clinical_table(roots: Sequence[Path], labels: Sequence[str], work: P
     return pd.concat(tables, ignore_index=True)
 
 
-def prepare_folders(cohort_dirs: Sequence[str | Path], work_dir: str | Path, cfg: dict[str, Any], *,
+def prepare_folders(cohort_dirs: Sequence[str | Path], work_dir: str | Path, exp: Experiment, *,
                     progress: bool = True, verify: bool = False, workers: int = 1) -> PreparedSite:
     """One :class:`PreparedSite` over every folder of ``cohort_dirs`` (one folder: :func:`prepare_site`
     itself), cached in ``work_dir``. Its ``root`` is the folders' common parent; it has no labels table."""
-    from clef_core.data.preprocess import PreprocessConfig
     from clef_core.data.store import ECGStore, build_store
 
     if not cohort_dirs:
         raise ValueError("no cohort folder given")
     if len(cohort_dirs) == 1:
-        return prepare_site(cohort_dirs[0], work_dir, cfg, progress=progress, verify=verify, workers=workers)
+        return prepare_site(cohort_dirs[0], work_dir, exp, progress=progress, verify=verify, workers=workers)
     roots = [Path(d).resolve() for d in cohort_dirs]
     labels = folder_labels(roots)
     layouts = [detect_layout(root) for root in roots]  # a missing or empty folder: an error naming it
@@ -93,9 +96,9 @@ def prepare_folders(cohort_dirs: Sequence[str | Path], work_dir: str | Path, cfg
         shutil.rmtree(work / "store", ignore_errors=True)
         shutil.rmtree(work / FOLDERS_DIR, ignore_errors=True)
         write_json_atomic(key_file, source)
-    clinical = folders_clinical_table(roots, labels, work, cfg)
+    clinical = folders_clinical_table(roots, labels, work, exp.metadata)
     refs = list(folder_records(roots, labels))
-    report = build_store(refs, work / "store", PreprocessConfig(**cfg["preprocess"]), progress=progress,
+    report = build_store(refs, work / "store", exp.preprocess, progress=progress,
                          overwrite=True, workers=workers)
     store = ECGStore.open(work / "store", verify=verify)
     return PreparedSite(store=store, clinical=clinical, labels=None, root=Path(os.path.commonpath(roots)),

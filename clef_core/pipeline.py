@@ -14,12 +14,16 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from clef_core.atomic import write_json_atomic
 from clef_core.data.records import PATIENTS_FILE, detect_layout, privacy_unit
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
+    from clef_core.metadata import MetadataConfig
 
 CLINICAL_CACHE = "clinical.csv"
 CLINICAL_KEY = "clinical.key.json"
@@ -79,7 +83,7 @@ class PreparedSite:
 def prepare_site(
     cohort_dir: str | Path,
     work_dir: str | Path,
-    cfg: dict[str, Any],
+    exp: Experiment,
     *,
     progress: bool = True,
     verify: bool = False,
@@ -89,7 +93,6 @@ def prepare_site(
     with other [preprocess] settings or from another cohort is rebuilt). ``verify`` re-reads the
     whole store to check its sha256 sums (file sizes and the manifest are always checked).
     ``workers`` > 1 preprocesses records in that many processes (the same store)."""
-    from clef_core.data.preprocess import PreprocessConfig
     from clef_core.data.store import ECGStore, build_store
 
     root = Path(cohort_dir).resolve()
@@ -103,8 +106,8 @@ def prepare_site(
         shutil.rmtree(work / "store", ignore_errors=True)
         (work / CLINICAL_CACHE).unlink(missing_ok=True)
         (work / CLINICAL_KEY).unlink(missing_ok=True)
-    clinical = clinical_table(root, work, cfg)
-    report = build_store(root, work / "store", PreprocessConfig(**cfg["preprocess"]), progress=progress, overwrite=True,
+    clinical = clinical_table(root, work, exp.metadata)
+    report = build_store(root, work / "store", exp.preprocess, progress=progress, overwrite=True,
                          workers=workers)
     store = ECGStore.open(work / "store", verify=verify)
     key_file.write_text(json.dumps(source, indent=2), encoding="utf-8")
@@ -137,16 +140,15 @@ def cohort_fingerprint(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def clinical_table(root: Path, work: Path, cfg: dict[str, Any]) -> pd.DataFrame:
+def clinical_table(root: Path, work: Path, settings: MetadataConfig) -> pd.DataFrame:
     """The clinical table of ``root`` (``clef_core.metadata``), extracted once and cached in
     ``work/clinical.csv`` (+ its problems and settings sidecars); re-extracted when the cohort
     path or the [metadata]/[score2] settings change. The key file is written last, so an
     interrupted write is redone. Always read back from the file, so a first run and a cached
     run see the same table."""
-    from clef_core.metadata import MetadataConfig, extract_clinical_table, load_clinical_table, save_clinical_table
+    from clef_core.metadata import extract_clinical_table, load_clinical_table, save_clinical_table
 
-    settings = MetadataConfig.from_config(cfg)
-    key = {"version": CACHE_VERSION, "cohort": str(root), "settings": dataclasses.asdict(settings)}
+    key = {"version": CACHE_VERSION, "cohort": str(root), "settings": settings.sidecar()}
     cache, key_file = work / CLINICAL_CACHE, work / CLINICAL_KEY
     if not (cache.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")) == key):
         key_file.unlink(missing_ok=True)
@@ -162,7 +164,7 @@ def read_labels(root: Path) -> pd.DataFrame | None:
     return None
 
 
-def default_cohort(work_dir: str | Path, cfg: dict[str, Any], *, progress: bool = False) -> Path:
+def default_cohort(work_dir: str | Path, exp: Experiment, *, progress: bool = False) -> Path:
     """``work_dir/cohort``: the built-in synthetic cohort of ``[synth]`` (its hosp tables cut with
     the ``[metadata]`` windows), generated unless a complete one with the same settings is there.
 
@@ -170,19 +172,19 @@ def default_cohort(work_dir: str | Path, cfg: dict[str, Any], *, progress: bool 
     writes a marker holding the settings. No marker (an interrupted run) or other settings: the
     folder is regenerated.
     """
-    from clef_core.synth import SynthConfig, generate_cohort
+    from clef_core.experiment import section_dict
+    from clef_core.synth import generate_cohort
 
     work = Path(work_dir)
     target = work / "cohort"
-    meta = cfg.get("metadata", {})
-    windows = {k: meta[k] for k in ("window_days", "diagnosis_window_days") if k in meta}
-    settings = {"version": CACHE_VERSION, "synth": dict(cfg["synth"]), "windows": windows}
+    windows = {k: getattr(exp.metadata, k) for k in ("window_days", "diagnosis_window_days")}
+    settings = {"version": CACHE_VERSION, "synth": section_dict("synth", exp.synth), "windows": windows}
     marker = target / COHORT_MARKER
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == settings:
         return target
     if target.exists() and not (target / "cohort.json").is_file():
         shutil.rmtree(target)  # not a finished synthetic cohort: our own half-written leftovers
     work.mkdir(parents=True, exist_ok=True)
-    generate_cohort(target, **SynthConfig(**cfg["synth"]).as_kwargs(), **windows, overwrite=True, progress=progress)
+    generate_cohort(target, **exp.synth.as_kwargs(), **windows, overwrite=True, progress=progress)
     write_json_atomic(marker, settings)
     return target

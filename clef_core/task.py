@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def build_model(model: EncoderConfig) -> Net1D:
-    """A randomly initialised encoder of ``[model]`` (``make_config(**cfg["model"])``); it draws from
+    """A randomly initialised encoder of ``[model]`` (``exp.model.encoder_config()``); it draws from
     torch's global generator, so seed first (:func:`clef_core.train.trainer.seed_everything`)."""
     from clef_core.encoders.net1d import Net1D
 

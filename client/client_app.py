@@ -30,6 +30,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clef_core.experiment import Experiment
 from clef_core.federation.local import local_evaluate, site_train
 from clef_core.federation.run_config import experiment_config, requested_keys, run_dir, sites_manifest_path
 from clef_core.federation.sites import SiteSpec, resolve_site, site_log
@@ -88,11 +89,11 @@ def _shipped_config(name: str) -> bool:
     return name.removesuffix(".toml") in set(config_names()) - {SITE_TEMPLATE} and "/" not in name and "\\" not in name
 
 
-Work = Callable[[Mapping[str, Any], SiteSpec, logging.Logger], Message]
+Work = Callable[[Experiment, SiteSpec, logging.Logger], Message]
 
 
 def guarded(stage: str, msg: Message, context: Context, work: Work) -> Message:
-    """Resolve the site and the run's experiment, run ``work(cfg, spec, log)``; a refusal or a
+    """Resolve the site and the run's experiment, run ``work(exp, spec, log)``; a refusal or a
     failure is logged in full on the site and raised with a text that reveals nothing else."""
     _limit_threads(context)
     spec = None
@@ -121,24 +122,24 @@ def _log_failure(spec: SiteSpec | None, stage: str, exc: Exception) -> None:
         logging.getLogger("clef.site").error("%s refused or failed", stage, exc_info=exc)
 
 
-def _train(msg: Message, context: Context, cfg: Mapping[str, Any], spec: SiteSpec, log: logging.Logger) -> Message:
+def _train(msg: Message, context: Context, exp: Experiment, spec: SiteSpec, log: logging.Logger) -> Message:
     conf = dict(msg.content["config"])
-    weights, metrics = site_train(msg.content["arrays"].to_torch_state_dict(), conf, cfg, spec, log,
+    weights, metrics = site_train(msg.content["arrays"].to_torch_state_dict(), conf, exp, spec, log,
                                   run_dir=str(run_dir(context.run_config)))
     content = RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
-def _evaluate(msg: Message, cfg: Mapping[str, Any], spec: SiteSpec, log: logging.Logger) -> Message:
-    metrics = local_evaluate(msg.content["arrays"].to_torch_state_dict(), dict(msg.content["config"]), cfg, spec, log)
+def _evaluate(msg: Message, exp: Experiment, spec: SiteSpec, log: logging.Logger) -> Message:
+    metrics = local_evaluate(msg.content["arrays"].to_torch_state_dict(), dict(msg.content["config"]), exp, spec, log)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return guarded("train", msg, context, lambda cfg, spec, log: _train(msg, context, cfg, spec, log))
+    return guarded("train", msg, context, lambda exp, spec, log: _train(msg, context, exp, spec, log))
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return guarded("evaluate", msg, context, lambda cfg, spec, log: _evaluate(msg, cfg, spec, log))
+    return guarded("evaluate", msg, context, lambda exp, spec, log: _evaluate(msg, exp, spec, log))

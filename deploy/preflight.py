@@ -29,9 +29,16 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploy.site_config import SiteConfig
+
+if TYPE_CHECKING:
+    from clef_core.data.preprocess import PreprocessConfig
+    from clef_core.experiment import Experiment
+    from clef_core.metadata import MetadataConfig
+    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.train.config import TrainConfig
 
 STATUSES = ("ok", "warn", "fail")
 
@@ -61,15 +68,14 @@ class PreflightReport:
                 "bad_records": [{"record_id": r, "reason": why, "detail": d} for r, why, d in self.bad_records]}
 
 
-def check_data(data_dir: Path, cfg: Mapping[str, Any], max_records: int = 0) -> tuple[Check, list[tuple[str, str, str]]]:
+def check_data(data_dir: Path, prep: PreprocessConfig, max_records: int = 0) -> tuple[Check, list[tuple[str, str, str]]]:
     """Read and preprocess every record (the first ``max_records`` when > 0)."""
     from clef_core.data.errors import BadRecordError
-    from clef_core.data.preprocess import PreprocessConfig, preprocess_record
+    from clef_core.data.preprocess import preprocess_record
     from clef_core.data.records import iter_source, read_record
 
     if not data_dir.is_dir():
         return Check("data", "fail", f"data-dir {data_dir} is not a folder"), []
-    prep = PreprocessConfig(**cfg["preprocess"])
     reasons: Counter[str] = Counter()
     bad: list[tuple[str, str, str]] = []
     total = windows = 0
@@ -100,11 +106,11 @@ def check_data(data_dir: Path, cfg: Mapping[str, Any], max_records: int = 0) -> 
     return Check("data", "warn" if bad else "ok", detail, summary), bad
 
 
-def check_metadata(data_dir: Path, cfg: Mapping[str, Any]) -> Check:
+def check_metadata(data_dir: Path, settings: MetadataConfig) -> Check:
     from clef_core.metadata.extract import extract_clinical_table
 
     try:
-        table = extract_clinical_table(data_dir, cfg)
+        table = extract_clinical_table(data_dir, settings)
     except Exception as exc:  # the operator needs the reason, whatever it is
         return Check("metadata", "fail", f"clinical table of {data_dir}: {type(exc).__name__}: {exc}")
     summary = table.summary()
@@ -120,10 +126,10 @@ def check_metadata(data_dir: Path, cfg: Mapping[str, Any]) -> Check:
     return Check("metadata", "ok", detail, summary)
 
 
-def check_device(requested: str, cfg: Mapping[str, Any]) -> Check:
+def check_device(requested: str, train: TrainConfig) -> Check:
     import torch
 
-    wanted = requested or str(cfg["train"].get("device", "auto"))
+    wanted = requested or train.device
     cuda = torch.cuda.is_available()
     count = torch.cuda.device_count() if cuda else 0
     info = {"requested": wanted, "cuda_available": cuda, "cuda_devices": count}
@@ -141,16 +147,14 @@ def check_device(requested: str, cfg: Mapping[str, Any]) -> Check:
     return Check("device", "ok", f"{wanted}: training runs on {where}", info)
 
 
-def check_privacy(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> Check:
+def check_privacy(request: PrivacyConfig, node_config: Mapping[str, Any]) -> Check:
     """The site's own policy (its ``privacy-*`` keys), and whether the experiment's ``[privacy]``
     request would be accepted under it (a weaker request is refused at every round)."""
     from clef_core.config import ConfigError
-    from clef_core.privacy.config import PrivacyConfig
     from clef_core.privacy.policy import PrivacyRefusal, SitePolicy, effective_privacy
 
     try:
         policy = SitePolicy.from_node_config(node_config)
-        request = PrivacyConfig.from_config(dict(cfg))
     except (ConfigError, ValueError, TypeError) as exc:
         return Check("privacy", "fail", f"privacy settings: {exc}")
     info = {"policy": policy.to_dict(), "requested_mode": request.mode}
@@ -257,22 +261,23 @@ def check_work_dir(node_config: Mapping[str, Any]) -> Check:
     return Check("work-dir", "ok", f"site {spec.site_id}: store, caches and site.log in {spec.work_dir}")
 
 
-def preflight(site: SiteConfig, cfg: Mapping[str, Any], max_records: int = 0) -> PreflightReport:
-    """Every check of the module docstring for ``site`` under the experiment ``cfg``."""
+def preflight(site: SiteConfig, exp: Experiment, max_records: int = 0) -> PreflightReport:
+    """Every check of the module docstring for ``site`` under the experiment ``exp``."""
     from clef_core.federation.sites import foreign_folders, foreign_preprocess, resolve_site, with_site_folders
 
     node = site.node_config
     data_dir = Path(str(node["data-dir"])).expanduser()
     spec = resolve_site(node, Path())
-    foreign = foreign_folders(cfg, spec) + foreign_preprocess(cfg, spec)
-    cfg = {**with_site_folders(cfg, spec), "preprocess": spec.preprocess}  # the site reads with its own settings
-    data, bad = check_data(data_dir, cfg, max_records)
+    foreign = foreign_folders(exp, spec) + foreign_preprocess(exp, spec)
+    request = exp.privacy
+    exp = with_site_folders(exp, spec).replace(preprocess=spec.preprocess)  # the site reads with its own settings
+    data, bad = check_data(data_dir, exp.preprocess, max_records)
     checks = [Check("config", "ok", f"site config {site.source or '(flags)'}: node-config {site.node_config_string()}"),
               data]
     if foreign:
         checks.append(Check("folders", "warn", f"this experiment would be REFUSED: it names {'; '.join(foreign)}"))
     if data_dir.is_dir():
-        checks += [check_metadata(data_dir, cfg), check_patients(data_dir)]
-    checks += [check_device(str(node.get("device", "")), cfg), check_privacy(cfg, node),
+        checks += [check_metadata(data_dir, exp.metadata), check_patients(data_dir)]
+    checks += [check_device(str(node.get("device", "")), exp.train), check_privacy(request, node),
                check_ca(site.root_certificates), check_node_key(site.private_key), check_work_dir(node)]
     return PreflightReport(checks, bad)

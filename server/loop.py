@@ -17,6 +17,7 @@ round durable before the next begins:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -29,17 +30,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from clef_core.checkpoint import encoder_config_of, save_model
-from clef_core.data.preprocess import PreprocessConfig
-from clef_core.encoders.config import make_config
+from clef_core.experiment import Experiment
 from clef_core.task import build_model
-from clef_core.train.config import TrainConfig
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
 from clef_core.run_folder import COMPLETE, FAILED, RUNNING, json_safe
 from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
 from server.probe import ProbeSet, linear_probe
-from server.settings import FederationSettings
 from server.privacy import BudgetReached, server_privacy
 from server.strategy import round_lr
 from server.validation import Verdict, reply_bytes
@@ -51,10 +49,10 @@ class RoundFailed(RuntimeError):
     """Too few sites delivered a usable update; the run stops after its last complete round."""
 
 
-def initial_arrays(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, ArrayRecord]:
+def initial_arrays(exp: Experiment) -> tuple[torch.nn.Module, ArrayRecord]:
     """The encoder of ``[model]`` initialised from ``train.seed`` and its weights as an ArrayRecord."""
-    seed_everything(int(cfg["train"]["seed"]))
-    encoder = build_model(make_config(**cfg["model"]))
+    seed_everything(exp.train.seed)
+    encoder = build_model(exp.model.encoder_config())
     return encoder, ArrayRecord(encoder.state_dict())
 
 
@@ -68,19 +66,19 @@ def load_arrays(encoder: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> t
 class Federation:
     """One federated run in one run folder (see the module docstring)."""
 
-    def __init__(self, cfg: Mapping[str, Any], folder: ServerRunFolder, manifest: Path,
+    def __init__(self, exp: Experiment, folder: ServerRunFolder, manifest: Path,
                  probe: ProbeSet | None = None, probe_note: str = "") -> None:
-        self.cfg = cfg
-        self.settings = FederationSettings.from_config(cfg)
-        self.train_cfg = TrainConfig(**cfg["train"])
+        self.exp = exp
+        self.settings = exp.federation
+        self.train_cfg = exp.train
         self.folder = folder
         self.names = site_names(manifest)
         self.probe = probe
         self.probe_note = probe_note
-        self.encoder, arrays = initial_arrays(cfg)
+        self.encoder, arrays = initial_arrays(exp)
         self.arrays = arrays
         self.fingerprint = {"encoder": encoder_config_of(self.encoder), "strategy": self.settings.strategy,
-                            "loss": dict(cfg["loss"])}
+                            "loss": dataclasses.asdict(exp.loss)}
         self.start_round = 1
         state = folder.latest()
         if state is not None:
@@ -88,7 +86,7 @@ class Federation:
             self.arrays = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in state.arrays.items()})
             self.start_round = state.round + 1
         folder.reconcile_metrics(state)
-        self.privacy = server_privacy(cfg, folder.read_metrics())
+        self.privacy = server_privacy(exp, folder.read_metrics())
         self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
         if state is not None:
             self.strategy.load_state_dict(state.strategy)
@@ -228,15 +226,10 @@ class Federation:
         return save_model(
             self.folder.final_model,
             encoder,
-            preprocess=PreprocessConfig(**self.cfg["preprocess"]).to_dict(),
+            preprocess=self.exp.preprocess.to_dict(),
             provenance={
                 "kind": "federated-pretrain",
-                "federation": dict(self.cfg["federation"]),
-                "loss": dict(self.cfg["loss"]),
-                "train": dict(self.cfg["train"]),
-                "model": dict(self.cfg["model"]),
-                "views": dict(self.cfg["views"]),
-                "risk": dict(self.cfg["risk"]),
+                **{k: self.exp.to_dict()[k] for k in ("federation", "loss", "train", "model", "views", "risk")},
                 "rounds": len(lines),
                 "final_train_loss": lines[-1].get("train_loss") if lines else None,
                 "sites": sorted({s.get("site", f"node-{s['node_id']}") for line in lines for s in line["sites"]

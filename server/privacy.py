@@ -34,6 +34,7 @@ from flwr.serverapp import Grid, PrivacySpent, RdpAccountant
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
 
+from clef_core.experiment import Experiment
 from clef_core.federation.contract import DELTA_KEY, EPSILON_KEY, EXHAUSTED_KEY, WEIGHT_KEY
 from clef_core.privacy.compat import check_privacy, clients_per_round
 from clef_core.privacy.config import PrivacyConfig
@@ -180,11 +181,11 @@ class ServerPrivacy:
     """The server's privacy policy for a run with ``privacy.mode`` patient or client (see the
     module docstring); :func:`server_privacy` picks it or :class:`NoPrivacy`."""
 
-    def __init__(self, cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
-        self.priv = check_privacy(cfg)
+    def __init__(self, exp: Experiment, previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.priv = check_privacy(exp)
         if self.priv.mode not in ("patient", "client"):
             raise ValueError(f"privacy.mode = {self.priv.mode!r}: the server's privacy is NoPrivacy (server_privacy)")
-        self.cfg = cfg
+        self.exp = exp
         self.epsilon = max((float(x["epsilon"]) for x in previous_lines if x.get("epsilon") is not None),
                            default=0.0)
 
@@ -194,7 +195,7 @@ class ServerPrivacy:
 
     def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
         if self.mode == "client":
-            return client_dp_strategy(settings, self.priv, clients_per_round(self.cfg))
+            return client_dp_strategy(settings, self.priv, clients_per_round(self.exp))
         return build_strategy(settings, client_lr, BudgetAwareValidator(settings.max_update_ratio),
                               privacy_metrics_aggregate)
 
@@ -224,8 +225,8 @@ class ServerPrivacy:
                 "accountant": "rdp (opacus, per site ledger)" if self.mode == "patient" else "rdp (flwr RdpAccountant)"}
 
 
-def server_privacy(cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> NoPrivacy | ServerPrivacy:
+def server_privacy(exp: Experiment, previous_lines: Iterable[Mapping[str, Any]] = ()) -> NoPrivacy | ServerPrivacy:
     """The run's privacy policy: :class:`NoPrivacy` with ``privacy.mode = "off"``, else :class:`ServerPrivacy`."""
-    if str(cfg.get("privacy", {}).get("mode", "off")) == "off":
+    if exp.privacy.mode == "off":
         return NoPrivacy()
-    return ServerPrivacy(cfg, previous_lines)
+    return ServerPrivacy(exp, previous_lines)

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from clef_core.experiment import Experiment
 from server.checkpoint import ServerRunFolder
 from server.loop import Federation
 from server.probe import ProbeSet
@@ -43,9 +42,9 @@ def _setup_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def eval_dir(cfg: Mapping[str, Any], manifest: Path) -> Path | None:
+def eval_dir(exp: Experiment, manifest: Path) -> Path | None:
     """The held-out cohort of the probe: ``federation.eval_dir``, else the split's holdout."""
-    configured = str(cfg["federation"].get("eval_dir", ""))
+    configured = exp.federation.eval_dir
     if configured:
         return Path(configured).expanduser().resolve()
     if manifest.is_file():
@@ -54,17 +53,17 @@ def eval_dir(cfg: Mapping[str, Any], manifest: Path) -> Path | None:
     return None
 
 
-def load_probe(cfg: Mapping[str, Any], folder: ServerRunFolder, manifest: Path) -> tuple[ProbeSet | None, str]:
+def load_probe(exp: Experiment, folder: ServerRunFolder, manifest: Path) -> tuple[ProbeSet | None, str]:
     """The probe set, or None and why not (the run goes on without a probe)."""
-    if not int(cfg["federation"].get("eval_every", 0)):
+    if not exp.federation.eval_every:
         return None, ""
-    source = eval_dir(cfg, manifest)
+    source = eval_dir(exp, manifest)
     if source is None:
         return None, "off: no held-out set (federation.eval_dir, or a split with holdout > 0)"
     from clef_core.pipeline import prepare_site
 
     try:
-        site = prepare_site(source, folder.root / "server" / "eval", dict(cfg))
+        site = prepare_site(source, folder.root / "server" / "eval", exp)
         probe = ProbeSet.from_site(site)
     except Exception as exc:  # the server's own data: report and train on
         log.warning("linear probe disabled: %s: %s", type(exc).__name__, exc)
@@ -83,14 +82,14 @@ def run_server(grid: Grid, context: Context) -> Path:
     """One federated run; with run_config ``prepare-sites`` true and no sites.json, the function
     ``site-preparer`` names writes the simulation's sites.json first."""
     _setup_logging()
-    cfg = experiment_config(context.run_config)
+    exp = experiment_config(context.run_config)
     folder = ServerRunFolder(run_dir(context.run_config))
     manifest = sites_manifest_path(context.run_config)
     if not manifest.is_file() and bool(context.run_config.get("prepare-sites", False)):
-        site_preparer(context.run_config)(cfg, folder.root, manifest=manifest)
+        site_preparer(context.run_config)(exp, folder.root, manifest=manifest)
     try:
-        probe, note = load_probe(cfg, folder, manifest)
-        federation = Federation(cfg, folder, manifest, probe=probe, probe_note=note)
+        probe, note = load_probe(exp, folder, manifest)
+        federation = Federation(exp, folder, manifest, probe=probe, probe_note=note)
         return federation.run(grid)
     except Exception as exc:
         if folder.read_status().get("state") != FAILED:  # a failed round has written its own account

@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from clef_core.config import ConfigError
+from clef_core.federation.settings import FederationSettings
 from clef_core.data.records import find_table
 
 SPLIT_KINDS = ("iid", "cart", "dirichlet", "skew")
@@ -89,17 +89,9 @@ class SplitSpec:
             raise ConfigError(f"federation.skew_sigma = {self.skew_sigma}: expected >= 0")
 
     @classmethod
-    def from_federation(cls, fed: Mapping[str, Any]) -> SplitSpec:
-        return cls(
-            kind=str(fed["split"]),
-            sites=int(fed["sites"]),
-            seed=int(fed["split_seed"]),
-            beta=float(fed["dirichlet_beta"]),
-            by=str(fed["dirichlet_by"]),
-            skew_sigma=float(fed["skew_sigma"]),
-            min_site_patients=int(fed["min_site_patients"]),
-            holdout=float(fed["holdout"]),
-        )
+    def from_federation(cls, fed: FederationSettings) -> SplitSpec:
+        return cls(kind=fed.split, sites=fed.sites, seed=fed.split_seed, beta=fed.dirichlet_beta, by=fed.dirichlet_by,
+                   skew_sigma=fed.skew_sigma, min_site_patients=fed.min_site_patients, holdout=fed.holdout)
 
 
 @dataclasses.dataclass

@@ -20,16 +20,16 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from clef_core.config import ConfigError
+from clef_core.experiment import Experiment
 from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
 from server.checkpoint import ServerRunFolder
-from server.settings import FederationSettings
 from simulations.engine import (
     ANSI,
     app_dir,
@@ -64,18 +64,17 @@ class SimulationResult:
     federation: PreparedFederation
 
 
-def write_experiment(cfg: Mapping[str, Any], out: Path) -> Path:
+def write_experiment(exp: Experiment, out: Path) -> Path:
     path = out / EXPERIMENT
-    path.write_text("# the resolved experiment of this run (written by clef simulate)\n" + tomli_w.dumps(dict(cfg)),
+    path.write_text("# the resolved experiment of this run (written by clef simulate)\n" + tomli_w.dumps(exp.to_dict()),
                     encoding="utf-8")
     return path
 
 
-def check_node_counts(cfg: Mapping[str, Any], n_sites: int) -> None:
-    fed = cfg["federation"]
+def check_node_counts(exp: Experiment, n_sites: int) -> None:
     for key in ("min_train_nodes", "min_available_nodes"):
-        if int(fed[key]) > n_sites:
-            raise ConfigError(f"federation.{key} = {fed[key]} but the federation has {n_sites} sites "
+        if getattr(exp.federation, key) > n_sites:
+            raise ConfigError(f"federation.{key} = {getattr(exp.federation, key)} but the federation has {n_sites} sites "
                               f"(Flower would wait for nodes that never come)")
 
 
@@ -84,12 +83,11 @@ def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str
             "prepare-sites": False}
 
 
-def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str | Path] | None = None,
+def simulate(exp: Experiment, out: str | Path, *, site_dirs: Sequence[str | Path] | None = None,
              echo: Callable[[str], None] | None = None) -> SimulationResult:
     """Prepare and run one federated simulation in ``out`` (resuming what is there); a second
     call on a folder in use raises :class:`RunFolderBusy` before anything is done."""
-    started = time.time()
-    FederationSettings.from_config(cfg)  # choices and ranges of [federation], before anything is built
+    started = time.time()  # [federation]'s choices and ranges were checked when exp was built
     out = Path(out).expanduser().resolve()
     with run_folder_lock(out):
         dead = correct_dead_status(RunFolder(out))
@@ -97,7 +95,7 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
             echo(f"clef: the previous run in {out} died during round {int(dead.get('round') or 0) + 1} (its "
                  f"status.json still said {dead['state']!r}; now 'interrupted'); resuming from its last checkpoint")
         try:
-            return _simulate_locked(cfg, out, site_dirs, echo, started)
+            return _simulate_locked(exp, out, site_dirs, echo, started)
         except KeyboardInterrupt:  # SIGINT, or SIGTERM as `clef simulate` maps it; the engine is stopped by now
             mark_interrupted(RunFolder(out), len(read_rounds(out)))
             raise
@@ -113,25 +111,25 @@ def mark_interrupted(folder: RunFolder, rounds_done: int) -> None:
                         note="stopped by SIGINT/SIGTERM; run the same command again to resume")
 
 
-def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str | Path] | None,
+def _simulate_locked(exp: Experiment, out: Path, site_dirs: Sequence[str | Path] | None,
                      echo: Callable[[str], None] | None, started: float) -> SimulationResult:
-    federation = prepare_federation(cfg, out, site_dirs=site_dirs)
-    check_node_counts(cfg, len(federation.sites))
-    if str(cfg.get("privacy", {}).get("mode", "off")) != "off":
+    federation = prepare_federation(exp, out, site_dirs=site_dirs)
+    check_node_counts(exp, len(federation.sites))
+    if exp.privacy.mode != "off":
         from clef_core.privacy.compat import check_privacy
 
-        check_privacy(cfg, len(federation.sites))  # refuse a DP setting before anything starts
-    experiment = write_experiment(cfg, out)
-    fed = cfg["federation"]
+        check_privacy(exp, len(federation.sites))  # refuse a DP setting before anything starts
+    experiment = write_experiment(exp, out)
+    fed = exp.federation
     folder = ServerRunFolder(out)
     before = {r["round"] for r in read_rounds(out)}
-    folder.write_status(STARTING, round=max(before, default=0), rounds=int(fed["rounds"]))
+    folder.write_status(STARTING, round=max(before, default=0), rounds=fed.rounds)
     run_config = run_config_for(out, experiment, federation.manifest)
-    engine = federation_config(len(federation.sites), fed["client_cpus"], fed["client_gpus"], os.cpu_count() or 1)
+    engine = federation_config(len(federation.sites), fed.client_cpus, fed.client_gpus, os.cpu_count() or 1)
     with open(out / ENGINE_LOG, "a", encoding="utf-8") as log:
         log.write(f"\n=== clef simulate {time.strftime('%Y-%m-%d %H:%M:%S')}: {len(federation.sites)} sites, "
-                  f"{fed['rounds']} rounds\n")
-        with local_superlink(out / ".flwr", log, str(fed.get("ray_address", ""))) as env:
+                  f"{fed.rounds} rounds\n")
+        with local_superlink(out / ".flwr", log, fed.ray_address) as env:
             app = stage_app(app_dir(), out / ".flwr" / "app")
             flwr_run(app, run_config, engine, env, log, on_line=_progress(echo))
     status = folder.read_status()

@@ -19,12 +19,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from clef_core.federation.sites import SiteSpec, read_manifest, site_preprocess, write_manifest
-from clef_core.privacy.config import PrivacyConfig
+from clef_core.experiment import Experiment
 from clef_core.privacy.policy import SitePolicy
 from simulations.partition import SplitSpec, is_mimic_layout, split_cohort
 
@@ -54,11 +54,11 @@ def unique_site_ids(dirs: Sequence[Path]) -> list[str]:
     return names
 
 
-def risk_clinical(cohort: Path, cfg: Mapping[str, Any]) -> Any:
+def risk_clinical(cohort: Path, exp: Experiment) -> Any:
     """The clinical table (a DataFrame), needed only for a Dirichlet split over SCORE2 risk strata."""
     from clef_core.metadata import extract_clinical_table
 
-    extracted = extract_clinical_table(cohort, dict(cfg))
+    extracted = extract_clinical_table(cohort, exp.metadata)
     return getattr(extracted, "table", extracted)
 
 
@@ -83,35 +83,35 @@ def check_site_dir(site_id: str, path: Path) -> None:
                                    f"layout, or WFDB .hea files)")
 
 
-def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest: Path | None = None,
+def prepare_federation(exp: Experiment, run_root: str | Path, *, manifest: Path | None = None,
                        site_dirs: Sequence[str | Path] | None = None) -> PreparedFederation:
     run_root = Path(run_root).resolve()
     manifest = Path(manifest) if manifest else run_root / "sites.json"
-    fed = cfg["federation"]
-    dirs = [Path(d).expanduser().resolve() for d in (site_dirs or fed.get("site_dirs") or [])]
+    fed = exp.federation
+    dirs = [Path(d).expanduser().resolve() for d in (site_dirs or fed.site_dirs or [])]
     cohort: Path | None = None
     if dirs:
         specs = [SiteSpec(name, d, run_root / "sites" / name, i) for i, (name, d) in enumerate(
             zip(unique_site_ids(dirs), dirs, strict=True))]
         for spec in specs:
             check_site_dir(spec.site_id, spec.data_dir)
-        eval_dir = Path(fed["eval_dir"]).expanduser().resolve() if fed.get("eval_dir") else None
+        eval_dir = Path(fed.eval_dir).expanduser().resolve() if fed.eval_dir else None
     else:
-        if fed.get("cohort"):
-            cohort = Path(fed["cohort"]).expanduser().resolve()
+        if fed.cohort:
+            cohort = Path(fed.cohort).expanduser().resolve()
         else:
             from clef_core.pipeline import default_cohort
 
-            cohort = default_cohort(run_root, dict(cfg)).resolve()
+            cohort = default_cohort(run_root, exp).resolve()
         split_spec = SplitSpec.from_federation(fed)
-        clinical = risk_clinical(cohort, cfg) if split_spec.kind == "dirichlet" and split_spec.by == "risk" else None
+        clinical = risk_clinical(cohort, exp) if split_spec.kind == "dirichlet" and split_spec.by == "risk" else None
         split = split_cohort(cohort, run_root / "split", split_spec, clinical)
         specs = [SiteSpec(s.site_id, s.dir.resolve(), run_root / "sites" / s.site_id, i)
                  for i, s in enumerate(split.sites)]
         eval_dir = split.holdout.dir.resolve() if split.holdout is not None else None
-        if fed.get("eval_dir"):
-            eval_dir = Path(fed["eval_dir"]).expanduser().resolve()
-    specs = [dataclasses.replace(s, **site_settings(cfg)) for s in specs]
+        if fed.eval_dir:
+            eval_dir = Path(fed.eval_dir).expanduser().resolve()
+    specs = [dataclasses.replace(s, **site_settings(exp)) for s in specs]
     if manifest.is_file():
         existing, existing_eval = read_manifest(manifest)
         if [(s.site_id, s.data_dir) for s in existing] != [(s.site_id, s.data_dir) for s in specs]:
@@ -119,7 +119,7 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
                 f"{run_root} was prepared for sites {[s.site_id for s in existing]} "
                 f"({', '.join(str(s.data_dir) for s in existing)}); this run asks for "
                 f"{[s.site_id for s in specs]}: use another output folder")
-        kept = [dataclasses.replace(old, **site_settings(cfg)) for old in existing]
+        kept = [dataclasses.replace(old, **site_settings(exp)) for old in existing]
         if kept != existing:
             write_manifest(manifest, kept, existing_eval)
         return PreparedFederation(manifest, kept, existing_eval, cohort)
@@ -128,13 +128,13 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
     return PreparedFederation(manifest, specs, eval_dir, cohort)
 
 
-def site_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def site_settings(exp: Experiment) -> dict[str, Any]:
     """What every simulated site sets for itself: the experiment's privacy as its policy, and the
     experiment's clinical-table and noise folders and ``[preprocess]`` as its own."""
-    return {"policy": SitePolicy.for_simulated_site(PrivacyConfig.from_config(dict(cfg))),
-            "hosp_dir": str(cfg.get("metadata", {}).get("hosp_dir", "")),
-            "noise_dir": str(cfg.get("views", {}).get("noise_dir", "")),
-            "preprocess_items": site_preprocess(dict(cfg.get("preprocess", {})), "experiment")}
+    return {"policy": SitePolicy.for_simulated_site(exp.privacy),
+            "hosp_dir": exp.metadata.hosp_dir,
+            "noise_dir": exp.views.noise_dir,
+            "preprocess_items": site_preprocess(dataclasses.asdict(exp.preprocess), "experiment")}
 
 
 def _describe(run_root: Path, specs: list[SiteSpec], eval_dir: Path | None, cohort: Path | None) -> None:

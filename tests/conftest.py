@@ -32,11 +32,12 @@ TINY_OVERRIDES = (
 
 
 @pytest.fixture(scope="session")
-def tiny_config() -> dict:
-    """The config of the tiny cohort and run (a fresh copy per caller is ``copy.deepcopy``)."""
-    from clef_core.config import load_config
+def tiny_config():
+    """The :class:`~clef_core.experiment.Experiment` of the tiny cohort and run (frozen: change it with
+    ``tiny_config.replace(train={...})``)."""
+    from clef_core.experiment import load_experiment
 
-    return load_config(overrides=TINY_OVERRIDES)
+    return load_experiment(overrides=TINY_OVERRIDES)
 
 
 @pytest.fixture(scope="session")

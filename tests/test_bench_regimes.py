@@ -18,8 +18,8 @@ def bench():
 
 def test_arms_share_cohort_batch_and_passes_and_are_valid_experiments(bench, tmp_path: Path) -> None:
     from clef_core.privacy.accounting import epsilon
+    from clef_core.experiment import Experiment
     from clef_core.privacy.compat import check_privacy
-    from server.settings import FederationSettings
 
     args = bench.parse_args(["--out", str(tmp_path), "--passes", "3", "--sites", "3", "--epsilon", "4"])
     cfg = bench.experiment(args)
@@ -32,9 +32,9 @@ def test_arms_share_cohort_batch_and_passes_and_are_valid_experiments(bench, tmp
     assert 3.99 < epsilon([(sigma, q, steps)], bench.DELTA) <= 4.0
     for arm_sigma, budget in ((None, 0.0), (bench.CONTROL_SIGMA, 0.0), (sigma, 4.0)):
         fed = bench.federation_config(cfg, args, seed=1, sigma=arm_sigma, budget=budget)
-        settings = FederationSettings.from_config(fed)
+        settings = Experiment.from_dict(fed).federation
         assert (settings.rounds, fed["federation"]["local_epochs"], fed["federation"]["holdout"]) == (3, 1, 0.0)
         assert fed["train"]["batch_size"] == cfg["train"]["batch_size"] and fed["train"]["seed"] == 1
         assert fed["synth"] == cfg["synth"] and fed["model"] == cfg["model"]
-        priv = check_privacy(fed, 3) if arm_sigma is not None else None
+        priv = check_privacy(Experiment.from_dict(fed), 3) if arm_sigma is not None else None
         assert (priv.noise_multiplier, priv.budget_epsilon) == (arm_sigma, budget) if priv else fed["privacy"]["mode"] == "off"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -20,9 +19,7 @@ DISTILL_SET = {"steps": 8, "batch_size": 8, "stat_views": 16, "seed": 0}
 
 
 def _cfg(tiny_config, **changes):
-    cfg = copy.deepcopy(tiny_config)
-    cfg["distill"].update({**DISTILL_SET, **changes})
-    return cfg
+    return tiny_config.replace(distill={**DISTILL_SET, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +101,8 @@ def test_cli_errors_name_the_input(tmp_path, capsys):
 
     assert main(["distill", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 1
     assert "nope.pt" in capsys.readouterr().err
-    assert main(["distill", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"), "--set", "distill.steps=0"]) == 1
+    # a value out of its range is a config error (exit 2), found when the experiment is loaded
+    assert main(["distill", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"), "--set", "distill.steps=0"]) == 2
     assert "distill.steps" in capsys.readouterr().err
 
 

@@ -207,9 +207,9 @@ def test_sweep_grid_and_resume(tmp_path, tiny_config):
     assert point_name(grid_points(grid)[0]) == "alpha=0.1,tau=0.07"
     calls = []
 
-    def evaluate_point(cfg, folder):
-        calls.append(cfg["loss"]["alpha"])
-        return {"mean_auroc": cfg["loss"]["alpha"]}
+    def evaluate_point(exp, folder):
+        calls.append(exp.loss.alpha)
+        return {"mean_auroc": exp.loss.alpha}
 
     table = run_sweep(tiny_config, grid, tmp_path, evaluate_point)
     assert calls == [0.1, 0.5] and table["mean_auroc"].tolist() == [0.1, 0.5]
@@ -295,10 +295,9 @@ def test_a_program_evaluates_a_checkpoint_without_the_cli(tmp_path, tiny_checkpo
         evaluate_checkpoint,
         parse_tasks,
     )
-    from clef_core.evaluation.run import EvalSettings
 
     assert (cli.TASKS, cli.HEAD_STORES) == (TASKS, HEAD_STORES)  # the CLI's help lists the library's names
-    settings = EvalSettings(**{**tiny_config["evaluate"], "lead": "II", "min_per_class": 3, "folds": 3})
+    settings = dataclasses.replace(tiny_config.evaluate, lead="II", min_per_class=3, folds=3)
     said: list[str] = []
     options = EvaluationOptions(out=tmp_path / "o", cohort=tiny_site.root, heads="none", baseline=False, quiet=True)
     evaluation = evaluate_checkpoint(tiny_checkpoint, tiny_config, settings, parse_tasks("synthetic"), options,
@@ -328,8 +327,6 @@ def test_cli_bad_checkpoint_is_one_line_error(tmp_path, capsys):
 
 
 def test_supervised_control_reads_each_windows_record_labels(tiny_site, tiny_config):
-    import copy
-
     from clef_core.evaluation.supervised import record_labels, train_supervised
 
     y = record_labels(tiny_site, ["af", "lvh"])
@@ -337,7 +334,6 @@ def test_supervised_control_reads_each_windows_record_labels(tiny_site, tiny_con
     for row in (0, len(y) - 1):
         record = str(tiny_site.store.index["record_id"].iloc[row])
         np.testing.assert_array_equal(y[row], table.loc[record, ["af", "lvh"]].to_numpy(dtype=np.float32))
-    cfg = copy.deepcopy(tiny_config)
-    cfg["train"]["max_steps"] = 1
-    encoder, info = train_supervised(cfg, tiny_site, ["af", "lvh", "high_risk"])
-    assert info["steps"] == 1 and info["examples"] == cfg["train"]["batch_size"] and not encoder.training
+    exp = tiny_config.replace(train={"max_steps": 1})
+    encoder, info = train_supervised(exp, tiny_site, ["af", "lvh", "high_risk"])
+    assert info["steps"] == 1 and info["examples"] == exp.train.batch_size and not encoder.training

@@ -37,6 +37,7 @@ from clef_core.checkpoint import load_model
 from clef_core.config import ConfigError, load_config
 from client import client_app
 from clef_core.federation.contract import TRAIN_METRICS
+from clef_core.experiment import load_experiment
 from clef_core.federation.run_config import experiment_config
 from clef_core.federation.sites import SiteSpec, clear_cache, read_manifest, write_manifest
 from client.client_app import SiteFailure
@@ -99,12 +100,12 @@ def link_records(folder: Path, source: Path, prefix: str) -> Path:
 def fed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 16-patient synthetic cohort split into 2 sites, with its experiment file and run_config."""
     root = tmp_path_factory.mktemp("fed")
-    cfg = load_config(None, TINY)
+    cfg = load_experiment(None, TINY)
     prepared = prepare_federation(cfg, root)
     experiment = root / "experiment.toml"
     import tomli_w
 
-    experiment.write_text(tomli_w.dumps(cfg))
+    experiment.write_text(tomli_w.dumps(cfg.to_dict()))
     run_config = {"experiment": str(experiment), "set": "", "run-dir": str(root), "sites-manifest": "",
                   "prepare-sites": False}
     _, arrays = initial_arrays(cfg)
@@ -438,9 +439,9 @@ def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_pa
     run_config = {**fed["run_config"], "sites-manifest": str(manifest)}
 
     def run(folder: Path, rounds: int, min_train: int = 2, crash_at: int = 0) -> Federation:
-        cfg = experiment_config(run_config)
-        cfg["federation"].update(rounds=rounds, strategy="fedadam", min_train_nodes=min_train,
-                                 min_available_nodes=3, local_steps=1, eval_every=0)
+        cfg = experiment_config(run_config).replace(federation=dict(
+            rounds=rounds, strategy="fedadam", min_train_nodes=min_train, min_available_nodes=3, local_steps=1,
+            eval_every=0))
         federation = Federation(cfg, ServerRunFolder(folder), manifest)
         federation.run(SerialGrid(run_config, 3, crash_at))
         return federation
@@ -478,15 +479,15 @@ def test_privacy_modes_plug_into_the_loop_and_keep_counting_after_a_restart(
 
     from server.loop import Federation
 
-    cfg = load_config(None, TINY + [f"privacy.mode={mode}", "model.norm=group", "federation.local_steps=2",
-                                    "federation.eval_every=0", "federation.rounds=1"])
+    cfg = load_experiment(None, TINY + [f"privacy.mode={mode}", "model.norm=group", "federation.local_steps=2",
+                                        "federation.eval_every=0", "federation.rounds=1"])
     out = tmp_path / mode
     prepare_federation(cfg, out)
-    (out / "experiment.toml").write_text(tomli_w.dumps(cfg))
+    (out / "experiment.toml").write_text(tomli_w.dumps(cfg.to_dict()))
     run_config = {"experiment": str(out / "experiment.toml"), "set": "", "run-dir": str(out), "sites-manifest": "",
                   "prepare-sites": False}
     for rounds in (1, 2):
-        cfg["federation"]["rounds"] = rounds
+        cfg = cfg.replace(federation={"rounds": rounds})
         Federation(cfg, ServerRunFolder(out), out / "sites.json").run(SerialGrid(run_config, 2))
     eps = [line["epsilon"] for line in ServerRunFolder(out).read_metrics()]
     assert len(eps) == 2 and 0 < eps[0] < eps[1]
@@ -502,10 +503,10 @@ def test_run_config_maps_onto_the_experiment(tmp_path: Path) -> None:
     run_config = {"experiment": str(experiment), "set": "train.lr=0.02 loss.tau=0.2", "run-dir": "",
                   "sites-manifest": "", "prepare-sites": True, "federation.rounds": 3, "federation.sites": "",
                   "train.batch_size": ""}
-    cfg = experiment_config(run_config)
-    assert cfg["federation"]["rounds"] == 3  # -c beats the file
-    assert cfg["federation"]["strategy"] == "fedprox" and cfg["train"]["lr"] == 0.02  # set beats the file
-    assert cfg["loss"]["tau"] == 0.2 and cfg["train"]["batch_size"] == load_config()["train"]["batch_size"]
+    exp = experiment_config(run_config)
+    assert exp.federation.rounds == 3  # -c beats the file
+    assert exp.federation.strategy == "fedprox" and exp.train.lr == 0.02  # set beats the file
+    assert exp.loss.tau == 0.2 and exp.train.batch_size == load_config()["train"]["batch_size"]
     with pytest.raises(ConfigError, match="unknown config key"):
         experiment_config({**run_config, "federation.round": 2})
     with pytest.raises(ConfigError, match="proximal_mu"):
@@ -534,7 +535,7 @@ def test_pyproject_flower_app_matches_the_config() -> None:
             assert name in cfg[section], key
             assert value == "", key
     for name in ("default", "simulate-small"):
-        FederationSettings.from_config(load_config(name))
+        load_experiment(name).federation  # a valid [federation]
 
 
 def test_a_bare_flwr_run_prepares_the_sites_with_the_function_run_config_names(tmp_path: Path, task_identity) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clef_core.metadata import MetadataConfig, extract_clinical_table, load_clinical_table, save_clinical_table
+from clef_core.metadata import extract_clinical_table, load_clinical_table, save_clinical_table
 from clef_core.score2 import score2
 
 # subject 1: everything on file, with decoys (after the ECG, older than the window, older readings)
@@ -241,11 +241,10 @@ def test_policy_region_recorded_and_round_trip(cohort, tmp_path):
 
 def test_from_config_and_cli(cohort, tmp_path, capsys):
     from clef.cli import main
-    from clef_core.config import load_config
+    from clef_core.experiment import load_experiment
 
-    cfg = load_config(overrides=["score2.region=\"high\"", "metadata.window_days=30"])
-    settings = MetadataConfig.from_config(cfg)
-    assert settings.region == "high" and settings.window_days == 30
+    settings = load_experiment(overrides=["score2.region=\"high\"", "metadata.window_days=30"]).metadata
+    assert settings.risk.region == "high" and settings.window_days == 30
     out = tmp_path / "t.csv"
     assert main(["metadata", str(cohort), "--out", str(out), "--set", "score2.missing_policy=\"impute_reference\""]) == 0
     printed = capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 
@@ -24,8 +23,7 @@ def test_default_cohort_is_reused_and_regenerated_when_incomplete_or_changed(tmp
     default_cohort(tmp_path, tiny_config)
     assert (cohort / "hosp").is_dir() and (cohort / COHORT_MARKER).is_file()
 
-    other = copy.deepcopy(tiny_config)
-    other["synth"]["patients"] = 12
+    other = tiny_config.replace(synth={"patients": 12})
     default_cohort(tmp_path, other)
     assert json.loads((cohort / "cohort.json").read_text())["patients"] == 12
 
@@ -38,8 +36,7 @@ def test_prepared_site_is_cached_and_follows_a_replaced_cohort(tmp_path, tiny_co
     summary = tiny_site.summary()
     assert summary["subjects"] == 30 and summary["cohort"]["patients"] == 30 and summary["skipped"] == 0
 
-    small = copy.deepcopy(tiny_config)
-    small["synth"]["patients"] = 12
+    small = tiny_config.replace(synth={"patients": 12})
     work = tmp_path / "work"
     first = prepare_site(default_cohort(work, tiny_config), work, tiny_config, progress=False)
     second = prepare_site(default_cohort(work, small), work, small, progress=False)

@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from clef_core.config import ConfigError, load_config
+from clef_core.config import ConfigError
+from clef_core.experiment import load_experiment
 from clef_core.data.augment import ViewConfig
 from clef_core.data.noise import NoiseBank
 from clef_core.data.preprocess import PreprocessConfig
@@ -296,23 +297,23 @@ def test_private_rounds_account_and_the_budget_stops_the_site(tmp_path: Path, mo
 
 
 def test_unsupported_dp_combinations_are_refused() -> None:
-    ok = load_config(None, ["privacy.mode=\"patient\"", "model.norm=\"group\"", "federation.strategy=\"fedadam\""])
+    ok = load_experiment(None, ["privacy.mode=\"patient\"", "model.norm=\"group\"", "federation.strategy=\"fedadam\""])
     assert check_privacy(ok).mode == "patient"
     with pytest.raises(ConfigError, match="model.norm = 'batch' is refused.*running statistics"):
-        check_privacy(load_config(None, ["privacy.mode=\"patient\"", "model.norm=\"batch\""]))
+        check_privacy(load_experiment(None, ["privacy.mode=\"patient\"", "model.norm=\"batch\""]))
     client = ["privacy.mode=\"client\"", "model.norm=\"group\"", "federation.sites=3",
               "federation.min_train_nodes=3", "federation.min_available_nodes=3"]
-    assert check_privacy(load_config(None, client), n_sites=3).mode == "client"
+    assert check_privacy(load_experiment(None, client), n_sites=3).mode == "client"
     with pytest.raises(ConfigError, match="has 4 sites but .* expects exactly 3"):
-        check_privacy(load_config(None, client), n_sites=4)
+        check_privacy(load_experiment(None, client), n_sites=4)
     with pytest.raises(ConfigError, match="strategy = 'fedyogi' is refused.*FedAvg"):
-        check_privacy(load_config(None, [*client, "federation.strategy=\"fedyogi\""]))
+        check_privacy(load_experiment(None, [*client, "federation.strategy=\"fedyogi\""]))
     with pytest.raises(ConfigError, match="min_train_nodes = 2 is refused.*no dropout"):
-        check_privacy(load_config(None, [*client, "federation.min_train_nodes=2"]))
+        check_privacy(load_experiment(None, [*client, "federation.min_train_nodes=2"]))
     with pytest.raises(ConfigError, match="fraction_train = 0.5 is refused"):
-        check_privacy(load_config(None, [*client, "federation.fraction_train=0.5"]))
+        check_privacy(load_experiment(None, [*client, "federation.fraction_train=0.5"]))
     with pytest.raises(ConfigError, match="fraction_evaluate = 0.5 is refused.*without noise"):
-        check_privacy(load_config(None, ["privacy.mode=\"patient\"", "model.norm=\"group\"",
+        check_privacy(load_experiment(None, ["privacy.mode=\"patient\"", "model.norm=\"group\"",
                                          "federation.fraction_evaluate=0.5"]))
     with pytest.raises(ConfigError, match="noise_multiplier"):
         PrivacyConfig(mode="patient", noise_multiplier=0.0)
@@ -320,7 +321,7 @@ def test_unsupported_dp_combinations_are_refused() -> None:
 
 def test_docs_hold_the_compatibility_table_and_the_dp_experiment_is_valid() -> None:
     assert compatibility_table() in (REPO / "docs" / "privacy.md").read_text()
-    cfg = load_config("simulate-dp")
+    cfg = load_experiment("simulate-dp")
     assert check_privacy(cfg).mode == "patient"
 
 
@@ -394,7 +395,7 @@ def test_server_sets_aside_stopped_sites_and_reports_the_largest_epsilon() -> No
     screen = BudgetAwareValidator().screen(replies, reference, [1, 2])
     assert [r.metadata.src_node_id for r in screen.accepted] == [1]
     assert [v.status for v in screen.verdicts] == ["accepted", "stopped"]
-    cfg = load_config(None, ["privacy.mode=\"patient\"", "model.norm=\"group\""])
+    cfg = load_experiment(None, ["privacy.mode=\"patient\"", "model.norm=\"group\""])
     policy = ServerPrivacy(cfg, previous_lines=[{"round": 1, "epsilon": 6.0}])
     assert policy.round_fields(None, screen)["epsilon"] == 6.0  # a site's earlier, larger epsilon is kept
     policy = ServerPrivacy(cfg)
@@ -410,7 +411,7 @@ def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from simulations.sites import prepare_federation
 
     root = tmp_path_factory.mktemp("dpfed")
-    cfg = load_config(None, ["synth.patients=16", "synth.sites=1", "federation.sites=1", "federation.holdout=0.0",
+    cfg = load_experiment(None, ["synth.patients=16", "synth.sites=1", "federation.sites=1", "federation.holdout=0.0",
                              "federation.min_train_nodes=1", "federation.min_available_nodes=1",
                              "federation.min_site_patients=2", "train.batch_size=4", "model.norm=\"group\"",
                              "privacy.mode=\"patient\"", "privacy.bank_size=8", "privacy.experiment_id=\"exp-1\""])

@@ -45,10 +45,10 @@ def folders(tmp_path_factory, shared_data) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def small_config() -> dict:
-    from clef_core.config import load_config
+def small_config():
+    from clef_core.experiment import load_experiment
 
-    return load_config(overrides=SMALL)
+    return load_experiment(overrides=SMALL)
 
 
 # ----------------------------------------------------------------------------- several folders, one cohort
@@ -56,7 +56,6 @@ def small_config() -> dict:
 
 def test_several_folders_are_one_cohort_with_prefixed_ids(folders, small_config, tmp_path):
     from clef_core.multi_cohort import prepare_folders
-    from clef_core.data.augment import ViewConfig
     from clef_core.task import make_dataset
 
     dirs = [folders["mitdb"], folders["ecg"], folders["ecg2"]]
@@ -72,7 +71,7 @@ def test_several_folders_are_one_cohort_with_prefixed_ids(folders, small_config,
     assert clinical.at["mitdb/101", "age"] == 75 and clinical.at["ecg/E07500", "age"] == 78
     assert clinical["risk"].isna().all()
     assert site.summary()["risk_known"] == 0.0
-    dataset = make_dataset(ViewConfig(**small_config["views"]), site, seed=0)
+    dataset = make_dataset(small_config.views, site, seed=0)
     assert len(dataset) == 6 and dataset.n_without_metadata == 0
     item = dataset[0]
     assert item["view1"].shape[0] == 1 and item["view1"].shape == item["view2"].shape and math.isnan(item["risk"])
@@ -256,6 +255,8 @@ def test_bench_real_pretrain_end_to_end(folders, af_folders, tmp_path):
 
     uneven = bench.parse_args([*argv, "--set", "train.batch_size=2"])
     cfg = bench.experiment(uneven)
-    site = prepare_folders(uneven.cohort, out / "data" / "pretrain", cfg, progress=False)
+    from clef_core.experiment import Experiment
+
+    site = prepare_folders(uneven.cohort, out / "data" / "pretrain", Experiment.from_dict(cfg), progress=False)
     with pytest.raises(SystemExit, match="not whole epochs of 3 steps"):
         bench.batches_per_epoch(site, cfg, uneven)

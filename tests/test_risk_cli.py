@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 
@@ -51,9 +50,9 @@ def test_old_score2_section_loads_with_a_message(tmp_path):
         warnings.simplefilter("ignore", ConfigWarning)
         load_config(path)
     with pytest.raises(ValueError, match="risk.model: unknown model .framingham."):
-        from clef_core.metadata import MetadataConfig
+        from clef_core.experiment import load_experiment
 
-        MetadataConfig.from_config(load_config(overrides=['risk.model="framingham"']))
+        load_experiment(overrides=['risk.model="framingham"'])
 
 
 def test_clef_metadata_risk_flag(tiny_site, tmp_path, capsys):
@@ -73,14 +72,13 @@ def test_pretraining_and_diagnose_use_the_configured_model(tiny_config, tmp_path
     from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.train import pretrain
 
-    cfg = copy.deepcopy(tiny_config)
-    cfg["risk"]["model"] = "prevent"
+    cfg = tiny_config.replace(risk={"model": "prevent"})
     site = prepare_site(default_cohort(tmp_path, cfg), tmp_path, cfg)
     assert (site.clinical["risk_model"] == "prevent").all() and site.clinical["risk"].notna().any()
     assert site.clinical["risk"].dropna().between(0, 1).all()
     result = pretrain(cfg, run_dir=tmp_path / "run", site=site, progress=False)
     assert load_model(result.final_model).provenance["risk"]["model"] == "prevent"
-    cfg["risk"]["model"] = "pce"
+    cfg = cfg.replace(risk={"model": "pce"})
     again = prepare_site(default_cohort(tmp_path, cfg), tmp_path, cfg)
     assert (again.clinical["risk_model"] == "pce").all()
     code = main(["diagnose", "--cohort", str(site.root), "--work", str(tmp_path / "w"), "--batches", "1",

@@ -3,7 +3,6 @@ reconciled with the saved state after a crash, status.json, and run folders of t
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -83,10 +82,8 @@ def test_a_state_is_resumed_or_the_run_starts_over(tmp_path):
         folder.resume_state("state.pt", resume=True)
 
 
-def _cfg(base: dict, **train) -> dict:
-    cfg = copy.deepcopy(base)
-    cfg["train"].update({"max_steps": 0, "batch_size": 16, "schedule": "sgdr", **train})  # sgdr: epochs may grow
-    return cfg
+def _cfg(base, **train):
+    return base.replace(train={"max_steps": 0, "batch_size": 16, "schedule": "sgdr", **train})  # sgdr: epochs may grow
 
 
 def test_central_pretraining_writes_its_status_and_an_interrupted_run_resumes(tmp_path, tiny_site, tiny_config,

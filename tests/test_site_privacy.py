@@ -18,7 +18,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
 
-from clef_core.config import load_config
+from clef_core.experiment import load_experiment
 from clef_core.federation.sites import clear_cache
 from clef_core.privacy.ledger import Entry, PrivacyLedger
 from client import client_app
@@ -45,7 +45,7 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A deployed site (node config with its own policy: patient DP, budget 8) that has already
     spent epsilon 11.8 in its ledger, and the run config of an honest DP experiment."""
     root = tmp_path_factory.mktemp("hospital")
-    cfg = load_config(None, EXPERIMENT)
+    cfg = load_experiment(None, EXPERIMENT)
     data = prepare_federation(cfg, root / "split").sites[0].data_dir
     node = {"data-dir": str(data), "site-id": "hospital-a", "work-dir": str(root / "work"), "privacy-mode": "patient",
             "privacy-noise-multiplier": 1.0, "privacy-clip-norm": 1.0, "privacy-delta": 1e-5,
@@ -172,12 +172,9 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
     from clef_core.pipeline import prepare_site
     from clef_core.privacy.dpsgd import per_patient_gradients
     from clef_core.privacy.loss import bank_weights
-    from clef_core.privacy.config import PrivacyConfig
-    from clef_core.train.config import LossConfig
-    from clef_core.data.augment import ViewConfig
     from clef_core.task import make_dataset
 
-    cfg = load_config(None, ['model.norm="group"', "privacy.bank_size=4"])
+    cfg = load_experiment(None, ['model.norm="group"', "privacy.bank_size=4"])
     records = sorted(p.stem for p in (shared_data / "ecg").glob("JS*.hea"))[:6]
     full, less = tmp_path / "full", tmp_path / "less"
     for folder, names in ((full, records), (less, records[:2] + records[3:])):  # drop the third patient
@@ -187,12 +184,12 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
                 (folder / f.name).symlink_to(f)
     torch.manual_seed(0)
     model = build_encoder("small", norm="group")
-    priv = PrivacyConfig.from_config(cfg)
+    priv = cfg.privacy
     grads = {}
     for folder in (full, less):
         site = prepare_site(folder, tmp_path / f"work-{folder.name}", cfg, progress=False)
         assert site.privacy_unit == "record"
-        dataset = make_dataset(ViewConfig(**cfg["views"]), site, seed=0)
+        dataset = make_dataset(cfg.views, site, seed=0)
         dataset.set_epoch(3)
         bank = public_bank(cfg, site, priv)
         bank_z = bank.embed(lambda x: model(x).float()).detach()
@@ -202,7 +199,7 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
         rho = torch.tensor([it["completeness"] for it in items], dtype=torch.float32)
         w, defined = bank_weights(risk, rho, bank.risk.float(), bank.completeness.float(), alpha=0.2)
         # one patient per vmap chunk: batched kernels of another batch size round differently (~1e-8)
-        g, _ = per_patient_gradients(model, x, w, defined, bank_z, LossConfig(**cfg["loss"]), chunk=1)
+        g, _ = per_patient_gradients(model, x, w, defined, bank_z, cfg.loss, chunk=1)
         grads[folder.name] = {sid: {k: v[i] for k, v in g.items()} for i, sid in enumerate(dataset.subject_ids)}
     assert set(grads["full"]) - set(grads["less"]) == {records[2]}
     for sid, g in grads["less"].items():
@@ -216,7 +213,7 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
         (data / f.name).symlink_to(f)
     node = {"data-dir": str(data), "site-id": "georgia", "work-dir": str(tmp_path / "w"), "privacy-mode": "patient",
             "privacy-budget": 100.0}  # q = 0.4: one replace-one step costs 8.5
-    cfg = load_config(None, EXPERIMENT)
+    cfg = load_experiment(None, EXPERIMENT)
     _, arrays = initial_arrays(cfg)
     h = {"node": node, "arrays": arrays, "run": run_config(tmp_path / "run")}
     metrics = call(h).content.metric_records["metrics"]

@@ -132,15 +132,15 @@ def test_study_runs_end_to_end(tmp_path):
 
 
 def test_oracle_site_reads_the_hidden_factor(tmp_path, tiny_site):
-    from clef_core.config import load_config
     from clef_core.evaluation.label_efficiency import weighted_auroc
+    from clef_core.experiment import load_experiment
     from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
     from clef_core.evaluation.tasks import synthetic_task
     from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.synth.risk_link import event_probability
 
-    cfg = load_config(overrides=["synth.patients=30", "synth.risk_labels=true", "synth.risk_signal=1.0",
-                                 "preprocess.sample_rate=100"])
+    cfg = load_experiment(overrides=["synth.patients=30", "synth.risk_labels=true", "synth.risk_signal=1.0",
+                                     "preprocess.sample_rate=100"])
     site = prepare_site(default_cohort(tmp_path, cfg), tmp_path, cfg, progress=False)
     truth = pd.read_csv(site.root / "truth.csv", dtype={"subject_id": str}).set_index("subject_id")
     oracle = oracle_site(site)

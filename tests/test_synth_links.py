@@ -83,18 +83,18 @@ def test_site_links_move_risk_and_missingness():
 
 
 def test_risk_coverage_sets_complete_inputs(tmp_path: Path):
-    from clef_core.config import load_config
-    from clef_core.metadata import MetadataConfig, extract_clinical_table
+    from clef_core.experiment import load_experiment
+    from clef_core.metadata import extract_clinical_table
 
-    cfg = load_config()
+    settings = load_experiment().metadata
     out = tmp_path / "full"
     generate_cohort(out, 60, 2, 0, risk_coverage=1.0)
-    table = extract_clinical_table(out, MetadataConfig.from_config(cfg)).table
+    table = extract_clinical_table(out, settings).table
     index = table[table["record_id"].astype(str).isin(pd.read_csv(out / "truth.csv", dtype=str)["index_study_id"])]
     in_domain = index["age"].between(40, 89)
     assert index.loc[in_domain, "risk"].notna().all()  # every input on file at the index ECG
     generate_cohort(tmp_path / "none", 60, 2, 0, risk_coverage=0.0, overwrite=True)
-    none = extract_clinical_table(tmp_path / "none", MetadataConfig.from_config(cfg)).table
+    none = extract_clinical_table(tmp_path / "none", settings).table
     assert none["risk"].isna().all()
 
 

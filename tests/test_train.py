@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import math
 
@@ -193,10 +193,8 @@ def test_state_round_trip_continues_identically(tmp_path):
 # ------------------------------------------------------------------------------- pretrain
 
 
-def _cfg(base: dict, **train) -> dict:
-    cfg = copy.deepcopy(base)
-    cfg["train"].update({"max_steps": 0, "batch_size": 16, **train})
-    return cfg
+def _cfg(base, **train):
+    return base.replace(train={"max_steps": 0, "batch_size": 16, **train})
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -236,8 +234,7 @@ def test_step_metrics_and_provenance(tmp_path, tiny_site, tiny_config):
     assert prov["data"]["windows"] == len(tiny_site.store) and prov["data"]["cohort"]
     assert prov["noise"]["kinds"]["bw"]["source"] in {"recorded", "generated"}
     assert loaded.preprocess == tiny_site.store.preprocess
-    changed = _cfg(tiny_config, epochs=2, max_steps=4, batch_size=8)
-    changed["loss"]["tau"] = 0.1
+    changed = _cfg(tiny_config, epochs=2, max_steps=4, batch_size=8).replace(loss={"tau": 0.1})
     with pytest.raises(ValueError, match=r"other settings \(loss.tau: 0.07 -> 0.1\)"):
         pretrain(changed, run_dir=tmp_path, site=tiny_site, progress=False)
     assert loaded.input == {"channels": 1, "lead": "any", "normalize": "zscore-per-window", "samples": 5000,
@@ -316,18 +313,18 @@ def test_opacus_wrapped_model_and_optimizer_can_be_swapped_in():
 def test_paper_config_is_the_reference_recipe():
     """configs/paper.toml: the paper's loss, optimizer and SGDR schedule (its views are checked in
     tests/test_data_views.py, draw for draw against the reference pipeline)."""
-    from clef_core.config import load_config
+    from clef_core.experiment import load_experiment
 
-    cfg = load_config("paper")
-    loss, train = LossConfig(**cfg["loss"]), TrainConfig(**cfg["train"])
+    exp = load_experiment("paper")
+    loss, train = exp.loss, exp.train
     assert (loss.kind, loss.tau, loss.alpha, loss.use_mask, loss.weight_norm, loss.align_weight, loss.risk_scaling,
             loss.projection_dim, loss.shuffle_risk) == ("clef", 0.07, 0.2, True, "softmax", 1.0, "minmax", 0, False)
     assert (train.batch_size, train.lr, train.weight_decay, train.schedule, train.warm_restart_t0,
             train.warm_restart_tmult) == (64, 1e-4, 5e-4, "sgdr", 10, 2)
-    assert (cfg["model"]["scale"], cfg["model"]["norm"], cfg["preprocess"]["sample_rate"]) == ("small", "none", 500)
+    assert (exp.model.scale, exp.model.norm, exp.preprocess.sample_rate) == ("small", "none", 500)
     # the SGDR rate the paper's trainer sets: eta(t) = lr (1 + cos(pi t / T0)) / 2 at fractional epoch t
     torch.manual_seed(0)
-    trainer = Trainer(build_encoder("tiny"), loss, TrainConfig(**{**cfg["train"], "device": "cpu"}))
+    trainer = Trainer(build_encoder("tiny"), loss, dataclasses.replace(train, device="cpu"))
     seen: list[float] = []
     trainer.train_epoch([batch(i) for i in range(2)], on_step=lambda s: seen.append(s.lr))
     assert seen == pytest.approx([1e-4 * (1 + math.cos(math.pi * (i / 2) / 10)) / 2 for i in range(2)], rel=1e-9)

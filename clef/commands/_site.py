@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 
-def prepare_cohort_site(command: str, cohort: Path | Sequence[Path] | None, work: Path, cfg: dict[str, Any], *,
+def prepare_cohort_site(command: str, cohort: Path | Sequence[Path] | None, work: Path, exp: Experiment, *,
                         progress: bool) -> Any:
     """``prepare_site`` on ``cohort`` (several folders: one cohort of all their records,
     :func:`clef_core.multi_cohort.prepare_folders`), or on the default cohort synthesised into
@@ -17,8 +20,8 @@ def prepare_cohort_site(command: str, cohort: Path | Sequence[Path] | None, work
     from clef_core.pipeline import default_cohort
 
     if cohort is None or (not isinstance(cohort, (str, Path)) and not cohort):
-        print(f"clef {command}: synthesising the built-in cohort ({cfg['synth']['patients']} patients) in {work / 'cohort'}",
+        print(f"clef {command}: synthesising the built-in cohort ({exp.synth.patients} patients) in {work / 'cohort'}",
               file=sys.stderr)
-        cohort = default_cohort(work, cfg)
+        cohort = default_cohort(work, exp)
     folders = [cohort] if isinstance(cohort, (str, Path)) else list(cohort)
-    return prepare_folders(folders, work, cfg, progress=progress)
+    return prepare_folders(folders, work, exp, progress=progress)

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 from clef.commands._site import prepare_cohort_site
 from clef_core.run_folder import dumps
 
@@ -32,38 +32,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     import torch
 
     from clef_core.checkpoint import CheckpointError, load_model
     from clef_core.config import merge, overrides_to_dict
     from clef_core.evaluation.study_truth import oracle_site
-    from clef_core.train.config import LossConfig, TrainConfig
-    from clef_core.data.augment import ViewConfig
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model, make_dataset, make_loader
+    from clef_core.train.config import LossConfig
     from clef_core.weight_diagnostics import STATS, diagnose
 
     try:
-        site = prepare_cohort_site(NAME, args.cohort, args.work, cfg, progress=False)
+        site = prepare_cohort_site(NAME, args.cohort, args.work, exp, progress=False)
         site = oracle_site(site) if args.oracle else site
-        train_cfg = TrainConfig(**cfg["train"])
+        train_cfg = exp.train
         torch.manual_seed(train_cfg.seed)
-        encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(make_config(**cfg["model"]))
-        configured = LossConfig(**cfg["loss"])
-        repaired = merge(cfg, overrides_to_dict(cfg["study"]["repaired"]), strict=True)["loss"]
+        encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(exp.model.encoder_config())
+        configured = exp.loss
+        repaired = merge(exp.to_dict(), overrides_to_dict(exp.study.repaired), strict=True)["loss"]
         settings = {"paper defaults": LossConfig(), "repaired (study.repaired)": LossConfig(**repaired)}
         if configured not in settings.values():
             settings["configured [loss]"] = configured
-        loader = make_loader(make_dataset(ViewConfig(**cfg["views"]), site, train_cfg.seed), train_cfg, epoch=0)
+        loader = make_loader(make_dataset(exp.views, site, train_cfg.seed), train_cfg, epoch=0)
         result = diagnose(loader, settings, encoder.eval(), max_batches=args.batches, seed=train_cfg.seed)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f"clef diagnose: {exc}", file=sys.stderr)
         return 1
     names = list(settings)
-    from clef_core.risk import RiskSettings
-
-    risk = RiskSettings.from_config(cfg)
+    risk = exp.risk
     pre = site.summary()
     print(f"{site.root}{' (oracle: risk = hidden factor h)' if args.oracle else ''}: {args.batches} batches of "
           f"{train_cfg.batch_size} patients; "

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 from clef.commands._site import prepare_cohort_site
 
 NAME = "distill"
@@ -35,18 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     from clef_core.checkpoint import CheckpointError, load_model
-    from clef_core.distill import DistillConfig, distill
+    from clef_core.distill import distill
     from clef_core.evaluation.sites import with_model_preprocess
 
     work = args.work or args.out / "data"
     try:
-        dcfg = DistillConfig(**cfg["distill"])
+        dcfg = exp.distill
         teacher = load_model(args.checkpoint)
-        cfg = with_model_preprocess(cfg, teacher.preprocess)  # the store at the teacher's rate
-        site = prepare_cohort_site(NAME, args.cohort, work, cfg, progress=not args.quiet)
-        result = distill(cfg, teacher_path=args.checkpoint, run_dir=args.out, site=site,
+        exp = with_model_preprocess(exp, teacher.preprocess)  # the store at the teacher's rate
+        site = prepare_cohort_site(NAME, args.cohort, work, exp, progress=not args.quiet)
+        result = distill(exp, teacher_path=args.checkpoint, run_dir=args.out, site=site,
                          resume=not args.no_resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f"clef distill: {exc}", file=sys.stderr)

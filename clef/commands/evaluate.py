@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 from clef_core.run_folder import dumps
 
 NAME = "evaluate"
@@ -53,14 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    import dataclasses
+
+    exp = experiment_from_args(args)
     from clef_core.evaluation.checkpoint_tasks import EvaluationError, EvaluationOptions, evaluate_checkpoint, parse_tasks
-    from clef_core.evaluation.run import EvalSettings
 
     try:
         tasks = parse_tasks(args.task)
         overrides = {k: v for k, v in (("lead", args.lead), ("mode", args.mode)) if v}
-        settings = EvalSettings(**{**cfg["evaluate"], **overrides})
+        settings = dataclasses.replace(exp.evaluate, **overrides)
     except ValueError as exc:
         print(f"clef evaluate: {exc}", file=sys.stderr)
         return 1
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                 baseline=not args.no_baseline, skip_missing=args.task == "all", quiet=args.quiet)
     progress = Progress(quiet=args.quiet)
     try:
-        evaluation = evaluate_checkpoint(args.checkpoint, cfg, settings, tasks, options, say=progress.say,
+        evaluation = evaluate_checkpoint(args.checkpoint, exp, settings, tasks, options, say=progress.say,
                                          warn=lambda m: print(f"clef evaluate: {m}", file=sys.stderr))
     except EvaluationError as exc:
         print(f"clef evaluate: {exc}", file=sys.stderr)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "metadata"
 HELP = "extract the clinical table (risk-model inputs, risk, completeness) of a MIMIC layout or WFDB folder"
@@ -23,14 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clef_core.metadata import MetadataConfig, extract_clinical_table, save_clinical_table
+    from clef_core.metadata import extract_clinical_table, save_clinical_table
     from clef_core.metadata.table import sidecar_paths
 
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     try:
-        settings = MetadataConfig.from_config(cfg)
+        settings = exp.metadata
         if args.risk:
-            settings = dataclasses.replace(settings, risk_model=args.risk)
+            settings = settings.replace(risk_model=args.risk)
         ct = extract_clinical_table(Path(args.source), settings, kind=args.kind,
                                     progress=lambda m: print(f"clef metadata: {m}", file=sys.stderr, flush=True))
     except (FileNotFoundError, ValueError) as exc:
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = save_clinical_table(ct, args.out)
     s = ct.summary()
-    print(f"records {s['records']} (subjects {s['subjects']}), risk model {settings.risk_settings.describe()}")
+    print(f"records {s['records']} (subjects {s['subjects']}), risk model {settings.risk.describe()}")
     print(f"completeness (fraction of the {s['risk_model']} inputs present): " + ", ".join(f"{k}: {v}" for k, v in s["completeness"].items()))
     print("inputs present: " + ", ".join(f"{k} {v}" for k, v in s["present"].items()))
     print(f"risk defined {s['risk_defined']} of {s['records']}; problems {s['problems']}")

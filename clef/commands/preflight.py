@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "preflight"
 HELP = "validate a site's config, data, device, privacy settings, CA and node key locally (sends nothing)"
@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except (SiteConfigFileError, ValueError) as exc:
         print(f"clef preflight: {exc}", file=sys.stderr)
         return 2
-    cfg = config_from_args(args)
-    report = preflight(site, cfg, args.max_records)
+    report = preflight(site, experiment_from_args(args), args.max_records)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

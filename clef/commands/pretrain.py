@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 from clef.commands._site import prepare_cohort_site
 
 NAME = "pretrain"
@@ -28,16 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     from clef_core.checkpoint import CheckpointError
     from clef_core.train import pretrain
     from clef_core.train.loop import refuse_privacy
 
     work = args.work or args.out / "data"
     try:
-        refuse_privacy(cfg)  # before any cohort is built or read
-        site = prepare_cohort_site(NAME, args.cohort, work, cfg, progress=True)
-        result = pretrain(cfg, run_dir=args.out, site=site, resume=not args.no_resume, progress=not args.quiet)
+        refuse_privacy(exp.privacy)  # before any cohort is built or read
+        site = prepare_cohort_site(NAME, args.cohort, work, exp, progress=True)
+        result = pretrain(exp, run_dir=args.out, site=site, resume=not args.no_resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f"clef pretrain: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "simulate"
 HELP = ("simulate federated pretraining: synthesise or split a cohort into sites (or one folder per site), "
@@ -27,7 +27,7 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)  # a bad value stops here, before the heavy imports
+    exp = experiment_from_args(args)  # a bad value stops here, before the simulation starts
     from pathlib import Path
 
     from clef_core.federation.sites import SiteConfigError
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     echo = None if args.quiet else (lambda line: print(line, flush=True))
     try:
-        result = simulate(cfg, out, site_dirs=args.sites, echo=echo)
+        result = simulate(exp, out, site_dirs=args.sites, echo=echo)
     except KeyboardInterrupt:
         from simulations.summary import read_rounds
 

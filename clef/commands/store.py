@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "store"
 HELP = "build the preprocessed ECG store of a cohort (MIMIC-IV-ECG layout or a folder of WFDB records)"
@@ -27,15 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clef_core.data.errors import StoreError
-    from clef_core.data.preprocess import PreprocessConfig
     from clef_core.data.store import build_store
 
-    cfg = config_from_args(args)
-    try:
-        pre = PreprocessConfig(**cfg["preprocess"])
-    except (TypeError, ValueError) as exc:
-        print(f"clef store: [preprocess]: {exc}", file=sys.stderr)
-        return 2
+    pre = experiment_from_args(args).preprocess  # a bad [preprocess] value: a config error (exit 2)
     if not Path(args.source).is_dir():
         print(f"clef store: source {args.source} is not a directory", file=sys.stderr)
         return 1

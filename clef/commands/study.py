@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "study"
 HELP = "CLEF vs NT-Xent, a placebo and other controls at equal compute, over label fractions, with bootstrap CIs"
@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     from clef_core.checkpoint import CheckpointError
     from clef_core.evaluation.study import run_study
 
     try:
-        run_study(cfg, args.out, progress=args.progress)
+        run_study(exp, args.out, progress=args.progress)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f"clef study: {exc}", file=sys.stderr)
         return 1

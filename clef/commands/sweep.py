@@ -6,9 +6,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 NAME = "sweep"
 HELP = "pretrain and probe every point of a grid (e.g. loss.alpha x loss.tau); tabulates sweep.csv / sweep.md"
@@ -27,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    exp = experiment_from_args(args)
     from clef_core.checkpoint import CheckpointError, load_model
     from clef_core.config import ConfigError
     from clef_core.evaluation.evidence import distance_risk_spearman
     from clef_core.evaluation.embed import embed
-    from clef_core.evaluation.run import EvalSettings, evaluate_task
+    from clef_core.evaluation.run import evaluate_task
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.sweep import parse_grid, run_sweep
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
@@ -42,21 +45,21 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     work = args.out / "data"
     try:
-        grid = parse_grid(args.grid or cfg["sweep"]["grid"])
-        settings = EvalSettings(**cfg["evaluate"])
+        grid = parse_grid(args.grid or exp.sweep.grid)
+        settings = exp.evaluate
         lead = settings.lead.split(",")[0].strip()
-        cohort = args.cohort or default_cohort(work / "pretrain", cfg)
-        eval_site = synthetic_site(cfg, settings, work, args.eval_cohort, progress=progress)
+        cohort = args.cohort or default_cohort(work / "pretrain", exp)
+        eval_site = synthetic_site(exp, settings, work, args.eval_cohort, progress=progress)
         task = synthetic_task(eval_site, lead)
         evidence = evidence_inputs(eval_site, lead)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"clef sweep: {exc}", file=sys.stderr)
         return 1
 
-    def evaluate_point(point_cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
+    def evaluate_point(point: Experiment, folder: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        site = prepare_site(cohort, work / "pretrain", point_cfg, progress=progress)
-        result = pretrain(point_cfg, run_dir=folder, site=site, progress=progress)
+        site = prepare_site(cohort, work / "pretrain", point, progress=progress)
+        result = pretrain(point, run_dir=folder, site=site, progress=progress)
         encoder = load_model(result.final_model).encoder
         say = (lambda m: print(f"clef sweep: {folder.name}: {m}", file=sys.stderr, flush=True)) if progress else None
         probe = evaluate_task(encoder, task, settings, mode="probe", say=say).metrics
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
               f"rho truth {metrics.get('rho_truth')}", file=sys.stderr)
 
     try:
-        table = run_sweep(cfg, grid, args.out, evaluate_point, on_point=report)
+        table = run_sweep(exp, grid, args.out, evaluate_point, on_point=report)
     except (ConfigError, ValueError, CheckpointError) as exc:
         print(f"clef sweep: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clef.cli import add_config_arguments, config_from_args
+from clef.cli import add_config_arguments, experiment_from_args
 
 NAME = "synth"
 HELP = "generate a synthetic multi-site ECG cohort in the MIMIC-IV-ECG layout (defaults: [synth])"
@@ -22,20 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clef_core.synth import SynthConfig, generate_cohort
+    import dataclasses
 
-    cfg = config_from_args(args)
-    section = dict(cfg["synth"])
-    for key in ("patients", "sites", "seed"):
-        if getattr(args, key) is not None:
-            section[key] = getattr(args, key)
+    from clef_core.synth import generate_cohort
+
+    exp = experiment_from_args(args)
+    given = {key: getattr(args, key) for key in ("patients", "sites", "seed") if getattr(args, key) is not None}
     try:
-        synth = SynthConfig(**section)
+        synth = dataclasses.replace(exp.synth, **given)
         summary = generate_cohort(
             args.out,
             **synth.as_kwargs(),
-            window_days=cfg["metadata"]["window_days"],
-            diagnosis_window_days=cfg["metadata"]["diagnosis_window_days"],
+            window_days=exp.metadata.window_days,
+            diagnosis_window_days=exp.metadata.diagnosis_window_days,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )

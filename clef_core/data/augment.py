@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clef_core.config import require
 from clef_core.data.noise import NOISE_KINDS, NoiseBank, scale_to_rms
 from clef_core.data.preprocess import zscore
 
@@ -40,7 +41,7 @@ NOISE_SCALES = ("snr", "absolute")
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """The ``[views]`` section: ``ViewConfig(**cfg["views"])`` (configs/default.toml documents each key;
+    """The ``[views]`` section: an experiment's ``exp.views`` (configs/default.toml documents each key;
     docs/training.md gives the measurements behind the defaults)."""
 
     pairing: str = "disjoint_crops"
@@ -58,24 +59,17 @@ class ViewConfig:
     noise_dir: str = ""  # see clef_core.data.noise.find_noise_dir
 
     def __post_init__(self) -> None:
-        if self.pairing not in PAIRINGS:
-            raise ValueError(f"views.pairing must be one of {PAIRINGS}, got {self.pairing!r}")
-        if self.noise_scale not in NOISE_SCALES:
-            raise ValueError(f"views.noise_scale must be one of {NOISE_SCALES}, got {self.noise_scale!r}")
+        require(self.pairing in PAIRINGS, "views.pairing", self.pairing, " | ".join(PAIRINGS))
+        require(self.noise_scale in NOISE_SCALES, "views.noise_scale", self.noise_scale, " | ".join(NOISE_SCALES))
         for name in ("same_lead_p", "mask_p", "rrc_p", "flip_p"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"views.{name} must be in [0, 1], got {value}")
-        if self.crop_s < 0:
-            raise ValueError(f"views.crop_s must be >= 0 (0: the whole window), got {self.crop_s}")
-        if self.crop_s == 0 and self.pairing in ("disjoint_crops",):
-            raise ValueError("views.crop_s = 0 (the whole window) cannot give disjoint crops; set crop_s > 0")
-        if self.noise_rms < 0:
-            raise ValueError(f"views.noise_rms must be >= 0, got {self.noise_rms}")
-        if not 0.0 <= self.mask_min <= self.mask_max <= 1.0:
-            raise ValueError(f"views.mask_min/mask_max must satisfy 0 <= min <= max <= 1, got {self.mask_min}, {self.mask_max}")
-        if not 0.0 < self.rrc_min <= 1.0:
-            raise ValueError(f"views.rrc_min must be in (0, 1], got {self.rrc_min}")
+            require(0.0 <= getattr(self, name) <= 1.0, f"views.{name}", getattr(self, name), "in [0, 1]")
+        require(self.crop_s >= 0, "views.crop_s", self.crop_s, ">= 0 (0: the whole window)")
+        require(self.crop_s > 0 or self.pairing != "disjoint_crops", "views.crop_s", self.crop_s,
+                "> 0 with pairing disjoint_crops (0, the whole window, cannot give disjoint crops)")
+        require(self.noise_rms >= 0, "views.noise_rms", self.noise_rms, ">= 0")
+        require(0.0 <= self.mask_min <= self.mask_max <= 1.0, "views.mask_min/mask_max", (self.mask_min, self.mask_max),
+                "0 <= min <= max <= 1")
+        require(0.0 < self.rrc_min <= 1.0, "views.rrc_min", self.rrc_min, "in (0, 1]")
 
 
 @dataclass(frozen=True)

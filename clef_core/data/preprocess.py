@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
+from clef_core.config import require
 from clef_core.data.errors import BadRecordError
 from edge.runtime.quality import (
     WINDOW_REASONS,
@@ -57,20 +58,17 @@ class PreprocessConfig:
     noise_hf_fraction_min: float = 0.4  # between noise_hf_low_hz and bandpass_high
 
     def __post_init__(self) -> None:
-        nyquist = self.sample_rate / 2
-        if not (0 < self.bandpass_low < self.bandpass_high < nyquist):
-            raise ValueError(
-                f"preprocess: need 0 < bandpass_low < bandpass_high < sample_rate/2, "
-                f"got {self.bandpass_low}, {self.bandpass_high}, {self.sample_rate}"
-            )
-        if self.filter_order < 1 or self.window_s <= 0 or self.max_nan_gap_s < 0:
-            raise ValueError("preprocess: filter_order >= 1, window_s > 0, max_nan_gap_s >= 0 required")
-        if not (0 < self.max_abs_mv <= 65_000) or self.flat_ptp_mv < 0:
-            raise ValueError("preprocess: 0 < max_abs_mv <= 65000 (float16 range), flat_ptp_mv >= 0 required")
-        if not (self.bandpass_low < self.noise_hf_low_hz < self.bandpass_high) or not (
-                0 <= self.noise_hf_fraction_min <= 1):
-            raise ValueError("preprocess: need bandpass_low < noise_hf_low_hz < bandpass_high and "
-                             "0 <= noise_hf_fraction_min <= 1")
+        require(0 < self.bandpass_low < self.bandpass_high < self.sample_rate / 2,
+                "preprocess.bandpass_low/bandpass_high/sample_rate", (self.bandpass_low, self.bandpass_high, self.sample_rate),
+                "0 < bandpass_low < bandpass_high < sample_rate/2")
+        require(self.filter_order >= 1, "preprocess.filter_order", self.filter_order, ">= 1")
+        require(self.window_s > 0, "preprocess.window_s", self.window_s, "> 0")
+        require(self.max_nan_gap_s >= 0, "preprocess.max_nan_gap_s", self.max_nan_gap_s, ">= 0")
+        require(0 < self.max_abs_mv <= 65_000, "preprocess.max_abs_mv", self.max_abs_mv, "in (0, 65000] (float16 range)")
+        require(self.flat_ptp_mv >= 0, "preprocess.flat_ptp_mv", self.flat_ptp_mv, ">= 0")
+        require(self.bandpass_low < self.noise_hf_low_hz < self.bandpass_high, "preprocess.noise_hf_low_hz",
+                self.noise_hf_low_hz, "between bandpass_low and bandpass_high")
+        require(0 <= self.noise_hf_fraction_min <= 1, "preprocess.noise_hf_fraction_min", self.noise_hf_fraction_min, "in [0, 1]")
 
     @property
     def quality(self) -> QualityRule:

@@ -24,6 +24,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from clef_core.config import require
+
 NORMS = ("none", "batch", "group")
 
 
@@ -102,6 +104,24 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(EncoderConfig))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The ``[model]`` section: the encoder's ``scale`` and normalisation (``build_encoder(**asdict(model))``)."""
+
+    scale: str = "small"
+    norm: str = "none"
+    norm_groups: int = 8  # GroupNorm groups when norm = "group"
+
+    def __post_init__(self) -> None:
+        require(self.scale in SCALES, "model.scale", self.scale, " | ".join(SCALES))
+        require(self.norm in NORMS, "model.norm", self.norm, " | ".join(NORMS))
+        require(self.norm_groups >= 1, "model.norm_groups", self.norm_groups, ">= 1")
+
+    def encoder_config(self) -> EncoderConfig:
+        """The full :class:`EncoderConfig` of this scale and normalisation."""
+        return make_config(**dataclasses.asdict(self))
 
 
 def make_config(scale: str = "small", norm: str = "none", **overrides: Any) -> EncoderConfig:

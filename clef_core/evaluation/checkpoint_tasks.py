@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from clef_core.checkpoint import LoadedModel
     from clef_core.evaluation.run import EvalSettings, TaskResult
+    from clef_core.experiment import Experiment
     from clef_core.evaluation.tasks import TaskData
 
 log = logging.getLogger("clef.evaluate")
@@ -85,7 +86,7 @@ def _silent(message: str) -> None:
     pass
 
 
-def evaluate_checkpoint(checkpoint: Path, cfg: dict[str, Any], settings: EvalSettings, tasks: Sequence[str],
+def evaluate_checkpoint(checkpoint: Path, exp: Experiment, settings: EvalSettings, tasks: Sequence[str],
                         options: EvaluationOptions, *, say: Say = _silent, warn: Say = log.warning,
                         ) -> CheckpointEvaluation:
     """Score ``checkpoint`` on ``tasks`` (see the module docstring). ``say`` gets the progress
@@ -102,7 +103,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: dict[str, Any], settings: EvalSet
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise EvaluationError(str(exc)) from exc
     torch.manual_seed(settings.seed)
-    cfg = with_model_preprocess(cfg, model.preprocess)
+    exp = with_model_preprocess(exp, model.preprocess)
     options.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "encoder": model.encoder_config,
                                "pretraining": {k: model.provenance.get(k) for k in ("kind", "loss", "result")},
@@ -111,7 +112,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: dict[str, Any], settings: EvalSet
     if baseline is not None:
         results["baseline"] = {"what": f"the same encoder with random weights (seed {settings.seed}), same protocol",
                                "tasks": {}, "evidence": {}}
-    run = _Run(checkpoint, cfg, settings, options, model, baseline, results, say, warn)
+    run = _Run(checkpoint, exp, settings, options, model, baseline, results, say, warn)
     try:
         trained = run.tasks(list(tasks), leads)
     except (FileNotFoundError, ValueError, KeyError) as exc:
@@ -139,7 +140,7 @@ class _Run:
     """One evaluation's state while its tasks run."""
 
     checkpoint: Path
-    cfg: dict[str, Any]
+    exp: Experiment
     settings: EvalSettings
     options: EvaluationOptions
     model: LoadedModel
@@ -161,7 +162,7 @@ class _Run:
         site = None
         if {"synthetic", "evidence"} & set(tasks):
             self.say("preparing the synthetic evaluation cohort")
-            site = synthetic_site(self.cfg, settings, work, options.cohort, progress=bars)
+            site = synthetic_site(self.exp, settings, work, options.cohort, progress=bars)
         for lead in leads:
             if "synthetic" in tasks:
                 trained.append(self.score(synthetic_task(site, lead)))
@@ -176,7 +177,7 @@ class _Run:
                     results["baseline"]["evidence"][lead] = evaluate_evidence(baseline, inputs, settings, None)
             if "snomed" in tasks and self.available(shared_data_dir("ecg", settings.snomed_dir), "snomed"):
                 self.say(f"preparing the SNOMED records (lead {lead})")
-                prepared = snomed_site(self.cfg, settings, work, progress=bars)
+                prepared = snomed_site(self.exp, settings, work, progress=bars)
                 for task in snomed_tasks(prepared, lead, settings.min_per_class):
                     trained.append(self.score(task))
         mitdb_tasks = [t for t in MITDB_TASKS if t in tasks]

@@ -24,59 +24,18 @@ from clef_core.evaluation.evidence import distance_risk_spearman, leakage_probe,
 from clef_core.evaluation.finetune import FinetuneConfig, finetune
 from clef_core.evaluation.operating_point import operating_point
 from clef_core.evaluation.probe import ACTIVATION, fit_probe
+from clef_core.evaluation.settings import EvalSettings
 from clef_core.evaluation.protocol import chance_halfwidth, headline, oof_decisions, score
 from clef_core.evaluation.splits import group_split
 from clef_core.evaluation.tasks import EvidenceInputs, TaskData
 
-MODES = ("probe", "finetune")
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalSettings:
-    """The ``[evaluate]`` config section (see configs/default.toml for each key)."""
-
-    lead: str = "I"
-    mode: str = "probe"
-    folds: int = 5
-    test_fraction: float = 0.3
-    seed: int = 0
-    batch_size: int = 64
-    probe_l2: float = 100.0
-    min_per_class: int = 5
-    finetune_epochs: int = 3
-    finetune_lr: float = 1e-4
-    finetune_weight_decay: float = 5e-4
-    finetune_batch_size: int = 32
-    synth_seed: int = 1
-    synth_patients: int = 0
-    mitdb_dir: str = ""
-    snomed_dir: str = ""
-    mitdb_beats_per_class: int = 40
-    mitdb_af_windows_per_class: int = 40
-    mitdb_window_stride_s: float = 30.0
-    evidence_max_patients: int = 600
-    evidence_permutations: int = 99
-    max_chance_halfwidth: float = 0.1
-    operating_sensitivity: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"evaluate.mode must be one of {MODES}, got {self.mode!r}")
-        if self.folds < 2:
-            raise ValueError(f"evaluate.folds must be >= 2, got {self.folds}")
-        if not 0 < self.operating_sensitivity <= 1:
-            raise ValueError(f"evaluate.operating_sensitivity must be in (0, 1], got {self.operating_sensitivity}")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"evaluate.test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.probe_l2 < 0 or self.min_per_class < 1 or min(self.mitdb_beats_per_class, self.mitdb_af_windows_per_class) < 0:
-            raise ValueError("evaluate.probe_l2 must be >= 0, min_per_class >= 1, mitdb_beats_per_class and "
-                             "mitdb_af_windows_per_class >= 0")
-        if self.mitdb_window_stride_s <= 0:
-            raise ValueError(f"evaluate.mitdb_window_stride_s must be > 0, got {self.mitdb_window_stride_s}")
-
-    def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, weight_decay=self.finetune_weight_decay,
-                              batch_size=self.finetune_batch_size, seed=self.seed)
+def finetune_config(settings: EvalSettings) -> FinetuneConfig:
+    """The fine-tune protocol of ``[evaluate]`` (its finetune_* keys and seed)."""
+    return FinetuneConfig(epochs=settings.finetune_epochs, lr=settings.finetune_lr,
+                          weight_decay=settings.finetune_weight_decay, batch_size=settings.finetune_batch_size,
+                          seed=settings.seed)
 
 
 @dataclasses.dataclass
@@ -218,10 +177,10 @@ def evaluate_task(encoder: nn.Module, task: TaskData, settings: EvalSettings, mo
             protocol = f"patient-grouped hold-out: {len(tr)} rows fine-tuned, {len(te)} rows scored"
         if say is not None:
             say(f"fine-tuning on {len(x_tr)} rows for {settings.finetune_epochs} epochs")
-        tuned = finetune(encoder, x_tr, y_tr, task.kind, task.labels, settings.finetune_config(), class_weight)
+        tuned = finetune(encoder, x_tr, y_tr, task.kind, task.labels, finetune_config(settings), class_weight)
         metrics = score(task.kind, task.labels, y_te, tuned.decision(x_te), **kwargs)
         head, encoder_out = tuned.head, tuned.encoder
-        meta.update(finetune=dataclasses.asdict(settings.finetune_config()), train_loss=tuned.history)
+        meta.update(finetune=dataclasses.asdict(finetune_config(settings)), train_loss=tuned.history)
     metrics["protocol"] = protocol
     flag_small_task(task.kind, metrics, settings.max_chance_halfwidth)
     if skipped:

@@ -51,14 +51,13 @@ embeddings in ``arms/<arm>_s<seed>/embeddings.npz``, its encoder (``encoder.pt``
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -71,11 +70,13 @@ from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_boo
 from clef_core.evaluation.metrics import auroc_ci95_halfwidth
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
 from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
+from clef_core.evaluation.settings import StudyConfig
 from clef_core.evaluation.study_workers import map_units
 from clef_core.run_folder import dumps
 
-ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
-        "clef_signal_off", "ntxent_signal_off", "supervised")
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
+
 COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent", "features"), ("clef_repaired", "features"),
                ("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"),
                ("clef_repaired", "placebo_known"), ("oracle", "ntxent"), ("oracle", "clef_repaired"),
@@ -83,62 +84,6 @@ COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent
 UNTRAINED_ARMS = ("untrained", "features")
 REPAIRED_ARMS = ("clef_repaired", "placebo", "placebo_known", "oracle", "clef_signal_off")  # [loss] + study.repaired
 SIGNAL_OFF_ARMS = ("clef_signal_off", "ntxent_signal_off")  # pretrained on the cohort with synth.risk_signal = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    """The ``[study]`` config section (configs/default.toml documents each key)."""
-
-    arms: tuple[str, ...] = ARMS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)
-    subsamples: int = 5
-    min_patients: int = 10
-    l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-    eval_patients: int = 600
-    eval_seed: int = 1000
-    val_fraction: float = 0.2
-    test_fraction: float = 0.3
-    labels: tuple[str, ...] = ()
-    headline_labels: tuple[str, ...] = ()
-    saturated_auroc: float = 0.97
-    bootstrap: int = 1000
-    repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false",
-                                 'loss.unknown_weight="mean"', "loss.weight_power=4.0", "loss.align_weight=0.0")
-    threads: int = 1
-    diagnose_batches: int = 10
-    mitdb: bool = False
-    mitdb_stride_s: float = 30.0
-    workers: int = 1
-    finetune_fractions: tuple[float, ...] = (0.1, 1.0)
-    finetune_arms: tuple[str, ...] = ()
-    finetune_subsamples: int = 2
-    finetune_steps: int = 128
-    finetune_batch: int = 32
-    finetune_lr: float = 1e-3
-    finetune_checks: int = 4
-
-    def __post_init__(self) -> None:
-        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "headline_labels", "repaired",
-                     "finetune_fractions", "finetune_arms"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        bad = [a for a in self.arms if a not in ARMS]
-        if bad or not self.arms:
-            raise ValueError(f"study.arms: unknown arm(s) {bad} (choose from {', '.join(ARMS)})")
-        if not self.seeds or self.subsamples < 1 or self.min_patients < 1 or self.bootstrap < 1:
-            raise ValueError("study.seeds must be non-empty; subsamples, min_patients and bootstrap >= 1")
-        if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
-            raise ValueError(f"study.label_fractions must lie in (0, 1], got {list(self.label_fractions)}")
-        if not self.l2_grid or not all(v > 0 for v in self.l2_grid):
-            raise ValueError(f"study.l2_grid must hold values > 0, got {list(self.l2_grid)}")
-        bad_ft = [a for a in self.finetune_arms if a not in self.arms or a == "features"]
-        if bad_ft:
-            raise ValueError(f"study.finetune_arms: {bad_ft} are not arms with an encoder in study.arms")
-        if not all(0 < f <= 1 for f in self.finetune_fractions):
-            raise ValueError(f"study.finetune_fractions must lie in (0, 1] ([] = no fine-tuning), got {list(self.finetune_fractions)}")
-        if min(self.workers, self.threads, self.finetune_subsamples, self.finetune_steps, self.finetune_batch,
-               self.finetune_checks) < 1 or self.finetune_lr <= 0:
-            raise ValueError("study.workers, threads and the finetune_ counts must be >= 1, finetune_lr > 0")
 
 
 @dataclasses.dataclass
@@ -151,9 +96,9 @@ class ArmOutput:
     mitdb_emb: np.ndarray | None = None
 
 
-def arm_config(cfg: dict[str, Any], arm: str, study: StudyConfig, seed: int) -> dict[str, Any]:
-    """The full config an arm trains with (a copy; ``train.seed = seed``)."""
-    out = copy.deepcopy(cfg)
+def arm_config(exp: Experiment, arm: str, study: StudyConfig, seed: int) -> Experiment:
+    """The full experiment an arm trains with (``train.seed = seed``)."""
+    out = exp.to_dict()
     out["train"]["seed"] = seed
     if arm in ("ntxent", "ntxent_signal_off"):
         out["loss"]["kind"] = "ntxent"
@@ -164,13 +109,13 @@ def arm_config(cfg: dict[str, Any], arm: str, study: StudyConfig, seed: int) -> 
         out["loss"]["shuffle_scope"] = "known" if arm == "placebo_known" else "all"
     if arm in SIGNAL_OFF_ARMS:
         out["synth"]["risk_signal"] = 0.0
-    return out
+    return type(exp).from_dict(out)
 
 
-def arm_key(acfg: dict[str, Any], arm: str) -> dict[str, Any]:
+def arm_key(acfg: Experiment, arm: str) -> dict[str, Any]:
     """What an arm's cached encoder depends on: its config without [study] (scoring settings),
     plus the risk source when it is not the clinical table's SCORE2 (the oracle)."""
-    key = {k: v for k, v in acfg.items() if k != "study"}
+    key = {k: v for k, v in acfg.to_dict().items() if k != "study"}
     return {**key, "risk_source": "truth.risk_factor"} if arm == "oracle" else key
 
 
@@ -182,7 +127,7 @@ def _log(msg: str) -> None:
 class _Context:
     """What every arm-and-seed unit reads (inherited by forked workers, never changed by a unit)."""
 
-    cfg: dict[str, Any]
+    exp: Experiment
     study: StudyConfig
     sites: dict[str, Any]  # pretraining site per data source: "pretrain", "oracle", "signal_off" (those needed)
     task: Any
@@ -209,27 +154,26 @@ class _UnitResult:
     mitdb_row: dict[str, Any] | None
 
 
-def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, log: Callable[[str], None] = _log
+def run_study(exp: Experiment, out: str | Path, *, progress: bool = False, log: Callable[[str], None] = _log
               ) -> dict[str, Any]:
-    """Run (or resume) the study of ``cfg`` into ``out``; returns the summary (also summary.json)."""
+    """Run (or resume) the study of ``exp`` into ``out``; returns the summary (also summary.json)."""
     import torch
 
-    from clef_core.evaluation.run import EvalSettings
     from clef_core.evaluation.sites import synthetic_site
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
     from clef_core.pipeline import default_cohort, prepare_site
 
-    study = StudyConfig(**cfg["study"])
+    study = exp.study
     torch.set_num_threads(study.threads)
     out = Path(out)
     started = time.perf_counter()
     data = out / "data"
     store_workers = max(study.workers, study.threads)  # preprocessing records is one process per record
-    pre_site = prepare_site(default_cohort(data / "pretrain", cfg, progress=progress), data / "pretrain", cfg,
+    pre_site = prepare_site(default_cohort(data / "pretrain", exp, progress=progress), data / "pretrain", exp,
                             progress=progress, workers=store_workers)
-    sites = _pretraining_sites(cfg, study, pre_site, data, progress, store_workers)
-    settings = EvalSettings(**{**cfg["evaluate"], "synth_seed": study.eval_seed, "synth_patients": study.eval_patients})
-    eval_site = synthetic_site(cfg, settings, data, progress=progress, workers=store_workers)
+    sites = _pretraining_sites(exp, study, pre_site, data, progress, store_workers)
+    settings = dataclasses.replace(exp.evaluate, synth_seed=study.eval_seed, synth_patients=study.eval_patients)
+    eval_site = synthetic_site(exp, settings, data, progress=progress, workers=store_workers)
     lead = settings.lead.split(",")[0].strip()
     task = synthetic_task(eval_site, lead, list(study.labels) or None)
     unknown = [c for c in study.headline_labels if c not in task.labels]
@@ -243,9 +187,9 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         f"(risk known for {pre['risk_known']:.0%} of records); evaluation {len(task)} ECGs of "
         f"{len(np.unique(task.groups))} patients, labels {task.labels}; pool/val/test patients "
         f"{len(np.unique(task.groups[pool]))}/{len(np.unique(task.groups[val]))}/{len(np.unique(task.groups[test]))}")
-    diagnostics = _diagnostics(cfg, study, sites, out)
-    mitdb = _mitdb_windows(cfg, settings, study, log)
-    ctx = _Context(cfg, study, sites, task, evidence, pool, val, test, fs, mitdb, out, progress, log)
+    diagnostics = _diagnostics(exp, study, sites, out)
+    mitdb = _mitdb_windows(exp, settings, study, log)
+    ctx = _Context(exp, study, sites, task, evidence, pool, val, test, fs, mitdb, out, progress, log)
     units = [(arm, seed) for arm in study.arms for seed in (study.seeds[:1] if arm == "features" else study.seeds)]
     results = map_units(_arm_unit, ctx, units, study.workers, study.threads)
 
@@ -264,6 +208,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     diffs = paired_differences(test_scores, task, test, headline_labels, y_test, study)
     diffs.to_csv(out / "differences.csv", index=False)
     ft_table_md, ft_diffs_md = _finetune_reports(results, task, test, headline_labels, y_test, arm_info, study, out)
+    plain = exp.to_dict()
     summary = {
         "seconds": round(time.perf_counter() - started, 1),
         "labels": task.labels, "headline_labels": headline_labels, "saturated_labels": saturated,
@@ -276,8 +221,8 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                        "positives_test": {c: int(np.nansum(task.y[test][:, k])) for k, c in enumerate(task.labels)}},
         "arms": arm_info, "diagnostics": diagnostics, "study": dataclasses.asdict(study),
         "finetune_arms": list(finetune_arms(study)),
-        "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
-        "synth": cfg["synth"], "risk": dict(cfg.get("risk", {})),  # the clinical risk model behind CLEF's weights
+        "model": plain["model"], "preprocess_rate_hz": fs, "train": plain["train"], "loss": plain["loss"],
+        "synth": plain["synth"], "risk": plain["risk"],  # the clinical risk model behind CLEF's weights
     }
     (out / "summary.json").write_text(dumps(summary, indent=2, default=str), encoding="utf-8")
     mitdb_md = ""
@@ -303,7 +248,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
 # ----------------------------------------------------------------------------- arms
 
 
-def _pretraining_sites(cfg, study: StudyConfig, pre_site, data: Path, progress: bool, workers: int) -> dict[str, Any]:
+def _pretraining_sites(exp: Experiment, study: StudyConfig, pre_site, data: Path, progress: bool, workers: int) -> dict[str, Any]:
     """The pretraining sites the arms need: the [synth] cohort; its oracle view (risk = h); the same
     cohort generated with synth.risk_signal = 0 (in data/pretrain_signal_off)."""
     from clef_core.pipeline import default_cohort, prepare_site
@@ -312,7 +257,7 @@ def _pretraining_sites(cfg, study: StudyConfig, pre_site, data: Path, progress: 
     if "oracle" in study.arms:
         sites["oracle"] = oracle_site(pre_site)
     if set(study.arms) & set(SIGNAL_OFF_ARMS):
-        off = arm_config(cfg, SIGNAL_OFF_ARMS[0], study, 0)
+        off = arm_config(exp, SIGNAL_OFF_ARMS[0], study, 0)
         folder = data / "pretrain_signal_off"
         sites["signal_off"] = prepare_site(default_cohort(folder, off, progress=progress), folder, off,
                                            progress=progress, workers=workers)
@@ -337,12 +282,12 @@ def _arm_unit(ctx: _Context, unit: tuple[str, int]) -> _UnitResult:
         result = ArmOutput(features(ctx.task.x, ctx.fs), math.nan, {"steps": 0, "seconds": 0.0},
                            None if mitdb_x is None else features(zscore(mitdb_x), ctx.fs))
     else:
-        result = arm_embeddings(ctx.cfg, arm, ctx.study, seed, _arm_site(ctx.sites, arm), ctx.task.x, ctx.evidence, ctx.out,
+        result = arm_embeddings(ctx.exp, arm, ctx.study, seed, _arm_site(ctx.sites, arm), ctx.task.x, ctx.evidence, ctx.out,
                                  ctx.progress, mitdb_x)
     mitdb_row = None
     if ctx.mitdb is not None:
         mitdb_row = {"arm": arm, "seed": seed, **record_cv_auroc(
-            result.mitdb_emb, ctx.mitdb[1], ctx.mitdb[2], float(ctx.cfg["evaluate"]["probe_l2"]), seed=ctx.study.eval_seed)}
+            result.mitdb_emb, ctx.mitdb[1], ctx.mitdb[2], ctx.exp.evaluate.probe_l2, seed=ctx.study.eval_seed)}
     rows, scores = probe_all(result.emb, ctx.task, ctx.pool, ctx.val, ctx.test, ctx.study, arm, seed)
     ft_rows, ft_scores = _finetune_all(ctx, arm, seed) if arm in finetune_arms(ctx.study) else ([], {})
     ctx.log(f"study: {arm} seed {seed}: {int(result.train.get('steps', 0))} training steps, "
@@ -372,7 +317,7 @@ def _finetune_all(ctx: _Context, arm: str, seed: int):
     """Fine-tune the arm's encoder for every (finetune fraction, subsample), each unit cached."""
     study = ctx.study
     folder = ctx.out / "arms" / f"{arm}_s{seed}"
-    acfg = arm_config(ctx.cfg, arm, study, seed)
+    acfg = arm_config(ctx.exp, arm, study, seed)
     settings = {k: getattr(study, k) for k in ("finetune_steps", "finetune_batch", "finetune_lr", "finetune_checks",
                                                "eval_seed", "min_patients", "val_fraction", "test_fraction", "labels")}
     key = json.dumps({"arm": arm_key(acfg, arm), "finetune": settings}, sort_keys=True, default=str)
@@ -391,17 +336,16 @@ def _finetune_all(ctx: _Context, arm: str, seed: int):
     return rows, scores
 
 
-def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: dict[str, Any], folder: Path):
+def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: Experiment, folder: Path):
     """The arm's encoder: ``encoder.pt`` when :func:`arm_embeddings` saved it, else trained again
     (a pretraining run resumes from its finished checkpoint) and saved."""
     import torch
 
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model
 
     path = folder / "encoder.pt"
     if path.is_file():
-        encoder = build_model(make_config(**acfg["model"]))
+        encoder = build_model(acfg.model.encoder_config())
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return encoder.eval()
     encoder, _ = _encoder(acfg, arm, _arm_site(ctx.sites, arm), folder, ctx.progress, list(ctx.study.labels))
@@ -418,8 +362,8 @@ def _save_encoder(encoder, path: Path) -> None:
     tmp.replace(path)
 
 
-def arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress: bool,
-                   mitdb_x: np.ndarray | None = None) -> ArmOutput:
+def arm_embeddings(exp: Experiment, arm: str, study: StudyConfig, seed: int, site: Any, x: np.ndarray, evidence: Any,
+                   out: Path, progress: bool, mitdb_x: np.ndarray | None = None) -> ArmOutput:
     """Train (or load) the arm's encoder and embed the evaluation windows (and the MIT-BIH windows);
     cached in embeddings.npz (a cache without the MIT-BIH embeddings the run needs is redone)."""
     from clef_core.evaluation.embed import embed
@@ -427,7 +371,7 @@ def arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress
 
     folder = out / "arms" / f"{arm}_s{seed}"
     cache = folder / "embeddings.npz"
-    acfg = arm_config(cfg, arm, study, seed)
+    acfg = arm_config(exp, arm, study, seed)
     key = json.dumps(arm_key(acfg, arm), sort_keys=True, default=str)
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
@@ -439,12 +383,12 @@ def arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress
     folder.mkdir(parents=True, exist_ok=True)
     encoder, train = _encoder(acfg, arm, site, folder, progress, list(study.labels))
     _save_encoder(encoder, folder / "encoder.pt")
-    emb = embed(encoder, x, batch_size=int(cfg["evaluate"]["batch_size"]))
-    extra = {} if mitdb_x is None else {"mitdb_emb": embed(encoder, mitdb_x, batch_size=int(cfg["evaluate"]["batch_size"]))}
+    emb = embed(encoder, x, batch_size=exp.evaluate.batch_size)
+    extra = {} if mitdb_x is None else {"mitdb_emb": embed(encoder, mitdb_x, batch_size=exp.evaluate.batch_size)}
     rho = math.nan
     if evidence.risk_truth is not None:
-        ev = embed(encoder, evidence.x, batch_size=int(cfg["evaluate"]["batch_size"]))
-        rho = float(distance_risk_spearman(ev, evidence.risk_truth, max_patients=int(cfg["evaluate"]["evidence_max_patients"]),
+        ev = embed(encoder, evidence.x, batch_size=exp.evaluate.batch_size)
+        rho = float(distance_risk_spearman(ev, evidence.risk_truth, max_patients=exp.evaluate.evidence_max_patients,
                                            permutations=0)["rho"])
     train = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in train.items()}
     tmp = folder / "embeddings.tmp.npz"
@@ -453,58 +397,53 @@ def arm_embeddings(cfg, arm, study, seed, site, x, evidence, out: Path, progress
     return ArmOutput(emb, rho, train, extra.get("mitdb_emb"))
 
 
-def _encoder(cfg, arm, site, folder: Path, progress: bool, labels: list[str]):
+def _encoder(exp: Experiment, arm: str, site: Any, folder: Path, progress: bool, labels: list[str]):
     import torch
 
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model
 
     if arm == "untrained":
-        torch.manual_seed(cfg["train"]["seed"])
-        return build_model(make_config(**cfg["model"])).eval(), {"steps": 0, "seconds": 0.0}
+        torch.manual_seed(exp.train.seed)
+        return build_model(exp.model.encoder_config()).eval(), {"steps": 0, "seconds": 0.0}
     if arm == "supervised":
         names = labels or [c for c in site.labels.columns if c not in ("study_id", "subject_id", "record_id")]
-        encoder, info = train_supervised(cfg, site, names)
+        encoder, info = train_supervised(exp, site, names)
         return encoder, {"steps": info["steps"], "seconds": info["seconds"], "final_loss": info["final_loss"]}
-    result = pretrain(cfg, run_dir=folder / "run", site=site, progress=progress)
+    result = pretrain(exp, run_dir=folder / "run", site=site, progress=progress)
     return load_model(result.final_model).encoder, {"steps": result.steps, "seconds": result.seconds,
                                                     "final_loss": result.final_loss}
 
 
-def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> dict[str, Any]:
+def _diagnostics(exp: Experiment, study: StudyConfig, sites: dict[str, Any], out: Path) -> dict[str, Any]:
     """Weight statistics of the pretraining batches (random-init encoder) for clef and clef_repaired,
     and for the oracle's batches (risk = h) when it is an arm; recomputed each run (seconds)."""
     import torch
 
-    from clef_core.train.config import LossConfig, TrainConfig
-    from clef_core.data.augment import ViewConfig
-    from clef_core.encoders.config import make_config
     from clef_core.task import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import diagnose
 
-    tc = TrainConfig(**cfg["train"])
+    tc = exp.train
     stats = {}
     for source, arms in (("pretrain", ("clef", "clef_repaired")), ("oracle", ("oracle",))):
         if source not in sites:
             continue
         torch.manual_seed(tc.seed)
-        settings = {arm: LossConfig(**arm_config(cfg, arm, study, tc.seed)["loss"]) for arm in arms}
-        loader = make_loader(make_dataset(ViewConfig(**cfg["views"]), sites[source], tc.seed), tc, epoch=0)
-        stats.update(diagnose(loader, settings, build_model(make_config(**cfg["model"])).eval(), max_batches=study.diagnose_batches,
+        settings = {arm: arm_config(exp, arm, study, tc.seed).loss for arm in arms}
+        loader = make_loader(make_dataset(exp.views, sites[source], tc.seed), tc, epoch=0)
+        stats.update(diagnose(loader, settings, build_model(exp.model.encoder_config()).eval(), max_batches=study.diagnose_batches,
                               seed=tc.seed))
     out.mkdir(parents=True, exist_ok=True)
     (out / "diagnostics.json").write_text(dumps(stats, indent=2), encoding="utf-8")
     return stats
 
 
-def _mitdb_windows(cfg, settings, study: StudyConfig, log) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _mitdb_windows(exp: Experiment, settings: Any, study: StudyConfig, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """MIT-BIH DS1 as 10 s window tasks (``study.mitdb``); None when off or the folder is absent (logged)."""
     if not study.mitdb:
         return None
-    from clef_core.data.preprocess import PreprocessConfig
     from clef_core.evaluation.mitdb import resolve_records
     from clef_core.evaluation.mitdb_windows import load_windows
     from clef_core.paths import shared_data_dir
@@ -513,7 +452,7 @@ def _mitdb_windows(cfg, settings, study: StudyConfig, log) -> tuple[np.ndarray, 
     if not folder.is_dir():
         log(f"study: MIT-BIH window tasks skipped: no folder {folder} (set evaluate.mitdb_dir)")
         return None
-    return load_windows(resolve_records("DS1", folder), PreprocessConfig(**cfg["preprocess"]), study.mitdb_stride_s)
+    return load_windows(resolve_records("DS1", folder), exp.preprocess, study.mitdb_stride_s)
 
 
 # ----------------------------------------------------------------------------- probing

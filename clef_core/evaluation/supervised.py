@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from clef_core.data.augment import ViewConfig
-from clef_core.encoders.config import make_config
 from clef_core.task import build_model, fit, make_dataset, make_loader
-from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.config import LossConfig
 from clef_core.train.trainer import Criterion, Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 
 def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
@@ -37,17 +38,17 @@ def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
     return rows.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
 
 
-def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> tuple[nn.Module, dict[str, Any]]:
+def train_supervised(exp: Experiment, site: Any, labels: Sequence[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``[model]`` + a linear head on ``labels`` of ``site`` under ``[train]``; returns the
     encoder (eval mode) and a summary (steps, examples, mean loss of the last epoch, seconds)."""
     started = time.perf_counter()
-    tc = TrainConfig(**cfg["train"])
+    tc = exp.train
     seed_everything(tc.seed)
-    encoder = build_model(make_config(**cfg["model"]))
+    encoder = build_model(exp.model.encoder_config())
     head = nn.Linear(int(encoder.emb_dim), len(labels))
     trainer = Trainer(nn.Sequential(encoder, head), LossConfig(), tc,
                       criterion=labels_criterion(torch.as_tensor(record_labels(site, labels))))
-    dataset = make_dataset(ViewConfig(**cfg["views"]), site, tc.seed)
+    dataset = make_dataset(exp.views, site, tc.seed)
     history = fit(trainer, lambda epoch: make_loader(dataset, tc, epoch), epochs=tc.epochs, max_steps=tc.max_steps)
     return encoder.cpu().eval(), {"steps": trainer.step, "examples": sum(s.examples for s in history),
                                   "final_loss": history[-1].loss if history else float("nan"),

@@ -17,13 +17,16 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
 from clef_core.atomic import write_json_atomic
 from clef_core.config import ConfigError, merge, parse_value, unflatten
 from clef_core.run_folder import json_safe
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 RESULT_FILE = "result.json"
 
@@ -58,15 +61,16 @@ def point_name(point: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", ",".join(parts)) or "base"
 
 
-def point_config(cfg: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
-    return merge(cfg, unflatten(point), strict=True)
+def point_config(exp: Experiment, point: dict[str, Any]) -> Experiment:
+    """``exp`` with the point's ``{"section.key": value}`` applied (checked as a config file is)."""
+    return type(exp).from_dict(merge(exp.to_dict(), unflatten(point), strict=True))
 
 
 def run_sweep(
-    cfg: dict[str, Any],
+    exp: Experiment,
     grid: Sequence[tuple[str, list[Any]]],
     out_dir: str | Path,
-    evaluate_point: Callable[[dict[str, Any], Path], dict[str, Any]],
+    evaluate_point: Callable[[Experiment, Path], dict[str, Any]],
     *,
     on_point: Callable[[str, dict[str, Any], bool], None] | None = None,
 ) -> pd.DataFrame:
@@ -75,7 +79,7 @@ def run_sweep(
     out = Path(out_dir)
     points = grid_points(grid)
     for p in points:  # validate every point before any training
-        point_config(cfg, p)
+        point_config(exp, p)
     rows = []
     for point in points:
         folder = out / "points" / point_name(point)
@@ -83,7 +87,7 @@ def run_sweep(
         done = result_path.is_file()
         if not done:
             folder.mkdir(parents=True, exist_ok=True)
-            metrics = evaluate_point(point_config(cfg, point), folder)
+            metrics = evaluate_point(point_config(exp, point), folder)
             write_json_atomic(result_path, json_safe({"point": point, "metrics": metrics}))
         saved = json.loads(result_path.read_text(encoding="utf-8"))
         if saved.get("point") != point:

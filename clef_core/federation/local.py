@@ -44,19 +44,20 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from logging import Logger
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
-from clef_core.encoders.config import make_config
 from clef_core.federation.contract import PRIVACY_METRICS, SITE_INDEX_KEY, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
 from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
 from clef_core.task import build_model, fit, make_loader
-from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 StateDict = dict[str, torch.Tensor]
 DEFAULT_EVAL_BATCHES = 4
@@ -65,43 +66,43 @@ DP_ROUND_LOGGED = "(DP, experiment "  # in the site log line of every private ro
 _BANKS: dict[tuple[Any, ...], Any] = {}
 
 
-def site_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any], spec: SiteSpec,
+def site_train(global_state: StateDict, conf: Mapping[str, Any], exp: Experiment, spec: SiteSpec,
                log: Logger, *, run_dir: str) -> tuple[StateDict, dict[str, float]]:
     """The site's train step of one round (module docstring, steps 1-3)."""
-    priv = effective_privacy(spec.policy, PrivacyConfig.from_config(dict(cfg)))
-    cfg = site_experiment(cfg, spec)
+    priv = effective_privacy(spec.policy, exp.privacy)
+    exp = site_experiment(exp, spec)
     if priv.mode == "patient":
-        return private_train(global_state, conf, cfg, spec, log, priv=priv, run_dir=run_dir)
-    return local_train(global_state, conf, cfg, spec, log)
+        return private_train(global_state, conf, exp, spec, log, priv=priv, run_dir=run_dir)
+    return local_train(global_state, conf, exp, spec, log)
 
 
-def refuse_evaluation_under_dp(cfg: Mapping[str, Any], spec: SiteSpec) -> None:
+def refuse_evaluation_under_dp(exp: Experiment, spec: SiteSpec) -> None:
     """Federated evaluation sends a loss computed on the site's patients without noise: refused
     when the site's policy or the run asks for any DP."""
-    request = PrivacyConfig.from_config(dict(cfg))
+    request = exp.privacy
     if spec.policy.mode != "off" or request.mode != "off":
         raise PrivacyRefusal("refused by the site: no federated evaluation under differential privacy",
                              f"site policy {spec.policy.mode!r}, run requests {request.mode!r}: an evaluation "
                              f"loss on the site's patients is not a noised release")
 
 
-def _round_setup(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any],
+def _round_setup(global_state: StateDict, conf: Mapping[str, Any], exp: Experiment,
                  spec: SiteSpec) -> tuple[Any, Any, Trainer]:
     """(prepared site, dataset, trainer on the global weights) of a train round."""
     server_round = int(conf["server-round"])
-    train_cfg = TrainConfig(**cfg["train"])
+    train_cfg = exp.train
     seed = int(conf.get("seed", train_cfg.seed))
-    site = prepared_site(spec, cfg)
+    site = prepared_site(spec, exp)
     try:
-        dataset = pretrain_dataset(spec, cfg, site, seed)
+        dataset = pretrain_dataset(spec, exp, site, seed)
     except ValueError as exc:  # e.g. no window with a lead: a fact of the site's own data and settings
         raise PrivacyRefusal(NO_PATIENTS, f"site {spec.site_id}: {exc}") from None
     if len(dataset) == 0:
         raise PrivacyRefusal(NO_PATIENTS, f"site {spec.site_id}: no usable patients")
     seed_everything(seed * 1_000_003 + server_round)
-    encoder = build_model(make_config(**cfg["model"]))
+    encoder = build_model(exp.model.encoder_config())
     encoder.load_state_dict(global_state)
-    return site, dataset, Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None)
+    return site, dataset, Trainer(encoder, exp.loss, train_cfg, device=spec.device or None)
 
 
 def _weights(trainer: Trainer) -> StateDict:
@@ -120,12 +121,12 @@ def skip_counts(site: Any, dataset: Any, empty_batches: int) -> dict[str, float]
     return counts
 
 
-def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any], spec: SiteSpec,
+def local_train(global_state: StateDict, conf: Mapping[str, Any], exp: Experiment, spec: SiteSpec,
                 log: Logger) -> tuple[StateDict, dict[str, float]]:
     """Ordinary local training: ``local-epochs`` passes (capped at ``local-steps``) at the round's lr."""
     server_round, epochs, step_cap = int(conf["server-round"]), int(conf["local-epochs"]), int(conf["local-steps"])
     lr, mu = float(conf["lr"]), float(conf.get("proximal-mu", 0.0))
-    site, dataset, trainer = _round_setup(global_state, conf, cfg, spec)
+    site, dataset, trainer = _round_setup(global_state, conf, exp, spec)
     train_cfg = trainer.train_cfg
     started = time.perf_counter()
     per_epoch = math.ceil(len(dataset) / train_cfg.batch_size)  # len() of each epoch's loader
@@ -171,17 +172,14 @@ def step_progress(label: str, total: int, parts: int = 4) -> Callable[[Any], Non
     return on_step
 
 
-def public_bank(cfg: Mapping[str, Any], site: Any, priv: PrivacyConfig) -> Any:
+def public_bank(exp: Experiment, site: Any, priv: PrivacyConfig) -> Any:
     """The public negative bank at the site's store rate (cached per process)."""
-    from clef_core.data.augment import ViewConfig
     from clef_core.data.noise import NoiseBank
     from clef_core.data.preprocess import PreprocessConfig
     from clef_core.privacy.bank import synthetic_bank
-    from clef_core.risk.settings import RiskSettings
 
     prep = PreprocessConfig.from_dict(dict(site.store.preprocess))
-    views = ViewConfig(**cfg["views"])
-    risk = RiskSettings.from_config(cfg)
+    views, risk = exp.views, exp.risk
     key = (priv.bank_size, priv.bank_seed, repr(prep), repr(views), repr(risk))
     if key not in _BANKS:
         noise = NoiseBank(sample_rate=prep.sample_rate, noise_dir=views.noise_dir)
@@ -189,14 +187,14 @@ def public_bank(cfg: Mapping[str, Any], site: Any, priv: PrivacyConfig) -> Any:
     return _BANKS[key]
 
 
-def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any], spec: SiteSpec,
+def private_train(global_state: StateDict, conf: Mapping[str, Any], exp: Experiment, spec: SiteSpec,
                   log: Logger, *, priv: PrivacyConfig, run_dir: str) -> tuple[StateDict, dict[str, float]]:
     """One patient-level DP round (:func:`clef_core.privacy.site.private_round`); the metrics are
     the ones the module docstring lists."""
     from clef_core.privacy.site import experiment_key, ledger_for, private_round
 
     server_round = int(conf["server-round"])
-    site, dataset, trainer = _round_setup(global_state, conf, cfg, spec)
+    site, dataset, trainer = _round_setup(global_state, conf, exp, spec)
     # the site's own delta (a request can only lower it): the refusal cannot depend on the run
     site_delta = spec.policy.delta if spec.policy.mode == "patient" else priv.delta
     if site_delta * len(dataset) >= 1:
@@ -210,7 +208,7 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
     mu = float(conf.get("proximal-mu", 0.0))
     experiment = experiment_key(priv, run_dir)
     result = private_round(
-        trainer, dataset, public_bank(cfg, site, priv), priv, remembered_ledger(ledger_for(priv, spec.work_dir), spec),
+        trainer, dataset, public_bank(exp, site, priv), priv, remembered_ledger(ledger_for(priv, spec.work_dir), spec),
         experiment=experiment, server_round=server_round, batch_size=trainer.train_cfg.batch_size,
         local_epochs=int(conf["local-epochs"]), local_steps=int(conf["local-steps"]), lr=float(conf["lr"]),
         proximal_mu=mu, global_params=global_state if mu > 0 else None, num_workers=trainer.train_cfg.num_workers,
@@ -258,19 +256,19 @@ def remembered_ledger(ledger: Any, spec: SiteSpec) -> Any:
     return ledger
 
 
-def local_evaluate(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any], spec: SiteSpec,
+def local_evaluate(global_state: StateDict, conf: Mapping[str, Any], exp: Experiment, spec: SiteSpec,
                    log: Logger) -> dict[str, float]:
     """The CLEF loss of the global weights on a few local batches (refused under any DP), computed
     by the trainer (its criterion and forward) in eval mode."""
-    refuse_evaluation_under_dp(cfg, spec)
-    cfg = site_experiment(cfg, spec)
+    refuse_evaluation_under_dp(exp, spec)
+    exp = site_experiment(exp, spec)
     server_round = int(conf.get("server-round", 0))
-    train_cfg = TrainConfig(**cfg["train"])
-    site = prepared_site(spec, cfg)
-    dataset = pretrain_dataset(spec, cfg, site, train_cfg.seed)
-    encoder = build_model(make_config(**cfg["model"]))
+    train_cfg = exp.train
+    site = prepared_site(spec, exp)
+    dataset = pretrain_dataset(spec, exp, site, train_cfg.seed)
+    encoder = build_model(exp.model.encoder_config())
     encoder.load_state_dict(global_state)
-    trainer = Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None)
+    trainer = Trainer(encoder, exp.loss, train_cfg, device=spec.device or None)
     trainer.model.eval()
     # a fixed epoch id keeps the evaluation views the same in every round
     loader = make_loader(dataset, train_cfg, epoch=10**6)

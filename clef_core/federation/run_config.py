@@ -26,19 +26,25 @@ import os
 import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clef_core.config import ConfigError, load_config, merge, unflatten
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 UNSET = ""  # a dotted run_config key left at its pyproject default
 META_KEYS = ("experiment", "set", "run-dir", "sites-manifest", "prepare-sites", "site-preparer")
 
 
-def experiment_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The nested experiment config described by a Flower run_config (see the module docstring)."""
+def experiment_config(run_config: Mapping[str, Any]) -> Experiment:
+    """The experiment described by a Flower run_config (see the module docstring): the one place the
+    ServerApp and the ClientApp turn Flower's flat run_config into an :class:`Experiment`."""
+    from clef_core.experiment import Experiment
+
     experiment = str(run_config.get("experiment", UNSET)) or None
     cfg = load_config(experiment, set_overrides(run_config))
-    return merge(cfg, unflatten(dotted_overrides(run_config)), strict=True)
+    return Experiment.from_dict(merge(cfg, unflatten(dotted_overrides(run_config)), strict=True))
 
 
 def set_overrides(run_config: Mapping[str, Any]) -> list[str]:

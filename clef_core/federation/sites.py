@@ -38,7 +38,6 @@ so later rounds start training at once (Ray reuses its ClientApp actors across r
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import json
@@ -46,10 +45,13 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clef_core.atomic import write_text_atomic
 from clef_core.privacy.policy import PrivacyPolicyError, PrivacyRefusal, SitePolicy
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 MANIFEST_FORMAT = "clef-sites"
 MANIFEST_VERSION = 2
@@ -225,50 +227,48 @@ def resolve_site(node_config: Mapping[str, Any], manifest: Path) -> SiteSpec:
                           "'data-dir=\"...\" site-id=\"...\"') nor 'partition-id' (simulation)")
 
 
-def foreign_folders(cfg: Mapping[str, Any], spec: SiteSpec) -> list[str]:
+def foreign_folders(exp: Experiment, spec: SiteSpec) -> list[str]:
     """The folders on the site's disk that the run names and the site does not read."""
     out = []
     for (section, key), field in SITE_FOLDERS.items():
-        asked, own = str(cfg.get(section, {}).get(key, "")), getattr(spec, field)
+        asked, own = str(getattr(getattr(exp, section), key)), getattr(spec, field)
         if asked and Path(asked).expanduser() != Path(own).expanduser():
             out.append(f"{section}.{key} = {asked!r} (the site reads {own or 'its default'})")
     return out
 
 
-def with_site_folders(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
+def with_site_folders(exp: Experiment, spec: SiteSpec) -> Experiment:
     """The experiment with the site's own folders in place of the run's."""
-    out = copy.deepcopy(dict(cfg))
+    update: dict[str, dict[str, Any]] = {}
     for (section, key), field in SITE_FOLDERS.items():
-        out.setdefault(section, {})[key] = getattr(spec, field)
-    return out
+        update.setdefault(section, {})[key] = getattr(spec, field)
+    return exp.replace(**update)
 
 
-def foreign_preprocess(cfg: Mapping[str, Any], spec: SiteSpec) -> list[str]:
+def foreign_preprocess(exp: Experiment, spec: SiteSpec) -> list[str]:
     """The ``[preprocess]`` values of the run that differ from the site's own."""
     from clef_core.data.preprocess import PreprocessConfig
 
-    asked, own = {**default_preprocess(), **dict(cfg.get("preprocess", {}))}, spec.preprocess
+    asked, own = dataclasses.asdict(exp.preprocess), spec.preprocess
     if PreprocessConfig(**asked) == PreprocessConfig(**own):
         return []
     return [f"preprocess.{k} = {asked.get(k)!r} (the site's is {own.get(k)!r})"
             for k in sorted(own) if asked.get(k) != own.get(k)]
 
 
-def site_experiment(cfg: Mapping[str, Any], spec: SiteSpec) -> dict[str, Any]:
+def site_experiment(exp: Experiment, spec: SiteSpec) -> Experiment:
     """The run's experiment with the site's own folders and ``[preprocess]``; a run that names
     another folder on the site's disk, or other preprocessing, is refused (:class:`PrivacyRefusal`)."""
-    foreign = foreign_folders(cfg, spec)
+    foreign = foreign_folders(exp, spec)
     if foreign:
         raise PrivacyRefusal("refused by the site: the run names a folder on the site's disk",
                              "; ".join(foreign) + " -- set hosp-dir / noise-dir in the site's own node config")
-    other = foreign_preprocess(cfg, spec)
+    other = foreign_preprocess(exp, spec)
     if other:
         raise PrivacyRefusal("refused by the site: the run's [preprocess] is not the site's",
                              "; ".join(other) + " -- which records a site keeps is the site's own setting "
                              "(preprocess-* keys of its node config)")
-    out = with_site_folders(cfg, spec)
-    out["preprocess"] = spec.preprocess
-    return out
+    return with_site_folders(exp, spec).replace(preprocess=spec.preprocess)
 
 
 def site_log(spec: SiteSpec) -> logging.Logger:
@@ -285,20 +285,21 @@ def site_log(spec: SiteSpec) -> logging.Logger:
     return logger
 
 
-def _cache_key(spec: SiteSpec, cfg: Mapping[str, Any]) -> tuple[str, ...]:
-    shaping = {k: cfg.get(k, {}) for k in ("preprocess", "metadata", "risk")}
+def _cache_key(spec: SiteSpec, exp: Experiment) -> tuple[str, ...]:
+    plain = exp.to_dict()
+    shaping = {k: plain[k] for k in ("preprocess", "metadata", "risk")}
     return str(spec.data_dir.resolve()), str(spec.work_dir.resolve()), json.dumps(shaping, sort_keys=True, default=str)
 
 
-def prepared_site(spec: SiteSpec, cfg: Mapping[str, Any]) -> Any:
+def prepared_site(spec: SiteSpec, exp: Experiment) -> Any:
     """The site's :class:`clef_core.pipeline.PreparedSite`, built once (disk and process cache)."""
     from clef_core.pipeline import prepare_site
 
-    key = _cache_key(spec, cfg)
+    key = _cache_key(spec, exp)
     if key not in _PREPARED:
         if not spec.data_dir.is_dir():
             raise FileNotFoundError(f"site {spec.site_id}: data folder {spec.data_dir} does not exist")
-        _PREPARED[key] = prepare_site(spec.data_dir, spec.work_dir, dict(cfg))
+        _PREPARED[key] = prepare_site(spec.data_dir, spec.work_dir, exp)
         report = _PREPARED[key].build_report
         if report is not None:  # the site's own account of its data (record names: store/skipped.csv)
             site_log(spec).info("records: %d used, %d skipped %s; %d windows", report.n_ok, report.n_skipped,
@@ -306,14 +307,13 @@ def prepared_site(spec: SiteSpec, cfg: Mapping[str, Any]) -> Any:
     return _PREPARED[key]
 
 
-def pretrain_dataset(spec: SiteSpec, cfg: Mapping[str, Any], site: Any, seed: int) -> Any:
+def pretrain_dataset(spec: SiteSpec, exp: Experiment, site: Any, seed: int) -> Any:
     """The site's ``PretrainDataset`` (one item per patient), cached like the prepared site."""
-    from clef_core.data.augment import ViewConfig
     from clef_core.task import make_dataset
 
-    key = (*_cache_key(spec, cfg), json.dumps(cfg.get("views", {}), sort_keys=True), seed)
+    key = (*_cache_key(spec, exp), json.dumps(dataclasses.asdict(exp.views), sort_keys=True), seed)
     if key not in _DATASETS:
-        _DATASETS[key] = make_dataset(ViewConfig(**cfg["views"]), site, seed)
+        _DATASETS[key] = make_dataset(exp.views, site, seed)
     return _DATASETS[key]
 
 

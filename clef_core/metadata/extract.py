@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ KINDS = ("auto", "mimic", "wfdb")
 
 def extract_clinical_table(
     source: str | Path,
-    config: MetadataConfig | Mapping[str, Any] | None = None,
+    config: MetadataConfig | None = None,
     *,
     kind: str = "auto",
     progress: Callable[[str], None] | None = None,
@@ -24,7 +23,7 @@ def extract_clinical_table(
     """Extract the clinical table (one row per ECG record) of ``source`` and compute the
     configured risk model's risk and completeness.
 
-    ``config``: a :class:`MetadataConfig`, or a loaded configuration dict (its [metadata] and
+    ``config``: a :class:`MetadataConfig` (an experiment's ``exp.metadata``: its [metadata] and
     [risk] sections), or None for the defaults; keyword ``overrides`` replace single settings
     (``risk_model``, ``region``, ``policy``, ``prevent_variant``, ``prevent_horizon``,
     ``prevent_outcome``, ``pce_race``, ``window_days``, ``diagnosis_window_days``, ``hosp_dir``,
@@ -34,14 +33,9 @@ def extract_clinical_table(
     from clef_core.metadata.mimic import extract_mimic
     from clef_core.metadata.wfdb_headers import extract_wfdb
 
-    if config is None:
-        settings = MetadataConfig()
-    elif isinstance(config, MetadataConfig):
-        settings = config
-    else:
-        settings = MetadataConfig.from_config(config)
+    settings = MetadataConfig() if config is None else config
     if overrides:
-        settings = dataclasses.replace(settings, **overrides)
+        settings = settings.replace(**overrides)
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     source = Path(source)

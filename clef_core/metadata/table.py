@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from clef_core.config import require
 from clef_core.risk import ALL_INPUTS, RiskSettings, risk_frame
-from clef_core.score2 import normalize_policy, normalize_region
 
 FORMAT_VERSION = 1
 BASE_COLUMNS = ("record_id", "subject_id", "ecg_time", *ALL_INPUTS)
@@ -30,44 +29,41 @@ NUMERIC_INPUTS = tuple(name for name in ALL_INPUTS if name != "sex")
 PROBLEM_COLUMNS = ("record_id", "subject_id", "field", "raw_value", "source", "message")
 
 
+# keyword names of the [risk] options in the JSON sidecar and in extract_clinical_table(**overrides)
+SIDECAR_RISK_KEYS = {"region": "region", "policy": "missing_policy", "risk_model": "model", "prevent_variant": "prevent_variant",
+                     "prevent_horizon": "prevent_horizon", "prevent_outcome": "prevent_outcome", "pce_race": "pce_race"}
+
+
 @dataclasses.dataclass(frozen=True)
 class MetadataConfig:
-    """Extraction settings: the [metadata] section plus the [risk] model (``region`` and
-    ``policy`` are risk.region and risk.missing_policy; ``risk_model`` is risk.model)."""
+    """Extraction settings: the [metadata] section and the [risk] model (``risk``; an
+    :class:`~clef_core.experiment.Experiment` holds the same :class:`RiskSettings` as its ``risk``)."""
 
-    window_days: float = 365.0  # a measured value counts when at most this old at the ECG
-    diagnosis_window_days: float = 3650.0  # admissions (diagnosis codes) at most this old
+    window_days: int = 365  # a measured value counts when at most this old at the ECG
+    diagnosis_window_days: int = 3650  # admissions (diagnosis codes) at most this old
     hosp_dir: str = ""  # MIMIC-IV hosp folder; "" = COHORT/hosp
     diagnosis_time: str = "admittime"  # admission time a code is dated by: admittime | dischtime
     absent_code_is_negative: bool = True  # admissions in the window but no code -> 0 (else NaN)
-    region: str = "low"
-    policy: str = "unknown"
-    risk_model: str = "score2"
-    prevent_variant: str = "base"
-    prevent_horizon: int = 10
-    prevent_outcome: str = "total_cvd"
-    pce_race: str = "white"
+    risk: RiskSettings = dataclasses.field(default_factory=RiskSettings)
 
     def __post_init__(self) -> None:
-        if self.window_days <= 0 or self.diagnosis_window_days <= 0:
-            raise ValueError(f"metadata.window_days / diagnosis_window_days must be > 0, got {self.window_days}, {self.diagnosis_window_days}")
-        if self.diagnosis_time not in ("admittime", "dischtime"):
-            raise ValueError(f"metadata.diagnosis_time must be 'admittime' or 'dischtime', got {self.diagnosis_time!r}")
-        object.__setattr__(self, "region", normalize_region(self.region))
-        object.__setattr__(self, "policy", normalize_policy(self.policy))
-        object.__setattr__(self, "pce_race", self.risk_settings.pce_race)  # validates every [risk] option
+        require(self.window_days > 0, "metadata.window_days", self.window_days, "> 0")
+        require(self.diagnosis_window_days > 0, "metadata.diagnosis_window_days", self.diagnosis_window_days, "> 0")
+        require(self.diagnosis_time in ("admittime", "dischtime"), "metadata.diagnosis_time", self.diagnosis_time,
+                "admittime or dischtime")
 
-    @property
-    def risk_settings(self) -> RiskSettings:
-        return RiskSettings(model=self.risk_model, missing_policy=self.policy, region=self.region, prevent_variant=self.prevent_variant,
-                            prevent_horizon=self.prevent_horizon, prevent_outcome=self.prevent_outcome, pce_race=self.pce_race)
+    def replace(self, **changes: Any) -> MetadataConfig:
+        """A copy with ``changes``: [metadata] keys, ``risk``, or the sidecar's names of the [risk] options
+        (``region``, ``policy``, ``risk_model``, ``prevent_variant``, ``prevent_horizon``, ``prevent_outcome``,
+        ``pce_race``)."""
+        risk = {SIDECAR_RISK_KEYS[k]: changes.pop(k) for k in list(changes) if k in SIDECAR_RISK_KEYS}
+        out = dataclasses.replace(self, **changes)
+        return dataclasses.replace(out, risk=dataclasses.replace(out.risk, **risk)) if risk else out
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> MetadataConfig:
-        """From a loaded configuration (``clef_core.config.load_config``)."""
-        risk = dict(cfg.get("risk", {}))
-        renamed = {"model": "risk_model", "missing_policy": "policy"}
-        return cls(**dict(cfg.get("metadata", {})), **{renamed.get(k, k): v for k, v in risk.items()})
+    def sidecar(self) -> dict[str, Any]:
+        """The settings as the table's JSON sidecar has always stored them (flat, [risk] options renamed)."""
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "risk"}
+        return {**plain, **{key: getattr(self.risk, field) for key, field in SIDECAR_RISK_KEYS.items()}}
 
 
 @dataclasses.dataclass
@@ -124,7 +120,7 @@ def finalize(values: pd.DataFrame, problems: pd.DataFrame, settings: MetadataCon
     for name in NUMERIC_INPUTS:
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
     df["sex"] = df["sex"].astype(object).where(df["sex"].notna(), None)
-    risk = risk_frame(df[list(ALL_INPUTS)], settings.risk_settings)
+    risk = risk_frame(df[list(ALL_INPUTS)], settings.risk)
     if extra_reasons is not None:
         extra = extra_reasons.reset_index(drop=True).fillna("").astype(str)
         use = (extra != "") & risk["risk"].isna()
@@ -135,8 +131,8 @@ def finalize(values: pd.DataFrame, problems: pd.DataFrame, settings: MetadataCon
     info = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        **dataclasses.asdict(settings),
-        "reference_population": REFERENCE_ID if settings.policy == "impute_reference" else None,
+        **settings.sidecar(),
+        "reference_population": REFERENCE_ID if settings.risk.missing_policy == "impute_reference" else None,
     }
     return ClinicalTable(table=table, problems=problems_frame(problems), settings=info)
 

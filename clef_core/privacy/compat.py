@@ -25,11 +25,13 @@ Why the rows are what they are:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clef_core.config import ConfigError
 from clef_core.privacy.config import PrivacyConfig
+
+if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
 
 ALL_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 ALL_SPLITS = ("iid", "cart", "dirichlet", "skew")
@@ -68,52 +70,51 @@ def support(mode: str) -> Support:
     raise ConfigError(f"privacy.mode = {mode!r}: expected one of {', '.join(r.mode for r in COMPATIBILITY)}")
 
 
-def clients_per_round(cfg: Mapping[str, Any]) -> int:
+def clients_per_round(exp: Experiment) -> int:
     """The exact number of sites client-level DP expects in every round: ``privacy.clients_per_round``,
     else ``federation.min_available_nodes`` (what the server waits for)."""
-    priv = PrivacyConfig.from_config(dict(cfg))
-    return priv.clients_per_round or int(cfg["federation"]["min_available_nodes"])
+    return exp.privacy.clients_per_round or exp.federation.min_available_nodes
 
 
-def check_privacy(cfg: Mapping[str, Any], n_sites: int | None = None) -> PrivacyConfig:
+def check_privacy(exp: Experiment, n_sites: int | None = None) -> PrivacyConfig:
     """Validate ``[privacy]`` against the rest of the experiment (and the number of sites of a
     prepared simulation, when given); raise :class:`ConfigError` naming the setting and why it is
     refused. Returns the typed privacy settings."""
-    priv = PrivacyConfig.from_config(dict(cfg))
+    priv = exp.privacy
     row = support(priv.mode)
     if not priv.enabled:
         return priv
-    fed = cfg.get("federation", {})
-    norm = cfg.get("model", {}).get("norm", "none")
+    fed = exp.federation
+    norm = exp.model.norm
     if norm not in row.norms:
         raise ConfigError(
             f"model.norm = {norm!r} is refused with privacy.mode = {priv.mode!r}: BatchNorm's running statistics "
             f"are updated from the private batch without clipping or noise (and it couples the patients of a "
             f"batch); use model.norm = \"group\" or \"none\"")
-    strategy = fed.get("strategy", "fedavg")
+    strategy = fed.strategy
     if strategy not in row.strategies:
         raise ConfigError(
             f"federation.strategy = {strategy!r} is refused with privacy.mode = {priv.mode!r}: Flower's DP-FedAvg "
             f"accountant accounts only the stock FedAvg aggregation (use {' or '.join(row.strategies)}); a "
             f"server optimizer such as FedAdam/FedYogi is not accepted by flwr 1.41's accounted wrapper")
-    if float(fed.get("fraction_evaluate", 0.0)) > 0:
+    if fed.fraction_evaluate > 0:
         raise ConfigError(
-            f"federation.fraction_evaluate = {fed['fraction_evaluate']!r} is refused with privacy.mode = "
+            f"federation.fraction_evaluate = {fed.fraction_evaluate!r} is refused with privacy.mode = "
             f"{priv.mode!r}: federated evaluation sends a loss computed on the sites' patients without noise, "
             f"outside the privacy guarantee; use the server's held-out probe (federation.eval_every) instead")
-    split = fed.get("split", "iid")
+    split = fed.split
     if split not in row.splits:
         raise ConfigError(f"federation.split = {split!r} is refused with privacy.mode = {priv.mode!r}")
     if priv.mode == "client":
-        m = clients_per_round(cfg)
+        m = clients_per_round(exp)
         why = ("client-level DP accounting (flwr 1.41, no amplification) needs exactly the same sites in every "
                f"round and no dropout: set federation.fraction_train = 1.0 and federation.min_train_nodes = "
                f"federation.min_available_nodes = {m} (the number of sites)")
-        if float(fed.get("fraction_train", 1.0)) != 1.0:
-            raise ConfigError(f"federation.fraction_train = {fed['fraction_train']!r} is refused: {why}")
+        if fed.fraction_train != 1.0:
+            raise ConfigError(f"federation.fraction_train = {fed.fraction_train!r} is refused: {why}")
         for key in ("min_train_nodes", "min_available_nodes"):
-            if int(fed.get(key, m)) != m:
-                raise ConfigError(f"federation.{key} = {fed[key]!r} is refused with privacy.mode = 'client': {why}")
+            if getattr(fed, key) != m:
+                raise ConfigError(f"federation.{key} = {getattr(fed, key)!r} is refused with privacy.mode = 'client': {why}")
         if n_sites is not None and n_sites != m:
             raise ConfigError(f"the federation has {n_sites} sites but privacy.mode = 'client' expects exactly {m} in "
                               f"every round: {why}")

@@ -18,10 +18,11 @@ import dataclasses
 import math
 from typing import Any
 
-from clef_core.config import ConfigError
+from clef_core.config import require
 
 MODES = ("off", "patient", "client")
 BUDGET_SCOPES = ("experiment", "site")
+SITE_OWNED = ("budget_scope", "ledger_dir")  # set by a site's policy (privacy/policy.py), never by the experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,33 +42,24 @@ class PrivacyConfig:
     clients_per_round: int = 0  # client mode: sites in every round (0: federation.min_available_nodes)
 
     def __post_init__(self) -> None:
-        _check(self.mode in MODES, "mode", self.mode, " | ".join(MODES))
-        _check(math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0, "noise_multiplier",
+        require(self.mode in MODES, "privacy.mode", self.mode, " | ".join(MODES))
+        require(math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0, "privacy.noise_multiplier",
                self.noise_multiplier, ">= 0")
-        _check(self.mode == "off" or self.noise_multiplier > 0, "noise_multiplier", self.noise_multiplier,
+        require(self.mode == "off" or self.noise_multiplier > 0, "privacy.noise_multiplier", self.noise_multiplier,
                f"> 0 when mode = {self.mode!r} (0 would release unnoised gradients)")
-        _check(math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", self.clip_norm, "> 0")
-        _check(0 < self.delta < 1, "delta", self.delta, "in (0, 1)")
-        _check(math.isfinite(self.budget_epsilon) and self.budget_epsilon >= 0, "budget_epsilon",
+        require(math.isfinite(self.clip_norm) and self.clip_norm > 0, "privacy.clip_norm", self.clip_norm, "> 0")
+        require(0 < self.delta < 1, "privacy.delta", self.delta, "in (0, 1)")
+        require(math.isfinite(self.budget_epsilon) and self.budget_epsilon >= 0, "privacy.budget_epsilon",
                self.budget_epsilon, ">= 0 (0: no budget)")
-        _check(self.budget_scope in BUDGET_SCOPES, "budget_scope", self.budget_scope, " | ".join(BUDGET_SCOPES))
-        _check(self.bank_size >= 1, "bank_size", self.bank_size, ">= 1")
-        _check(self.bank_refresh >= 1, "bank_refresh", self.bank_refresh, ">= 1")
-        _check(self.vmap_chunk >= 0, "vmap_chunk", self.vmap_chunk, ">= 0 (0: whole batch)")
-        _check(self.clients_per_round >= 0, "clients_per_round", self.clients_per_round, ">= 0 (0: all sites)")
+        require(self.budget_scope in BUDGET_SCOPES, "privacy.budget_scope", self.budget_scope, " | ".join(BUDGET_SCOPES))
+        require(self.bank_size >= 1, "privacy.bank_size", self.bank_size, ">= 1")
+        require(self.bank_refresh >= 1, "privacy.bank_refresh", self.bank_refresh, ">= 1")
+        require(self.vmap_chunk >= 0, "privacy.vmap_chunk", self.vmap_chunk, ">= 0 (0: whole batch)")
+        require(self.clients_per_round >= 0, "privacy.clients_per_round", self.clients_per_round, ">= 0 (0: all sites)")
 
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> PrivacyConfig:
-        return cls(**cfg.get("privacy", {}))
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _check(ok: bool, key: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"privacy.{key} = {value!r}: expected {expected}")

@@ -5,7 +5,7 @@ smoking, diabetes -> true SCORE2), ECG signals that depend on it (a vectorised 3
 beat model), site-specific devices and record keeping. See docs/synthetic-cohort.md.
 
     from clef_core.synth import SynthConfig, generate_cohort
-    summary = generate_cohort(out_dir, **SynthConfig(**cfg["synth"]).as_kwargs())
+    summary = generate_cohort(out_dir, **exp.synth.as_kwargs())   # exp: clef_core.experiment.Experiment
 """
 
 from clef_core.synth.clinical import ClinicalCohort, draw_clinical

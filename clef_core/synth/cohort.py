@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clef_core.config import require
 import numpy as np
 import pandas as pd
 
@@ -49,16 +50,12 @@ class SynthConfig(RiskLink):
         super().__post_init__()
         object.__setattr__(self, "records_per_patient", tuple(int(v) for v in self.records_per_patient))
         object.__setattr__(self, "carts_per_site", tuple(int(v) for v in self.carts_per_site))
-        if len(self.records_per_patient) != 2 or len(self.carts_per_site) != 2:
-            raise ValueError("synth.records_per_patient and synth.carts_per_site are [min, max] pairs")
-        if self.patients < 1 or self.sites < 1:
-            raise ValueError(f"synth.patients and synth.sites must be >= 1, got {self.patients} and {self.sites}")
-        if not 1 <= self.records_per_patient[0] <= self.records_per_patient[1]:
-            raise ValueError(f"synth.records_per_patient must be 1 <= min <= max, got {list(self.records_per_patient)}")
-        if not 1 <= self.carts_per_site[0] <= self.carts_per_site[1]:
-            raise ValueError(f"synth.carts_per_site must be 1 <= min <= max, got {list(self.carts_per_site)}")
-        if self.region not in REGIONS:
-            raise ValueError(f"synth.region must be one of {REGIONS}, got {self.region!r}")
+        for name in ("records_per_patient", "carts_per_site"):
+            pair = list(getattr(self, name))
+            require(len(pair) == 2 and 1 <= pair[0] <= pair[1], f"synth.{name}", pair, "a [min, max] pair, 1 <= min <= max")
+        require(self.patients >= 1, "synth.patients", self.patients, ">= 1")
+        require(self.sites >= 1, "synth.sites", self.sites, ">= 1")
+        require(self.region in REGIONS, "synth.region", self.region, " | ".join(REGIONS))
 
     def as_kwargs(self) -> dict:
         return asdict(self)

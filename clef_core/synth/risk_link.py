@@ -33,6 +33,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from clef_core.config import require
 RISK_LABELS = {
     "cvd_event": "a cardiovascular event in follow-up, drawn from the hidden risk factor (synth.risk_labels)",
 }
@@ -54,15 +55,12 @@ class RiskLink:
     risk_coverage: float = -1.0
 
     def __post_init__(self) -> None:
-        if not self.risk_signal >= 0 or not self.site_nuisance >= 0:
-            raise ValueError(f"synth.risk_signal and synth.site_nuisance must be >= 0, got {self.risk_signal}, {self.site_nuisance}")
-        if not 0 <= self.risk_factor_age <= 1:
-            raise ValueError(f"synth.risk_factor_age must lie in [0, 1], got {self.risk_factor_age}")
-        if not (self.risk_coverage < 0 or self.risk_coverage <= 1):
-            raise ValueError(f"synth.risk_coverage must be in [0, 1] (negative: off), got {self.risk_coverage}")
+        require(self.risk_signal >= 0, "synth.risk_signal", self.risk_signal, ">= 0")
+        require(self.site_nuisance >= 0, "synth.site_nuisance", self.site_nuisance, ">= 0")
+        require(0 <= self.risk_factor_age <= 1, "synth.risk_factor_age", self.risk_factor_age, "in [0, 1]")
+        require(self.risk_coverage <= 1, "synth.risk_coverage", self.risk_coverage, "in [0, 1] (negative: off)")
         for name in ("site_risk_link", "site_missing_link"):
-            if not -1 <= getattr(self, name) <= 1:
-                raise ValueError(f"synth.{name} must lie in [-1, 1], got {getattr(self, name)}")
+            require(-1 <= getattr(self, name) <= 1, f"synth.{name}", getattr(self, name), "in [-1, 1]")
 
     @property
     def factor_needed(self) -> bool:

@@ -1,6 +1,6 @@
-"""Typed views of the ``[train]`` and ``[loss]`` config sections.
+"""Typed views of the ``[train]``, ``[loss]`` and ``[distill]`` config sections.
 
-Build them with ``TrainConfig(**cfg["train"])`` and ``LossConfig(**cfg["loss"])``; values are
+An experiment holds them as ``exp.train`` and ``exp.loss`` (:mod:`clef_core.experiment`); values are
 checked on construction so a bad experiment file fails before any data is touched.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from clef_core.config import ConfigError
+from clef_core.config import require
 
 LOSS_KINDS = ("clef", "ntxent")
 SCHEDULES = ("cosine", "sgdr")
@@ -40,20 +40,20 @@ class TrainConfig:
     log_every: int = 0  # also write a metrics line every k optimizer steps; 0: per epoch only
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
-        _check(self.lr > 0, "train.lr", self.lr, "> 0")
-        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
-        _check(self.epochs >= 0, "train.epochs", self.epochs, ">= 0")
-        _check(self.max_steps >= 0, "train.max_steps", self.max_steps, ">= 0 (0: no limit)")
-        _check(self.schedule in SCHEDULES, "train.schedule", self.schedule, " or ".join(SCHEDULES))
-        _check(0 <= self.warmup_fraction < 1, "train.warmup_fraction", self.warmup_fraction, "in [0, 1)")
-        _check(self.warm_restart_t0 >= 1, "train.warm_restart_t0", self.warm_restart_t0, ">= 1")
-        _check(self.warm_restart_tmult >= 1, "train.warm_restart_tmult", self.warm_restart_tmult, ">= 1")
-        _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0 (0: off)")
-        _check(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")
-        _check(self.log_every >= 0, "train.log_every", self.log_every, ">= 0")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        require(self.lr > 0, "train.lr", self.lr, "> 0")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        require(self.epochs >= 0, "train.epochs", self.epochs, ">= 0")
+        require(self.max_steps >= 0, "train.max_steps", self.max_steps, ">= 0 (0: no limit)")
+        require(self.schedule in SCHEDULES, "train.schedule", self.schedule, " or ".join(SCHEDULES))
+        require(0 <= self.warmup_fraction < 1, "train.warmup_fraction", self.warmup_fraction, "in [0, 1)")
+        require(self.warm_restart_t0 >= 1, "train.warm_restart_t0", self.warm_restart_t0, ">= 1")
+        require(self.warm_restart_tmult >= 1, "train.warm_restart_tmult", self.warm_restart_tmult, ">= 1")
+        require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0 (0: off)")
+        require(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")
+        require(self.log_every >= 0, "train.log_every", self.log_every, ">= 0")
         ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
-        _check(ok_device, "train.device", self.device, "auto, cpu, cuda, cuda:N or mps")
+        require(ok_device, "train.device", self.device, "auto, cpu, cuda, cuda:N or mps")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,22 +77,52 @@ class LossConfig:
     weight_power: float = 1.0  # D of known pairs raised to this power (1: paper; > 1 sharper)
 
     def __post_init__(self) -> None:
-        _check(self.kind in LOSS_KINDS, "loss.kind", self.kind, " or ".join(LOSS_KINDS))
-        _check(self.tau > 0, "loss.tau", self.tau, "> 0")
-        _check(0 <= self.alpha <= 1, "loss.alpha", self.alpha, "in [0, 1]")
-        _check(self.weight_norm in WEIGHT_NORMS, "loss.weight_norm", self.weight_norm, " or ".join(WEIGHT_NORMS))
-        _check(self.align_weight >= 0, "loss.align_weight", self.align_weight, ">= 0")
-        _check(self.risk_scaling in RISK_SCALINGS, "loss.risk_scaling", self.risk_scaling, " or ".join(RISK_SCALINGS))
-        _check(self.shuffle_scope in SHUFFLE_SCOPES, "loss.shuffle_scope", self.shuffle_scope, " or ".join(SHUFFLE_SCOPES))
-        _check(self.unknown_weight in UNKNOWN_WEIGHTS, "loss.unknown_weight", self.unknown_weight,
+        require(self.kind in LOSS_KINDS, "loss.kind", self.kind, " or ".join(LOSS_KINDS))
+        require(self.tau > 0, "loss.tau", self.tau, "> 0")
+        require(0 <= self.alpha <= 1, "loss.alpha", self.alpha, "in [0, 1]")
+        require(self.weight_norm in WEIGHT_NORMS, "loss.weight_norm", self.weight_norm, " or ".join(WEIGHT_NORMS))
+        require(self.align_weight >= 0, "loss.align_weight", self.align_weight, ">= 0")
+        require(self.risk_scaling in RISK_SCALINGS, "loss.risk_scaling", self.risk_scaling, " or ".join(RISK_SCALINGS))
+        require(self.shuffle_scope in SHUFFLE_SCOPES, "loss.shuffle_scope", self.shuffle_scope, " or ".join(SHUFFLE_SCOPES))
+        require(self.unknown_weight in UNKNOWN_WEIGHTS, "loss.unknown_weight", self.unknown_weight,
                " or ".join(UNKNOWN_WEIGHTS))
-        _check(self.weight_power > 0, "loss.weight_power", self.weight_power, "> 0")
-        _check(self.projection_dim >= 0, "loss.projection_dim", self.projection_dim, ">= 0 (0: no head)")
+        require(self.weight_power > 0, "loss.weight_power", self.weight_power, "> 0")
+        require(self.projection_dim >= 0, "loss.projection_dim", self.projection_dim, ">= 0 (0: no head)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _check(ok: bool, key: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """The ``[distill]`` config section (configs/default.toml documents each key)."""
+
+    scale: str = "tiny"
+    sample_rate: int = 250
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    stat_views: int = 256
+    device: str = "auto"
+    log_every: int = 0
+    export: bool = True
+    calibration: str = ""
+
+    def __post_init__(self) -> None:
+        for key, ok, expected in (("sample_rate", self.sample_rate > 0, "> 0"), ("steps", self.steps >= 1, ">= 1"),
+                                  ("batch_size", self.batch_size >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0"),
+                                  ("stat_views", self.stat_views >= 2, ">= 2"), ("log_every", self.log_every >= 0, ">= 0")):
+            require(ok, f"distill.{key}", getattr(self, key), expected)
+
+    def train_config(self, epochs: int) -> TrainConfig:
+        """The optimisation of ``epochs`` passes: one cosine decay from ``lr`` over all of them."""
+        return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, epochs=epochs,
+                           max_steps=self.steps, schedule="sgdr", warm_restart_t0=max(1, epochs), warm_restart_tmult=1,
+                           grad_clip=self.grad_clip, seed=self.seed, device=self.device, log_every=self.log_every)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from clef_core.checkpoint import save_model, to_plain
-from clef_core.data.augment import ViewConfig
-from clef_core.encoders.config import make_config
 from clef_core.run_folder import MetricsLog, RunFolder, covered, open_metrics_log
 from clef_core.task import build_model, fit, make_dataset, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
 if TYPE_CHECKING:
+    from clef_core.experiment import Experiment
     from clef_core.pipeline import PreparedSite
+    from clef_core.privacy.config import PrivacyConfig
 
 STATE_FILE = "train_state.pt"
 FINAL_MODEL = "final_model.pt"
@@ -55,7 +55,7 @@ class PretrainResult:
 
 
 def pretrain(
-    cfg: dict[str, Any],
+    exp: Experiment,
     *,
     run_dir: str | Path,
     site: PreparedSite,
@@ -67,16 +67,15 @@ def pretrain(
 
     Central pretraining applies no differential privacy: a config asking for it is refused
     rather than silently trained without it (DP runs at each site: clef simulate, deployment)."""
-    refuse_privacy(cfg)
+    refuse_privacy(exp.privacy)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
-    train_cfg = TrainConfig(**cfg["train"])
-    loss_cfg = LossConfig(**cfg["loss"])
+    train_cfg, loss_cfg = exp.train, exp.loss
     state_path = run_dir / STATE_FILE
 
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(make_config(**cfg["model"])), loss_cfg, train_cfg)
+    trainer = Trainer(build_model(exp.model.encoder_config()), loss_cfg, train_cfg)
     resumed_from = None
     state = folder.resume_state(STATE_FILE, resume=resume)
     if state is not None:
@@ -85,7 +84,7 @@ def pretrain(
         resumed_from = trainer.epoch
         folder.truncate_metrics(covered(trainer.epoch, trainer.step))
     with folder.tracking_status(epoch=trainer.epoch, step=trainer.step, epochs=train_cfg.epochs) as status:
-        dataset = make_dataset(ViewConfig(**cfg["views"]), site, train_cfg.seed)
+        dataset = make_dataset(exp.views, site, train_cfg.seed)
         if len(dataset) == 0:
             raise ValueError(f"{site.root}: no usable patients to pretrain on")
 
@@ -97,7 +96,7 @@ def pretrain(
             run_dir / FINAL_MODEL,
             trainer.model,
             preprocess=model_preprocess(site),
-            provenance=pretrain_provenance(cfg, site, trainer, final_loss, dataset),
+            provenance=pretrain_provenance(exp, site, trainer, final_loss, dataset),
         )
         status.update(epoch=trainer.epoch, step=trainer.step, final_model=str(final))
     return PretrainResult(
@@ -166,8 +165,8 @@ def run_epochs(
                    progress=label if progress else None)
 
 
-def refuse_privacy(cfg: dict[str, Any]) -> None:
-    mode = cfg.get("privacy", {}).get("mode", "off")
+def refuse_privacy(privacy: PrivacyConfig) -> None:
+    mode = privacy.mode
     if mode != "off":
         raise ValueError(
             f"privacy.mode = {mode!r} is not applied by central pretraining: differential privacy runs at each "
@@ -175,7 +174,7 @@ def refuse_privacy(cfg: dict[str, Any]) -> None:
 
 
 def pretrain_provenance(
-    cfg: dict[str, Any],
+    exp: Experiment,
     site: PreparedSite,
     trainer: Trainer,
     final_loss: float,
@@ -188,10 +187,10 @@ def pretrain_provenance(
                  "records_without_metadata": getattr(dataset, "n_without_metadata", None)},
         "loss": trainer.loss_cfg.to_dict(),
         "train": trainer.train_cfg.to_dict(),
-        "model": dict(cfg["model"]),
-        "views": dict(cfg["views"]),
+        "model": dataclasses.asdict(exp.model),
+        "views": dataclasses.asdict(exp.views),
         "noise": noise.describe() if hasattr(noise, "describe") else None,
-        "risk": dict(cfg.get("risk", {})),
+        "risk": dataclasses.asdict(exp.risk),
         "privacy": None,
         "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss},
         "device": str(trainer.device),
