@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 if TYPE_CHECKING:
     from clef_core.data.augment import ViewConfig
+    from clef_core.data.datasets import PretrainDataset
     from clef_core.encoders.settings import EncoderConfig
     from clef_core.encoders.net1d import Net1D
     from clef_core.prepared_site import PreparedSite
@@ -40,7 +41,7 @@ def build_model(model: EncoderConfig) -> Net1D:
     return Net1D(model)
 
 
-def make_dataset(views: ViewConfig, site: PreparedSite, seed: int) -> Dataset:
+def make_dataset(views: ViewConfig, site: PreparedSite, seed: int) -> PretrainDataset:
     """``PretrainDataset`` over the site, with the noise bank of ``[views]`` at the store's rate."""
     from clef_core.data.datasets import PretrainDataset
     from clef_core.data.noise import NoiseBank

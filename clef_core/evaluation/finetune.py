@@ -84,7 +84,7 @@ def finetune(
     rng = np.random.default_rng(cfg.seed)
     enc = copy.deepcopy(encoder).train()
     labels = [str(label) for label in labels]
-    head = nn.Linear(int(enc.emb_dim), len(labels))
+    head = nn.Linear(int(getattr(enc, "emb_dim")), len(labels))
     if kind == "multiclass":
         target = torch.as_tensor(np.asarray(y, np.int64).ravel())
         weight = torch.as_tensor(balanced_weights(target.numpy(), len(labels)), dtype=torch.float32) if class_weight == "balanced" else None

@@ -34,7 +34,7 @@ import dataclasses
 import math
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any, cast
 
 import torch
@@ -146,7 +146,7 @@ def zero_nonfinite(grads: Mapping[str, torch.Tensor],
 
 def clip_and_sum(grads: Mapping[str, torch.Tensor], clip_norm: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(sum_i g_i min(1, C / ||g_i||), (N,) norms before clipping); the norm spans all parameters."""
-    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+    norms = torch.sqrt(cast(torch.Tensor, sum(g.flatten(1).pow(2).sum(1) for g in grads.values())))
     factor = (clip_norm / (norms + 1e-12)).clamp(max=1.0)
     return {k: torch.einsum("i,i...->...", factor, g) for k, g in grads.items()}, norms
 
@@ -259,7 +259,7 @@ class PatientDPSGD:
         from clef_core.train.trainer import StepOutcome
 
         tr = self.trainer
-        expected = sample_rate * len(dataset)
+        expected = sample_rate * len(cast(Sized, dataset))
         anchors = tr._proximal_anchors(global_params) if proximal_mu > 0 else None
         started = time.perf_counter()
         totals = {"patients": 0, "empty": 0, "loss": 0.0, "clipped": 0.0}

@@ -34,6 +34,7 @@ from clef_core.train.settings import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
 if TYPE_CHECKING:
+    from clef_core.data.datasets import PretrainDataset
     from clef_core.experiment import Experiment
     from clef_core.prepared_site import PreparedSite
     from clef_core.privacy.settings import PrivacyConfig
@@ -178,7 +179,7 @@ def pretrain_provenance(
     site: PreparedSite,
     trainer: Trainer,
     final_loss: float,
-    dataset: torch.utils.data.Dataset,
+    dataset: PretrainDataset,
 ) -> dict[str, Any]:
     noise = getattr(dataset, "noise_bank", None)
     return {
@@ -189,7 +190,7 @@ def pretrain_provenance(
         "train": trainer.train_cfg.to_dict(),
         "model": dataclasses.asdict(exp.model),
         "views": dataclasses.asdict(exp.views),
-        "noise": noise.describe() if hasattr(noise, "describe") else None,
+        "noise": noise.describe() if noise is not None and hasattr(noise, "describe") else None,
         "risk": dataclasses.asdict(exp.risk),
         "privacy": None,
         "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss},

@@ -208,7 +208,7 @@ class Trainer:
         self.train_cfg = train_cfg
         self.device = resolve_device(device if device is not None else train_cfg.device)
         self.model = encoder.to(self.device)
-        self.head = (projection_head(int(encoder.emb_dim), loss_cfg.projection_dim).to(self.device)
+        self.head = (projection_head(int(getattr(encoder, "emb_dim")), loss_cfg.projection_dim).to(self.device)
                      if loss_cfg.projection_dim else None)
         self.criterion: Criterion = criterion if criterion is not None else contrastive_criterion(loss_cfg)
         self.unpack: Unpack = unpack if unpack is not None else self.contrastive_batch
@@ -227,7 +227,7 @@ class Trainer:
         self.scheduled_epochs = 0  # calls whose lr came from the scheduler
         self._unchecked: list[tuple[int, int, torch.Tensor]] = []  # (step, batch, finite?) not yet read
 
-    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             optimizer, T_0=self.train_cfg.warm_restart_t0, T_mult=self.train_cfg.warm_restart_tmult
         )
@@ -555,7 +555,9 @@ def warmup_cosine(step: int, total: int, base_lr: float, warmup_fraction: float)
 
 def capture_rng() -> dict[str, Any]:
     """python, numpy (legacy global) and torch RNG states as plain values/tensors."""
-    np_name, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy tuple (get_state's default)
+    np_name, np_key, np_pos, np_has_gauss, np_gauss = state
     return {
         "python": random.getstate(),
         "numpy": {"name": np_name, "key": torch.from_numpy(np_key.astype(np.int64)), "pos": int(np_pos),
