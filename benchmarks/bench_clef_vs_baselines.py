@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     from clef_core.evaluation.embed import embed
     from clef_core.evaluation.evidence import distance_risk_spearman
     from clef_core.evaluation.run import evaluate_task
-    from clef_core.evaluation.sites import synthetic_site
+    from clef_core.evaluation.labelled_data import synthetic_site
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]

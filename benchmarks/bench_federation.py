@@ -65,12 +65,12 @@ import numpy as np
 import torch
 
 from clef_core.experiment import Experiment, load_experiment
-from clef_core.pipeline import prepare_site
+from clef_core.prepared_site import prepare_site
 from clef_core.task import build_model, make_dataset
 from clef_core.train.trainer import Trainer, seed_everything
 from simulations.guard import descendants
 from simulations.run import simulate
-from simulations.sites import prepare_federation
+from simulations.site_folders import prepare_federation
 
 TARGET = 1.2
 SCALES = ("small", "medium", "large")
@@ -351,7 +351,7 @@ def traffic(args: argparse.Namespace, cfg: Experiment, out: Path, rows: list[dic
 
 
 def probe_site(encoder: torch.nn.Module, site_dir: Path, work: Path, cfg: Experiment) -> float:
-    from server.probe import ProbeSet, linear_probe
+    from server.held_out_probe import ProbeSet, linear_probe
 
     probe = ProbeSet.from_site(prepare_site(site_dir, work, cfg))
     return linear_probe(encoder, probe).get("probe_auroc", math.nan) if probe is not None else math.nan
@@ -359,8 +359,8 @@ def probe_site(encoder: torch.nn.Module, site_dir: Path, work: Path, cfg: Experi
 
 def quality(args: argparse.Namespace) -> None:
     from clef_core.checkpoint import load_model
-    from clef_core.pipeline import default_cohort
-    from clef_core.federation.sites import SiteSpec
+    from clef_core.prepared_site import default_cohort
+    from clef_core.federation.site_spec import SiteSpec
     from simulations.partition import Split, SplitSpec, split_cohort
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-federation-quality-"))

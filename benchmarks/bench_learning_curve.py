@@ -102,11 +102,11 @@ def arm_name(variant: str, loss: str, steps: int, n_variants: int) -> str:
 def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The study's cohorts, task, evidence inputs and split (cached under OUT/data)."""
     from clef_core.evaluation.label_efficiency import three_way_split
-    from clef_core.evaluation.sites import synthetic_site
+    from clef_core.evaluation.labelled_data import synthetic_site
     from clef_core.evaluation.study import StudyConfig
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
     from clef_core.experiment import Experiment
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
 
     study = StudyConfig(**{**cfg["study"], "label_fractions": tuple(args.fractions), "subsamples": args.subsamples,
                            "seeds": tuple(args.seeds), "workers": args.workers, "threads": 1})

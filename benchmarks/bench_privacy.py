@@ -15,7 +15,7 @@ row is read against), pretrained for ``--epochs`` passes without DP, with the DP
 objective and (almost) no noise -- the zero-noise control: each patient against the public bank,
 clipped, Poisson-sampled, sigma 1e-6 -- and with DP at epsilon = 1, 3, 8 (delta 1e-5; the noise
 multiplier is solved for by bisection on the RDP accountant given q and the steps), for each of
-``--seeds``; then a linear probe (server.probe: grouped 5-fold logistic regression, mean AUROC
+``--seeds``; then a linear probe (server.held_out_probe: grouped 5-fold logistic regression, mean AUROC
 over the synthetic labels) scores each on the held-out patients. "no DP" vs the control is what
 the DP objective costs; the control vs each epsilon is what the noise costs; every row vs
 "untrained" (paired by seed: same initial weights) is what pretraining gives at all. ``--runs``
@@ -113,9 +113,9 @@ RUNS = ("untrained", "nodp", "control", "eps")
 
 def probe(args: argparse.Namespace) -> None:
     from clef_core.experiment import load_experiment
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
     from clef_core.task import make_dataset, make_loader
-    from server.probe import ProbeSet, linear_probe
+    from server.held_out_probe import ProbeSet, linear_probe
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-privacy-"))
     cfg = load_experiment(None, [f"synth.patients={args.patients}", "synth.sites=1", "model.norm=\"group\""])

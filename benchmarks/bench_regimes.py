@@ -174,11 +174,11 @@ def arm_embeddings(arm: str, seed: int, cfg: dict[str, Any], args: argparse.Name
 def prepare(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The pretraining cohort, its IID site split (no hold-out), the evaluation task and its split."""
     from clef_core.evaluation.label_efficiency import three_way_split
-    from clef_core.evaluation.sites import synthetic_site
+    from clef_core.evaluation.labelled_data import synthetic_site
     from clef_core.evaluation.study import StudyConfig
     from clef_core.experiment import Experiment
     from clef_core.evaluation.tasks import synthetic_task
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
     from simulations.partition import SplitSpec, split_cohort
 
     study = StudyConfig(**{**cfg["study"], "label_fractions": tuple(args.fractions), "subsamples": args.subsamples,

@@ -77,7 +77,7 @@ def quality(model, cfg, settings, work: Path, eval_cohort: Path) -> dict:
     from clef_core.evaluation.mitdb import DS1, resolve_records
     from clef_core.evaluation.run import evaluate_task
     from clef_core.paths import shared_data_dir
-    from clef_core.evaluation.sites import synthetic_site, with_model_preprocess
+    from clef_core.evaluation.labelled_data import synthetic_site, with_model_preprocess
     from clef_core.evaluation.tasks import mitdb_task, synthetic_task
 
     cfg_m = with_model_preprocess(cfg, model.preprocess)
@@ -119,8 +119,8 @@ def main() -> int:
                                  f"train.max_steps={a.teacher_steps}", *a.set])
 
     from clef_core.distill import distill
-    from clef_core.evaluation.sites import with_model_preprocess
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.evaluation.labelled_data import with_model_preprocess
+    from clef_core.prepared_site import default_cohort, prepare_site
     from clef_core.train import pretrain
 
     pre_cohort = None

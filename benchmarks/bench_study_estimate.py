@@ -48,8 +48,8 @@ def measure(cfg: dict, work: Path) -> dict[str, float]:
     from clef_core.evaluation.finetune import FinetuneConfig, finetune
     from clef_core.evaluation.label_efficiency import fit_logistic_grid, paired_bootstrap
     from clef_core.experiment import Experiment
-    from clef_core.pipeline import default_cohort, prepare_site
-    from clef_core.train.config import TrainConfig
+    from clef_core.prepared_site import default_cohort, prepare_site
+    from clef_core.train.settings import TrainConfig
     from clef_core.task import make_dataset, make_loader
 
     torch.set_num_threads(1)

@@ -107,7 +107,7 @@ def bench_data(patients: int, batch: int) -> dict[str, float]:
     import tempfile
 
     from clef_core.experiment import load_experiment
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
     from clef_core.task import make_dataset, make_loader
 
     cfg = load_experiment(overrides=[f"synth.patients={patients}", f"train.batch_size={batch}"])

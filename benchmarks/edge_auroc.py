@@ -83,7 +83,7 @@ def per_label(kind: str, metrics: dict[str, Any]) -> tuple[float, dict[str, floa
 def pretrain_small(work: Path, data: Path, steps: int) -> Path:
     """A small encoder pretrained ``steps`` steps on the MIT-BIH records (unlabelled, batch 16, lr 1e-3)."""
     from clef_core.experiment import load_experiment
-    from clef_core.pipeline import prepare_site
+    from clef_core.prepared_site import prepare_site
     from clef_core.train import pretrain
 
     cfg = load_experiment(overrides=["train.batch_size=16", "train.lr=1e-3", "train.epochs=100000",
@@ -99,7 +99,7 @@ def measure(checkpoint: Path, export_dir: Path, *, data: Path, runtimes: list[st
     from clef_core.data.preprocess import PreprocessConfig, zscore
     from clef_core.evaluation.embed import embed
     from clef_core.evaluation.mitdb import DS1, resolve_records
-    from clef_core.evaluation.sites import synthetic_site, with_model_preprocess
+    from clef_core.evaluation.labelled_data import synthetic_site, with_model_preprocess
     from clef_core.experiment import load_experiment
     from clef_core.evaluation.tasks import mitdb_task, synthetic_task
     from edge.export.gate import fidelity

@@ -50,13 +50,13 @@ from torch import nn
 from clef_core.checkpoint import load_model, save_model, to_plain
 from clef_core.run_folder import RunFolder, covered
 from clef_core.task import make_dataset
-from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import run_epochs
+from clef_core.train.settings import LossConfig, TrainConfig
+from clef_core.train.central import run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
     from clef_core.experiment import Experiment
-    from clef_core.pipeline import PreparedSite
+    from clef_core.prepared_site import PreparedSite
 
 STATE_FILE = "distill_state.pt"
 STUDENT_FILE = "student.pt"

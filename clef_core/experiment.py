@@ -22,14 +22,14 @@ from typing import Any
 from clef_core.config import ConfigError, apply_overrides, flatten, load_config, merge, upgrade_legacy
 from clef_core.data.augment import ViewConfig
 from clef_core.data.preprocess import PreprocessConfig
-from clef_core.encoders.config import ModelConfig
+from clef_core.encoders.settings import ModelConfig
 from clef_core.evaluation.settings import EvalSettings, StudyConfig, SweepConfig
 from clef_core.federation.settings import FederationSettings
 from clef_core.metadata.table import MetadataConfig
-from clef_core.privacy.config import SITE_OWNED, PrivacyConfig
+from clef_core.privacy.settings import SITE_OWNED, PrivacyConfig
 from clef_core.risk.settings import RiskSettings
 from clef_core.synth.cohort import SynthConfig
-from clef_core.train.config import DistillConfig, LossConfig, TrainConfig
+from clef_core.train.settings import DistillConfig, LossConfig, TrainConfig
 
 # fields of a section's dataclass that are not keys of its [section]: MetadataConfig.risk is the
 # [risk] section; the site-owned privacy fields come from a site's policy, never from the experiment

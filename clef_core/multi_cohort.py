@@ -24,7 +24,7 @@ import pandas as pd
 
 from clef_core.atomic import write_json_atomic
 from clef_core.data.records import RecordRef, detect_layout, iter_source
-from clef_core.pipeline import (CACHE_VERSION, SITE_KEY, PreparedSite, clinical_table, cohort_fingerprint,
+from clef_core.prepared_site import (CACHE_VERSION, SITE_KEY, PreparedSite, clinical_table, cohort_fingerprint,
                                 prepare_site)
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """A resumable command's run folder: atomic state files, metrics.jsonl, status.json, NaN-safe JSON.
 
-Central pretraining (:mod:`clef_core.train.loop`), distillation (:mod:`clef_core.distill`) and
-the federated server (:mod:`server.checkpoint`, which adds its round checkpoints) keep their
+Central pretraining (:mod:`clef_core.train.central`), distillation (:mod:`clef_core.distill`) and
+the federated server (:mod:`server.round_checkpoints`, which adds its round checkpoints) keep their
 runs in one folder each::
 
     <state>.pt      what the command needs to continue (train_state.pt, distill_state.pt,

@@ -1,6 +1,6 @@
 """The task, in Flower's vocabulary (Flower examples' ``task.py``): the model, the dataset, the
 loader and the one training loop, :func:`fit`, that every training path shares -- central
-pretraining (:mod:`clef_core.train.loop`), a site's federated round and its DP-SGD round
+pretraining (:mod:`clef_core.train.central`), a site's federated round and its DP-SGD round
 (:mod:`clef_core.federation.local`, :mod:`clef_core.privacy.dpsgd`), distillation
 (:mod:`clef_core.distill`), the supervised control and fine-tuning (:mod:`clef_core.evaluation`).
 
@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 
 if TYPE_CHECKING:
     from clef_core.data.augment import ViewConfig
-    from clef_core.encoders.config import EncoderConfig
+    from clef_core.encoders.settings import EncoderConfig
     from clef_core.encoders.net1d import Net1D
-    from clef_core.pipeline import PreparedSite
-    from clef_core.train.config import TrainConfig
+    from clef_core.prepared_site import PreparedSite
+    from clef_core.train.settings import TrainConfig
     from clef_core.train.trainer import EpochStats, StepFn, StepInfo, Trainer
 
 

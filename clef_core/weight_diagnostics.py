@@ -42,7 +42,7 @@ import torch
 from clef_core.evaluation.metrics import spearman
 from clef_core.loss import clinical_weights, log_weights
 from clef_core.placebo import placebo_inputs
-from clef_core.train.config import LossConfig
+from clef_core.train.settings import LossConfig
 from clef_core.train.trainer import make_loss, placebo_permutation
 
 GRAD_STATS = ("grad_cosine_placebo", "grad_cosine_placebo_known", "clinical_cosine_placebo",

@@ -9,7 +9,7 @@ Thin, like Flower's examples: it turns a Message into the plain functions of
 * ``evaluate``: the CLEF loss of the global weights on a few local batches; refused under DP.
 
 Who the site is, its folders and its privacy policy come from the node config (deployment) or
-its sites.json entry (simulation), never from the run (:mod:`clef_core.federation.sites`). The
+its sites.json entry (simulation), never from the run (:mod:`clef_core.federation.site_spec`). The
 run's ``[privacy]`` is only a request: a weaker one is refused before any data is read.
 
 What crosses to the server is only weights and those aggregate numbers. Record names, patient
@@ -33,7 +33,7 @@ from flwr.clientapp import ClientApp
 from clef_core.experiment import Experiment
 from clef_core.federation.local import local_evaluate, site_train
 from clef_core.federation.run_config import experiment_config, requested_keys, run_dir, sites_manifest_path
-from clef_core.federation.sites import SiteSpec, resolve_site, site_log
+from clef_core.federation.site_spec import SiteSpec, resolve_site, site_log
 from clef_core.privacy.policy import PrivacyRefusal
 
 # experiment keys that only a site may set: a run that names them is refused

@@ -42,7 +42,7 @@ def superlink_command(*, ca: Path, cert: Path, key: Path, host: str = "0.0.0.0",
 
 def node_config(data_dir: Path, site_id: str = "", work_dir: Path | None = None, device: str = "",
                 site_index: int | None = None, extra: Mapping[str, str | int | float] | None = None) -> str:
-    """A SuperNode's ``--node-config`` string (clef_core/federation/sites.py reads it)."""
+    """A SuperNode's ``--node-config`` string (clef_core/federation/site_spec.py reads it)."""
     items: dict[str, str | int | float] = {"data-dir": str(data_dir)}
     if site_id:
         items["site-id"] = site_id

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from clef_core.data.preprocess import PreprocessConfig
     from clef_core.experiment import Experiment
     from clef_core.metadata import MetadataConfig
-    from clef_core.privacy.config import PrivacyConfig
-    from clef_core.train.config import TrainConfig
+    from clef_core.privacy.settings import PrivacyConfig
+    from clef_core.train.settings import TrainConfig
 
 STATUSES = ("ok", "warn", "fail")
 
@@ -253,7 +253,7 @@ def _writable(folder: Path) -> bool:
 
 
 def check_work_dir(node_config: Mapping[str, Any]) -> Check:
-    from clef_core.federation.sites import resolve_site
+    from clef_core.federation.site_spec import resolve_site
 
     spec = resolve_site(node_config, Path())
     if not _writable(spec.work_dir):
@@ -263,7 +263,7 @@ def check_work_dir(node_config: Mapping[str, Any]) -> Check:
 
 def preflight(site: SiteConfig, exp: Experiment, max_records: int = 0) -> PreflightReport:
     """Every check of the module docstring for ``site`` under the experiment ``exp``."""
-    from clef_core.federation.sites import foreign_folders, foreign_preprocess, resolve_site, with_site_folders
+    from clef_core.federation.site_spec import foreign_folders, foreign_preprocess, resolve_site, with_site_folders
 
     node = site.node_config
     data_dir = Path(str(node["data-dir"])).expanduser()

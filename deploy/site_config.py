@@ -5,7 +5,7 @@ privacy policy (``privacy-mode`` is required: a hospital states what it demands;
 needs an absolute ``work-dir`` and a positive ``privacy-budget``) and, optionally, its own
 ``preprocess-*`` settings (which records it keeps; a run cannot change them). The
 ``[node-config]`` table becomes ``flower-supernode --node-config``: the site's identity, its
-folders and its privacy policy (:mod:`clef_core.federation.sites`, :mod:`clef_core.privacy.policy`)
+folders and its privacy policy (:mod:`clef_core.federation.site_spec`, :mod:`clef_core.privacy.policy`)
 come from here and never from the run.
 
 ``clef preflight --site-config site.toml`` checks it; ``--print-command`` prints the
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clef_core.federation.sites import PREPROCESS_PREFIX, SiteConfigError, deployment_site
+from clef_core.federation.site_spec import PREPROCESS_PREFIX, SiteConfigError, deployment_site
 from clef_core.privacy.policy import NODE_KEYS as POLICY_KEYS
 from clef_core.privacy.policy import PrivacyPolicyError
 from deploy.commands import node_config as node_config_string
@@ -91,7 +91,7 @@ class SiteConfig:
     @property
     def work_dir(self) -> Path:
         """The site's work folder (store, caches, logs, ledger, app gate)."""
-        from clef_core.federation.sites import resolve_site
+        from clef_core.federation.site_spec import resolve_site
 
         return resolve_site(self.node_config, Path()).work_dir
 

@@ -37,8 +37,8 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from clef_core.experiment import Experiment
 from clef_core.federation.contract import DELTA_KEY, EPSILON_KEY, EXHAUSTED_KEY, WEIGHT_KEY
 from clef_core.privacy.compat import check_privacy, clients_per_round
-from clef_core.privacy.config import PrivacyConfig
-from server.settings import FederationSettings
+from clef_core.privacy.settings import PrivacyConfig
+from clef_core.federation.settings import FederationSettings
 from server.strategy import ScreenedStrategy, aggregate_train_metrics, build_strategy
 from server.validation import ReplyValidator, Screened
 

@@ -3,12 +3,12 @@
 
 Thin: it resolves the experiment from ``context.run_config`` (:mod:`clef_core.federation.run_config`),
 prepares the held-out probe set when one is configured, and hands the rounds to
-:class:`server.loop.Federation`, which checkpoints each round and resumes a run folder.
+:class:`server.rounds.Federation`, which checkpoints each round and resumes a run folder.
 
 The same app runs a simulation and a deployment. In a simulation with run_config
 ``prepare-sites`` true and no sites.json yet, the sites are first split (or synthesised) by the
 function run_config ``site-preparer`` names (the app's pyproject: the simulation's
-``simulations.sites:prepare_federation``), so a bare ``flwr run .`` works; it is looked up by
+``simulations.site_folders:prepare_federation``), so a bare ``flwr run .`` works; it is looked up by
 name, never imported here. A deployment sets ``prepare-sites=false``: sites bring their own data
 through their node config."""
 
@@ -23,9 +23,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from clef_core.experiment import Experiment
-from server.checkpoint import ServerRunFolder
-from server.loop import Federation
-from server.probe import ProbeSet
+from server.round_checkpoints import ServerRunFolder
+from server.rounds import Federation
+from server.held_out_probe import ProbeSet
 from clef_core.federation.run_config import experiment_config, run_dir, site_preparer, sites_manifest_path
 from clef_core.run_folder import FAILED
 
@@ -60,7 +60,7 @@ def load_probe(exp: Experiment, folder: ServerRunFolder, manifest: Path) -> tupl
     source = eval_dir(exp, manifest)
     if source is None:
         return None, "off: no held-out set (federation.eval_dir, or a split with holdout > 0)"
-    from clef_core.pipeline import prepare_site
+    from clef_core.prepared_site import prepare_site
 
     try:
         site = prepare_site(source, folder.root / "server" / "eval", exp)

@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
 
 from clef_core.federation.contract import SITE_INDEX_KEY, WEIGHT_KEY
-from server.settings import FederationSettings
+from clef_core.federation.settings import FederationSettings
 from server.validation import ReplyValidator, Screened
 
 SUMMED_PREFIXES = ("skipped.",)

@@ -2,7 +2,7 @@
 
 1. sites: ``--sites`` folders, or a cohort (``federation.cohort``, else the built-in synthetic
    cohort) split into ``federation.sites`` sites plus a held-out probe set
-   (:mod:`simulations.sites`);
+   (:mod:`simulations.site_folders`);
 2. the resolved experiment is written to ``OUT/experiment.toml``: it is what the ServerApp and
    every ClientApp read through run_config ``experiment`` (:mod:`clef_core.federation.run_config`);
 3. the Flower app runs in the simulation engine (:mod:`simulations.engine`): one ClientApp per
@@ -29,7 +29,7 @@ import tomli_w
 from clef_core.config import ConfigError
 from clef_core.experiment import Experiment
 from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
-from server.checkpoint import ServerRunFolder
+from server.round_checkpoints import ServerRunFolder
 from simulations.engine import (
     ANSI,
     app_dir,
@@ -40,7 +40,7 @@ from simulations.engine import (
     tail,
 )
 from simulations.run_lock import correct_dead_status, run_folder_lock
-from simulations.sites import PreparedFederation, prepare_federation
+from simulations.site_folders import PreparedFederation, prepare_federation
 from simulations.summary import read_rounds, summarise
 
 EXPERIMENT = "experiment.toml"

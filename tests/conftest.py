@@ -42,9 +42,9 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_site(tmp_path_factory, tiny_config):
-    """A :class:`clef_core.pipeline.PreparedSite` of the built-in synthetic cohort at 30 patients
+    """A :class:`clef_core.prepared_site.PreparedSite` of the built-in synthetic cohort at 30 patients
     (cohort in ``site.work_dir / "cohort"``, store in ``site.work_dir / "store"``)."""
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
 
     work = tmp_path_factory.mktemp("tiny_site")
     return prepare_site(default_cohort(work, tiny_config), work, tiny_config)

@@ -19,7 +19,7 @@ def bench():
 
 def test_budget_runs_exactly_that_many_steps_under_one_cosine(bench) -> None:
     from clef_core.config import load_config
-    from clef_core.train.config import TrainConfig
+    from clef_core.train.settings import TrainConfig
 
     cfg = load_config("study-cpu")
     for steps in (100, 300, 1000, 3000):

@@ -27,7 +27,7 @@ import pytest
 from clef_core.checkpoint import load_model
 from deploy.certs import create_credentials
 from deploy.commands import node_config, register_command, superlink_command, supernode_command, write_connection
-from server.checkpoint import ServerRunFolder
+from server.round_checkpoints import ServerRunFolder
 from simulations.engine import bin_dir, descendant_groups, engine_env, free_port, stage_app, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from clef_core.config import ConfigError, config_names, configs_dir, flatten, lo
 from clef_core.experiment import Experiment, load_experiment, section_types
 from clef_core.metadata import MetadataConfig
 from clef_core.risk import RiskSettings
-from clef_core.train.config import LossConfig
+from clef_core.train.settings import LossConfig
 
 
 def _typed(value):

@@ -39,14 +39,14 @@ from client import client_app
 from clef_core.federation.contract import TRAIN_METRICS
 from clef_core.experiment import load_experiment
 from clef_core.federation.run_config import experiment_config
-from clef_core.federation.sites import SiteSpec, clear_cache, read_manifest, write_manifest
+from clef_core.federation.site_spec import SiteSpec, clear_cache, read_manifest, write_manifest
 from client.client_app import SiteFailure
-from server.checkpoint import ResumeError, ServerRunFolder, ServerState, check_same_experiment
-from server.loop import initial_arrays
-from server.settings import FederationSettings
+from server.round_checkpoints import ResumeError, ServerRunFolder, ServerState, check_same_experiment
+from server.rounds import initial_arrays
+from clef_core.federation.settings import FederationSettings
 from server.strategy import aggregate_train_metrics, build_strategy, round_lr
 from server.validation import ReplyValidator
-from simulations.sites import prepare_federation
+from simulations.site_folders import prepare_federation
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["synth.patients=16", "synth.sites=2", "federation.sites=2", "federation.holdout=0.0",
@@ -180,7 +180,7 @@ def test_deployment_site_comes_from_node_config(fed: dict, shared_data: Path, tm
 
 def test_dirichlet_over_risk_strata_uses_the_clinical_table(fed: dict) -> None:
     from simulations.partition import patient_table
-    from simulations.sites import risk_clinical
+    from simulations.site_folders import risk_clinical
 
     cohort = fed["root"] / "cohort"
     strata = patient_table(cohort, risk_clinical(cohort, fed["cfg"]))["stratum"]
@@ -432,7 +432,7 @@ def task_identity():
 def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_path: Path, task_identity) -> None:
     """With one of three sites broken: 3 rounds straight == killed during round 3, rerun (weights,
     FedAdam moments, metrics); with min_train_nodes = 3 the round fails and the status says so."""
-    from server.loop import Federation, RoundFailed
+    from server.rounds import Federation, RoundFailed
 
     sites = [*fed["sites"], SiteSpec("gone", tmp_path / "absent", tmp_path / "w-gone", 2)]
     manifest = write_manifest(tmp_path / "sites.json", sites)
@@ -477,7 +477,7 @@ def test_privacy_modes_plug_into_the_loop_and_keep_counting_after_a_restart(
     epsilon is reported every round and grows on across a restart; the final model records it."""
     import tomli_w
 
-    from server.loop import Federation
+    from server.rounds import Federation
 
     cfg = load_experiment(None, TINY + [f"privacy.mode={mode}", "model.norm=group", "federation.local_steps=2",
                                         "federation.eval_every=0", "federation.rounds=1"])
@@ -514,7 +514,7 @@ def test_run_config_maps_onto_the_experiment(tmp_path: Path) -> None:
 
 
 def test_the_console_names_the_strategy_and_its_settings() -> None:
-    """`clef simulate` logs this line at the start of the rounds (server/loop.py)."""
+    """`clef simulate` logs this line at the start of the rounds (server/rounds.py)."""
     line = FederationSettings(strategy="fedprox", proximal_mu=0.01, local_steps=4).describe()
     assert line == "strategy fedprox (proximal_mu 0.01), 4 local steps, fraction_train 1, lr schedule cosine"
     assert "server_lr 0.01" in FederationSettings(strategy="fedyogi").describe()
@@ -547,8 +547,8 @@ def test_a_bare_flwr_run_prepares_the_sites_with_the_function_run_config_names(t
 
     app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert site_preparer(app_config) is prepare_federation
-    for bad, why in (("simulations.sites", "expected 'module:function'"), ("simulations.nowhere:f", "cannot import"),
-                     ("simulations.sites:nothing", "has no function nothing"), ("", "expected")):
+    for bad, why in (("simulations.site_folders", "expected 'module:function'"), ("simulations.nowhere:f", "cannot import"),
+                     ("simulations.site_folders:nothing", "has no function nothing"), ("", "expected")):
         with pytest.raises(ConfigError, match=f"site-preparer = .*{why}"):
             site_preparer({"site-preparer": bad})
     overrides = TINY + ["federation.rounds=1", "federation.local_steps=1", "federation.eval_every=0"]
@@ -652,7 +652,7 @@ def test_server_probe_is_clef_evaluates_probe() -> None:
     """The server's probe scores with clef_core.evaluation's folds, probe and AUROC: a label the
     features carry scores near 1, a label with too few positives is left out."""
     from clef_core.evaluation.protocol import oof_decisions, score
-    from server.probe import L2, ProbeSet, probe_scores
+    from server.held_out_probe import L2, ProbeSet, probe_scores
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(40), 2)

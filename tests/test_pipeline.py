@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from clef_core.pipeline import COHORT_MARKER, default_cohort, detect_layout, prepare_site
+from clef_core.prepared_site import COHORT_MARKER, default_cohort, detect_layout, prepare_site
 
 
 def test_default_cohort_is_reused_and_regenerated_when_incomplete_or_changed(tmp_path, tiny_config):

@@ -38,8 +38,8 @@ from clef_core.privacy.dpsgd import (
 )
 from clef_core.privacy.ledger import Entry, LedgerError, PrivacyLedger
 from clef_core.privacy.loss import bank_weights
-from clef_core.privacy.site import ledger_for, plan_round, private_round
-from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.privacy.private_round import ledger_for, plan_round, private_round
+from clef_core.train.settings import LossConfig, TrainConfig
 from clef_core.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,7 +354,7 @@ def test_client_level_dp_clips_weighs_uniformly_accounts_and_resumes() -> None:
     from flwr.app import Array, ArrayRecord
 
     from server.privacy import client_dp_strategy
-    from server.settings import FederationSettings
+    from clef_core.federation.settings import FederationSettings
 
     ref = {"w": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)}  # (screening bounds updates by ||w||)
     reference = ArrayRecord({k: Array(v) for k, v in ref.items()})
@@ -407,8 +407,8 @@ def test_server_sets_aside_stopped_sites_and_reports_the_largest_epsilon() -> No
 
 @pytest.fixture(scope="module")
 def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from clef_core.federation.sites import clear_cache
-    from simulations.sites import prepare_federation
+    from clef_core.federation.site_spec import clear_cache
+    from simulations.site_folders import prepare_federation
 
     root = tmp_path_factory.mktemp("dpfed")
     cfg = load_experiment(None, ["synth.patients=16", "synth.sites=1", "federation.sites=1", "federation.holdout=0.0",
@@ -428,7 +428,7 @@ def test_a_private_site_round_replies_within_the_contract(dp_site: dict) -> None
 
     from clef_core.federation.contract import PRIVACY_METRICS, TRAIN_METRICS
     from clef_core.federation.local import site_train
-    from server.loop import initial_arrays
+    from server.rounds import initial_arrays
 
     cfg, spec = dp_site["cfg"], dp_site["spec"]
     assert spec.policy.mode == "patient"  # a simulated site demands what the experiment asks

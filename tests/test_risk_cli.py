@@ -69,7 +69,7 @@ def test_pretraining_and_diagnose_use_the_configured_model(tiny_config, tmp_path
     """The pipeline's clinical table follows [risk] (re-extracted when it changes), pretraining
     runs on it unchanged, and `clef diagnose` names the model."""
     from clef_core.checkpoint import load_model
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
     from clef_core.train import pretrain
 
     cfg = tiny_config.replace(risk={"model": "prevent"})

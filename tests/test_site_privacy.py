@@ -19,12 +19,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
 
 from clef_core.experiment import load_experiment
-from clef_core.federation.sites import clear_cache
+from clef_core.federation.site_spec import clear_cache
 from clef_core.privacy.ledger import Entry, PrivacyLedger
 from client import client_app
 from client.client_app import SiteFailure, SiteRefusal
-from server.loop import initial_arrays
-from simulations.sites import prepare_federation
+from server.rounds import initial_arrays
+from simulations.site_folders import prepare_federation
 
 torch.set_num_threads(1)
 EXPERIMENT = ["synth.patients=16", "synth.sites=1", "federation.sites=1", "federation.holdout=0.0",
@@ -169,7 +169,7 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
     site, with and without one patient: every other patient's gradient is bit-identical."""
     from clef_core.encoders import build_encoder
     from clef_core.federation.local import public_bank
-    from clef_core.pipeline import prepare_site
+    from clef_core.prepared_site import prepare_site
     from clef_core.privacy.dpsgd import per_patient_gradients
     from clef_core.privacy.loss import bank_weights
     from clef_core.task import make_dataset
@@ -230,7 +230,7 @@ def test_a_wfdb_site_says_when_its_unit_is_the_record(shared_data: Path, tmp_pat
 
 def test_the_request_rules_of_the_policy() -> None:
     """docs/privacy.md's table: stronger requests are taken, weaker refused, budgets only lowered."""
-    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.privacy.settings import PrivacyConfig
     from clef_core.privacy.policy import PrivacyPolicyError, PrivacyRefusal, SitePolicy, effective_privacy
 
     strict = SitePolicy(mode="patient", noise_multiplier=1.0, clip_norm=1.0, delta=1e-5, budget_epsilon=8.0)
@@ -296,8 +296,8 @@ def test_a_runs_budget_does_not_probe_other_experiments_spending(hospital: dict,
 
 RACE = """
 import sys, time
-from clef_core.privacy.config import PrivacyConfig
-from clef_core.privacy.site import ledger_for, spend_round
+from clef_core.privacy.settings import PrivacyConfig
+from clef_core.privacy.private_round import ledger_for, spend_round
 folder, start, budget, name = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 priv = PrivacyConfig(mode="patient", budget_epsilon=budget, experiment_id=name)
 ledger = ledger_for(priv, folder)
@@ -312,8 +312,8 @@ def test_two_concurrent_rounds_cannot_both_pass_the_budget(tmp_path: Path) -> No
     """Flower starts one ClientApp process per task: two runs checked the budget against the same
     spending and both appended (two rounds of 7.8 left a budget-8 site at 10.6). The check and the
     append now hold one lock file in the ledger folder."""
-    from clef_core.privacy.config import PrivacyConfig
-    from clef_core.privacy.site import ledger_for, plan_round
+    from clef_core.privacy.settings import PrivacyConfig
+    from clef_core.privacy.private_round import ledger_for, plan_round
 
     work = tmp_path / "site"
     ledger = ledger_for(PrivacyConfig(mode="patient"), work)
@@ -364,7 +364,7 @@ def test_a_deleted_or_moved_ledger_stops_the_site(hospital: dict, tmp_path: Path
     {"privacy-budget": 0.0}, {"work-dir": "relative/work"}, {"work-dir": ""},
     {"preprocess_max_abs_mv": 5.0}])
 def test_a_careless_site_file_does_not_train(hospital: dict, change: dict) -> None:
-    from clef_core.federation.sites import SiteConfigError, resolve_site
+    from clef_core.federation.site_spec import SiteConfigError, resolve_site
     from deploy.site_config import SiteConfig, SiteConfigFileError
 
     node = {**hospital["node"], **change}
@@ -380,7 +380,7 @@ def test_a_careless_site_file_does_not_train(hospital: dict, change: dict) -> No
 
 def test_a_bare_supernode_must_state_its_privacy_mode(hospital: dict) -> None:
     """`flower-supernode --node-config data-dir=...` without a policy meant no DP."""
-    from clef_core.federation.sites import SiteConfigError, resolve_site
+    from clef_core.federation.site_spec import SiteConfigError, resolve_site
 
     bare = {k: v for k, v in hospital["node"].items() if not k.startswith("privacy-")}
     with pytest.raises(SiteConfigError, match="privacy-mode is required"):

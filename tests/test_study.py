@@ -136,7 +136,7 @@ def test_oracle_site_reads_the_hidden_factor(tmp_path, tiny_site):
     from clef_core.experiment import load_experiment
     from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
     from clef_core.evaluation.tasks import synthetic_task
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
     from clef_core.synth.risk_link import event_probability
 
     cfg = load_experiment(overrides=["synth.patients=30", "synth.risk_labels=true", "synth.risk_signal=1.0",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, experiment_from_args
-from clef.commands._site import prepare_cohort_site
+from clef.commands._cohort import prepare_cohort_site
 from clef_core.run_folder import dumps
 
 NAME = "diagnose"
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.config import merge, overrides_to_dict
     from clef_core.evaluation.study_truth import oracle_site
     from clef_core.task import build_model, make_dataset, make_loader
-    from clef_core.train.config import LossConfig
+    from clef_core.train.settings import LossConfig
     from clef_core.weight_diagnostics import STATS, diagnose
 
     try:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, experiment_from_args
-from clef.commands._site import prepare_cohort_site
+from clef.commands._cohort import prepare_cohort_site
 
 NAME = "distill"
 HELP = ("distil a checkpoint into the tiny wearable student (student.pt) and export student_int8.tflite "
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     exp = experiment_from_args(args)
     from clef_core.checkpoint import CheckpointError, load_model
     from clef_core.distill import distill
-    from clef_core.evaluation.sites import with_model_preprocess
+    from clef_core.evaluation.labelled_data import with_model_preprocess
 
     work = args.work or args.out / "data"
     try:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, experiment_from_args
-from clef.commands._site import prepare_cohort_site
+from clef.commands._cohort import prepare_cohort_site
 
 NAME = "pretrain"
 HELP = "pretrain an encoder centrally with the CLEF loss; resumes when RUN_DIR holds a training state"
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     exp = experiment_from_args(args)
     from clef_core.checkpoint import CheckpointError
     from clef_core.train import pretrain
-    from clef_core.train.loop import refuse_privacy
+    from clef_core.train.central import refuse_privacy
 
     work = args.work or args.out / "data"
     try:

@@ -30,12 +30,12 @@ def run(args: argparse.Namespace) -> int:
     exp = experiment_from_args(args)  # a bad value stops here, before the simulation starts
     from pathlib import Path
 
-    from clef_core.federation.sites import SiteConfigError
+    from clef_core.federation.site_spec import SiteConfigError
     from simulations.engine import EngineError
     from simulations.partition import SplitError
     from simulations.run import SimulationError, simulate
     from simulations.run_lock import RunFolderBusy
-    from simulations.sites import FederationSetupError, describe_sites
+    from simulations.site_folders import FederationSetupError, describe_sites
 
     # SIGTERM is handled as Ctrl-C: the finally blocks stop the SuperLink, simulation process and
     # Ray, status.json says "interrupted", and one line (no traceback) says how to resume

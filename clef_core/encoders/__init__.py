@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from clef_core.encoders.config import NORMS, SCALES, EncoderConfig, config_from_dict, make_config
+from clef_core.encoders.settings import NORMS, SCALES, EncoderConfig, config_from_dict, make_config
 from clef_core.encoders.net1d import Net1D
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clef_core.encoders.config import EncoderConfig
+from clef_core.encoders.settings import EncoderConfig
 from clef_core.encoders.layers import SamePadConv1d, SamePadMaxPool1d, SqueezeExcitation, Swish, make_norm
 
 

@@ -95,7 +95,7 @@ def evaluate_checkpoint(checkpoint: Path, exp: Experiment, settings: EvalSetting
     import torch
 
     from clef_core.checkpoint import CheckpointError, load_model
-    from clef_core.evaluation.sites import with_model_preprocess
+    from clef_core.evaluation.labelled_data import with_model_preprocess
 
     leads = [lead.strip() for lead in settings.lead.split(",") if lead.strip()]
     try:
@@ -151,7 +151,7 @@ class _Run:
 
     def tasks(self, tasks: list[str], leads: list[str]) -> list[tuple[str, TaskResult]]:
         from clef_core.evaluation.run import evaluate_evidence
-        from clef_core.evaluation.sites import snomed_site, synthetic_site
+        from clef_core.evaluation.labelled_data import snomed_site, synthetic_site
         from clef_core.evaluation.tasks import evidence_inputs, snomed_tasks, synthetic_task
         from clef_core.paths import shared_data_dir
 

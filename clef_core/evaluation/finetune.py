@@ -25,7 +25,7 @@ from torch import nn
 from clef_core.data.preprocess import zscore
 from clef_core.evaluation.probe import ACTIVATION, KINDS, balanced_weights
 from clef_core.task import fit
-from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.settings import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer
 
 

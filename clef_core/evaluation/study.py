@@ -159,9 +159,9 @@ def run_study(exp: Experiment, out: str | Path, *, progress: bool = False, log: 
     """Run (or resume) the study of ``exp`` into ``out``; returns the summary (also summary.json)."""
     import torch
 
-    from clef_core.evaluation.sites import synthetic_site
+    from clef_core.evaluation.labelled_data import synthetic_site
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
 
     study = exp.study
     torch.set_num_threads(study.threads)
@@ -251,7 +251,7 @@ def run_study(exp: Experiment, out: str | Path, *, progress: bool = False, log: 
 def _pretraining_sites(exp: Experiment, study: StudyConfig, pre_site, data: Path, progress: bool, workers: int) -> dict[str, Any]:
     """The pretraining sites the arms need: the [synth] cohort; its oracle view (risk = h); the same
     cohort generated with synth.risk_signal = 0 (in data/pretrain_signal_off)."""
-    from clef_core.pipeline import default_cohort, prepare_site
+    from clef_core.prepared_site import default_cohort, prepare_site
 
     sites = {"pretrain": pre_site}
     if "oracle" in study.arms:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from clef_core.task import build_model, fit, make_dataset, make_loader
-from clef_core.train.config import LossConfig
+from clef_core.train.settings import LossConfig
 from clef_core.train.trainer import Criterion, Trainer, seed_everything
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@
 
 1. the site's privacy for this run: the run's ``[privacy]`` request held against the site's own
    policy (:func:`clef_core.privacy.policy.effective_privacy`), and the run's folders against the
-   site's (:func:`clef_core.federation.sites.site_experiment`) -- a weaker request or a foreign
+   site's (:func:`clef_core.federation.site_spec.site_experiment`) -- a weaker request or a foreign
    folder is refused (:class:`~clef_core.privacy.policy.PrivacyRefusal`) before any data is read;
 2. patient-level DP-SGD (:func:`private_train`) when the effective mode is ``patient``, else
    ordinary local training (:func:`local_train`);
@@ -50,8 +50,8 @@ import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
 from clef_core.federation.contract import PRIVACY_METRICS, SITE_INDEX_KEY, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
-from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
-from clef_core.privacy.config import PrivacyConfig
+from clef_core.federation.site_spec import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
+from clef_core.privacy.settings import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
 from clef_core.task import build_model, fit, make_loader
 from clef_core.train.trainer import Trainer, seed_everything
@@ -189,9 +189,9 @@ def public_bank(exp: Experiment, site: Any, priv: PrivacyConfig) -> Any:
 
 def private_train(global_state: StateDict, conf: Mapping[str, Any], exp: Experiment, spec: SiteSpec,
                   log: Logger, *, priv: PrivacyConfig, run_dir: str) -> tuple[StateDict, dict[str, float]]:
-    """One patient-level DP round (:func:`clef_core.privacy.site.private_round`); the metrics are
+    """One patient-level DP round (:func:`clef_core.privacy.private_round.private_round`); the metrics are
     the ones the module docstring lists."""
-    from clef_core.privacy.site import experiment_key, ledger_for, private_round
+    from clef_core.privacy.private_round import experiment_key, ledger_for, private_round
 
     server_round = int(conf["server-round"])
     site, dataset, trainer = _round_setup(global_state, conf, exp, spec)

@@ -16,7 +16,7 @@ pyproject.toml plus ``flwr run . -c "k=v ..."`` overrides. Its keys map onto the
 
 Precedence: configs/default.toml < experiment file < ``set`` < dotted keys. Everything about a
 *site* (its data folder, id, device, work folder, privacy policy) is not in run_config but in the
-site's node_config (deployment) or its sites.json entry (simulation): :mod:`clef_core.federation.sites`.
+site's node_config (deployment) or its sites.json entry (simulation): :mod:`clef_core.federation.site_spec`.
 """
 
 from __future__ import annotations
@@ -81,13 +81,13 @@ def sites_manifest_path(run_config: Mapping[str, Any]) -> Path:
 def site_preparer(run_config: Mapping[str, object]) -> Callable[..., object]:
     """The function run_config ``site-preparer`` names, ``module:function`` as Flower names an
     app's components; the ServerApp calls it as ``f(experiment, run_folder, manifest=sites.json)``. The app's pyproject names the simulation's
-    (``simulations.sites:prepare_federation``): the ServerApp looks it up by name, so that the
+    (``simulations.site_folders:prepare_federation``): the ServerApp looks it up by name, so that the
     server never imports the simulation and a deployment (``prepare-sites=false``) never loads it."""
     value = str(run_config.get("site-preparer", UNSET))
     module_name, _, name = value.partition(":")
     where = f"run_config site-preparer = {value!r}"
     if not module_name or not name:
-        raise ConfigError(f"{where}: expected 'module:function' (the app's is 'simulations.sites:prepare_federation')")
+        raise ConfigError(f"{where}: expected 'module:function' (the app's is 'simulations.site_folders:prepare_federation')")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

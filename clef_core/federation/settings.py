@@ -1,6 +1,6 @@
 """The typed ``[federation]`` section: the server's strategy and rounds, the simulated sites' split,
 and the simulation engine (the run_config mapping itself is :mod:`clef_core.federation.run_config`;
-a site's own settings, :mod:`clef_core.federation.sites`). The split keys are validated where a
+a site's own settings, :mod:`clef_core.federation.site_spec`). The split keys are validated where a
 split is made (``simulations.partition.SplitSpec``)."""
 
 from __future__ import annotations

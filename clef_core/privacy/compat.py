@@ -28,7 +28,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from clef_core.config import ConfigError
-from clef_core.privacy.config import PrivacyConfig
+from clef_core.privacy.settings import PrivacyConfig
 
 if TYPE_CHECKING:
     from clef_core.experiment import Experiment

@@ -45,7 +45,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from clef_core.privacy.bank import NegativeBank
 from clef_core.privacy.loss import bank_weights, patient_loss
-from clef_core.train.config import LossConfig
+from clef_core.train.settings import LossConfig
 
 
 class PrivacyModelError(ValueError):

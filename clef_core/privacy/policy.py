@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from clef_core.privacy.config import BUDGET_SCOPES, PrivacyConfig
+from clef_core.privacy.settings import BUDGET_SCOPES, PrivacyConfig
 
 POLICY_MODES = ("off", "patient")
 MAX_DELTA = 1e-2  # no site accepts a larger delta: it is the chance that the guarantee fails

@@ -12,7 +12,7 @@ from clef_core.synth.clinical import ClinicalCohort, draw_clinical
 from clef_core.synth.cohort import GENERATOR_VERSION, LABELS, CohortSummary, SynthConfig, generate_cohort
 from clef_core.synth.risk import score2_risk
 from clef_core.synth.signals import render
-from clef_core.synth.sites import SiteProfile, make_sites
+from clef_core.synth.hospital_profiles import SiteProfile, make_sites
 
 __all__ = [
     "GENERATOR_VERSION",

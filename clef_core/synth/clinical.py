@@ -38,7 +38,7 @@ from clef_core.risk.egfr import ckd_epi_2021, creatinine_for_egfr
 from clef_core.risk.prevent import prevent_core
 from clef_core.synth.risk import high_risk_threshold, score2_risk
 from clef_core.synth.risk_link import RiskLink, apply_to_subjects, link_sites
-from clef_core.synth.sites import SiteProfile
+from clef_core.synth.hospital_profiles import SiteProfile
 
 # MIMIC-IV shifts every patient's dates into 2100-2200 and reports the real era as a group.
 ANCHOR_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")

@@ -19,7 +19,7 @@ from clef_core.synth.clinical import ClinicalCohort, draw_clinical
 from clef_core.synth.risk import REGIONS
 from clef_core.synth.risk_link import RISK_LABELS, RiskLink
 from clef_core.synth.signals import record_frame, render_frame
-from clef_core.synth.sites import make_sites
+from clef_core.synth.hospital_profiles import make_sites
 from clef_core.synth.tables import build_hosp_tables
 from clef_core.synth.writer import GAIN, format_times, record_path, write_csv, write_records
 

@@ -49,7 +49,7 @@ from clef_core.atomic import atomic_torch_save
 from clef_core.checkpoint import strip_prefix, unwrap
 from clef_core.loss import check_targets
 from clef_core.placebo import placebo_inputs
-from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.settings import LossConfig, TrainConfig
 
 STATE_FORMAT = "clef-train-state"
 STATE_VERSION = 1

@@ -6,7 +6,7 @@ name (``cp -r edge/runtime /device/clef_edge``; ``python -m clef_edge MODEL RECO
 """
 
 from .model import EdgeModel, ModelError, tflite_interpreter_class
-from .pipeline import PREPROCESS_FILE, EdgePipeline
+from .inference import PREPROCESS_FILE, EdgePipeline
 from .quality import SignalError
 from .spec import PreprocessSpec, SpecError, load_spec, spec_from_dict
 from .stream import Preprocessor, Window, iter_windows, windows_of

@@ -19,7 +19,7 @@ from collections import Counter
 
 from .arrays import RecordError, read_array
 from .model import ModelError
-from .pipeline import EdgePipeline
+from .inference import EdgePipeline
 from .quality import reason_code, summary
 from .spec import SpecError
 from .wfdb_lite import open_wfdb_lead

@@ -25,8 +25,8 @@ def synthetic_site(exp: Experiment, settings: EvalSettings, work: str | Path, co
     """``cohort`` prepared under ``work/synthetic``; without one, the built-in evaluation cohort:
     [synth] with ``evaluate.synth_seed`` (and ``evaluate.synth_patients`` when > 0), so the
     patients differ from those of a default pretraining run (seed ``synth.seed``). ``workers``:
-    processes preparing the store (:func:`clef_core.pipeline.prepare_site`)."""
-    from clef_core.pipeline import default_cohort, prepare_site
+    processes preparing the store (:func:`clef_core.prepared_site.prepare_site`)."""
+    from clef_core.prepared_site import default_cohort, prepare_site
 
     work = Path(work) / "synthetic"
     if cohort is None:
@@ -39,7 +39,7 @@ def synthetic_site(exp: Experiment, settings: EvalSettings, work: str | Path, co
 
 def snomed_site(exp: Experiment, settings: EvalSettings, work: str | Path, *, progress: bool = False) -> Any:
     """The folder of CinC-2021 twelve-lead records (``evaluate.snomed_dir``) prepared under ``work/snomed``."""
-    from clef_core.pipeline import prepare_site
+    from clef_core.prepared_site import prepare_site
 
     folder = shared_data_dir("ecg", settings.snomed_dir)
     if not folder.is_dir():

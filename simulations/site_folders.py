@@ -3,7 +3,7 @@
 Either one folder per site (``--sites`` / ``federation.site_dirs``: MIMIC-IV-ECG-layout roots or
 WFDB folders with header metadata), or one cohort (``federation.cohort``, default the built-in
 synthetic cohort) split into sites by :mod:`simulations.partition`, with a held-out patient set
-for the server's probe. The result is ``<run>/sites.json`` (:func:`clef_core.federation.sites.write_manifest`);
+for the server's probe. The result is ``<run>/sites.json`` (:func:`clef_core.federation.site_spec.write_manifest`);
 each site works in ``<run>/sites/<site-id>/`` (its store, caches and ``site.log``), as a hospital
 would on its own disk. The researcher plays every site of a simulation: each site's privacy
 policy demands exactly the experiment's ``[privacy]`` (:meth:`SitePolicy.for_simulated_site`) and
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clef_core.federation.sites import SiteSpec, read_manifest, site_preprocess, write_manifest
+from clef_core.federation.site_spec import SiteSpec, read_manifest, site_preprocess, write_manifest
 from clef_core.experiment import Experiment
 from clef_core.privacy.policy import SitePolicy
 from simulations.partition import SplitSpec, is_mimic_layout, split_cohort
@@ -100,7 +100,7 @@ def prepare_federation(exp: Experiment, run_root: str | Path, *, manifest: Path 
         if fed.cohort:
             cohort = Path(fed.cohort).expanduser().resolve()
         else:
-            from clef_core.pipeline import default_cohort
+            from clef_core.prepared_site import default_cohort
 
             cohort = default_cohort(run_root, exp).resolve()
         split_spec = SplitSpec.from_federation(fed)

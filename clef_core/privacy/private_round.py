@@ -32,7 +32,7 @@ import torch
 
 from clef_core.privacy.accounting import SITE_ADJACENCY, epsilon_of_curve, rdp_add_remove, steps_per_epoch
 from clef_core.privacy.accounting import sample_rate as rate_for
-from clef_core.privacy.config import PrivacyConfig
+from clef_core.privacy.settings import PrivacyConfig
 from clef_core.privacy.dpsgd import DPStats, PatientDPSGD
 from clef_core.privacy.ledger import MARK_FILE, Entry, PrivacyLedger
 

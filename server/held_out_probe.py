@@ -38,7 +38,7 @@ class ProbeSet:
 
     @classmethod
     def from_site(cls, site: Any, lead: str = "I", labels: Sequence[str] | None = None) -> ProbeSet | None:
-        """From a prepared held-out site (``clef_core.pipeline.PreparedSite``); None without labels."""
+        """From a prepared held-out site (``clef_core.prepared_site.PreparedSite``); None without labels."""
         from clef_core.data.datasets import LabelledWindows
 
         table = site.labels

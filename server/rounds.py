@@ -34,10 +34,10 @@ from clef_core.experiment import Experiment
 from clef_core.task import build_model
 from clef_core.train.trainer import seed_everything
 from clef_core.federation.contract import SITE_INDEX_KEY
-from clef_core.federation.sites import site_names
+from clef_core.federation.site_spec import site_names
 from clef_core.run_folder import COMPLETE, FAILED, RUNNING, json_safe
-from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
-from server.probe import ProbeSet, linear_probe
+from server.round_checkpoints import ServerRunFolder, ServerState, check_same_experiment
+from server.held_out_probe import ProbeSet, linear_probe
 from server.privacy import BudgetReached, server_privacy
 from server.strategy import round_lr
 from server.validation import Verdict, reply_bytes

@@ -30,13 +30,13 @@ import torch
 from clef_core.checkpoint import save_model, to_plain
 from clef_core.run_folder import MetricsLog, RunFolder, covered, open_metrics_log
 from clef_core.task import build_model, fit, make_dataset, make_loader
-from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.settings import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
 if TYPE_CHECKING:
     from clef_core.experiment import Experiment
-    from clef_core.pipeline import PreparedSite
-    from clef_core.privacy.config import PrivacyConfig
+    from clef_core.prepared_site import PreparedSite
+    from clef_core.privacy.settings import PrivacyConfig
 
 STATE_FILE = "train_state.pt"
 FINAL_MODEL = "final_model.pt"

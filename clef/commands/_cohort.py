@@ -17,7 +17,7 @@ def prepare_cohort_site(command: str, cohort: Path | Sequence[Path] | None, work
     :func:`clef_core.multi_cohort.prepare_folders`), or on the default cohort synthesised into
     ``work`` (saying so on stderr, as ``clef <command>``)."""
     from clef_core.multi_cohort import prepare_folders
-    from clef_core.pipeline import default_cohort
+    from clef_core.prepared_site import default_cohort
 
     if cohort is None or (not isinstance(cohort, (str, Path)) and not cohort):
         print(f"clef {command}: synthesising the built-in cohort ({exp.synth.patients} patients) in {work / 'cohort'}",

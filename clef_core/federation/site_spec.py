@@ -31,7 +31,7 @@ policy)::
                 "privacy": {"mode": "patient", "noise_multiplier": 1.0, ...}}, ...],
      "eval_dir": "/abs/.../holdout" | null}
 
-A prepared site (clinical table + preprocessed store, :func:`clef_core.pipeline.prepare_site`)
+A prepared site (clinical table + preprocessed store, :func:`clef_core.prepared_site.prepare_site`)
 is built once per site on its first round and cached on the site's disk and in the process,
 so later rounds start training at once (Ray reuses its ClientApp actors across rounds).
 """
@@ -292,8 +292,8 @@ def _cache_key(spec: SiteSpec, exp: Experiment) -> tuple[str, ...]:
 
 
 def prepared_site(spec: SiteSpec, exp: Experiment) -> Any:
-    """The site's :class:`clef_core.pipeline.PreparedSite`, built once (disk and process cache)."""
-    from clef_core.pipeline import prepare_site
+    """The site's :class:`clef_core.prepared_site.PreparedSite`, built once (disk and process cache)."""
+    from clef_core.prepared_site import prepare_site
 
     key = _cache_key(spec, exp)
     if key not in _PREPARED:
