@@ -216,6 +216,7 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], exp: Experim
     plan = result.plan
     if result.trained:
         stats = result.stats
+        assert stats is not None  # a round that trained has its DP statistics
         log.info("round %d (DP, experiment %s): %d steps at q=%.4f, sigma=%g, C=%g; epsilon %.4f (delta %g); "
                  "private loss %.4f, %d sampled patient-steps, %d empty batches, %.0f%% clipped, %d non-finite "
                  "(counted as zero), %.1f s", server_round, experiment, plan.steps, plan.sample_rate,
