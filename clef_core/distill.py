@@ -84,6 +84,8 @@ def student_preprocess(teacher_preprocess: dict[str, Any], sample_rate: int) -> 
 class Decimate(nn.Module):
     """(N, 1, T) -> (N, 1, ceil(T / q)): ``scipy.signal.resample_poly(x, 1, q, axis=-1)`` exactly."""
 
+    fir: torch.Tensor  # a buffer
+
     def __init__(self, q: int) -> None:
         super().__init__()
         from scipy.signal import firwin
@@ -110,15 +112,19 @@ class DistillModel(nn.Module):
     """Teacher (frozen, always in eval mode) + student + projection. ``forward`` takes the views at
     the teacher's rate and returns ``cat([projected student, target], dim=1)``, (N, 2 D_teacher)."""
 
+    target_mean: torch.Tensor  # buffers
+    target_scale: torch.Tensor
+
     def __init__(self, teacher: nn.Module, student: nn.Module, q: int) -> None:
         super().__init__()
+        width = int(getattr(teacher, "emb_dim"))
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.student = student
-        self.project = nn.Linear(int(student.emb_dim), int(teacher.emb_dim))
+        self.project = nn.Linear(int(getattr(student, "emb_dim")), width)
         self.decimate = Decimate(q)
-        self.register_buffer("target_mean", torch.zeros(int(teacher.emb_dim)))
+        self.register_buffer("target_mean", torch.zeros(width))
         self.register_buffer("target_scale", torch.ones(()))
 
     def train(self, mode: bool = True) -> DistillModel:
