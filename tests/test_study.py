@@ -107,6 +107,7 @@ def test_study_runs_end_to_end(tmp_path):
     assert set(rep["comparison"]) == {"ntxent - untrained", "clef_repaired - untrained", "ntxent - features",
                                       "clef_repaired - features"}
     assert "## Representation: pretrained vs random init, per label" in diffs.split("### Fine-tuned")[0]
+    assert "Representation headline: mean test AUROC over" in table and (out / "representation_table.csv").is_file()
     fine = table.split("## Fine-tuned")[1]  # the fine-tune protocol: every arm with an encoder, its own CIs
     assert "| untrained |" in fine and "| supervised |" in fine and "| features |" not in fine
     assert "| 10 % (4 pts) | 100 % (" in fine and "clef_repaired - placebo" in diffs.split("### Fine-tuned")[1]

@@ -273,6 +273,9 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
     diffs = paired_differences(test_scores, task, test, headline_labels, y_test, study)
     diffs.to_csv(out / "differences.csv", index=False)
     rep_labels = representation_labels(long, study)
+    rep_table = _headline_table(long, rep_labels, arm_info, study) if rep_labels else None
+    if rep_table is not None:
+        rep_table.to_csv(out / "representation_table.csv", index=False)
     label_diffs = label_differences(test_scores, task, test, rep_labels, study)
     label_diffs.to_csv(out / "representation_differences.csv", index=False)
     ft_table_md, ft_diffs_md = _finetune_reports(results, task, test, headline_labels, y_test, arm_info, study, out)
@@ -302,7 +305,8 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
                                     "stride_s": study.mitdb_stride_s}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
-    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study, ceiling) + mitdb_md
+    (out / "table.md").write_text(_table_markdown(table, summary, study) + representation_markdown(rep_table, rep_labels, study)
+                                  + _label_markdown(long, study, ceiling) + mitdb_md
                                   + _diagnostics_markdown(diagnostics)
                                   + ("\n## Fine-tuned\n\n" + ft_table_md if ft_table_md else ""), encoding="utf-8")
     (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels)
@@ -724,6 +728,15 @@ def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> s
         note += ("\nBayes ceiling (AUROC of the label's true probability given the hidden risk factor h, "
                  "same test patients): " + "; ".join(f"{c} {v:.3f}" for c, v in summary["bayes_ceiling"].items()) + ".\n")
     return "\n".join(lines) + "\n" + note
+
+
+def representation_markdown(rep_table: pd.DataFrame | None, rep_labels: list[str], study: StudyConfig) -> str:
+    """The representation headline per arm and fraction (:func:`representation_labels`); "" without one."""
+    if rep_table is None:
+        return ""
+    return ("\nRepresentation headline: mean test AUROC over " + ", ".join(rep_labels) + " (the labels not computed "
+            "from the risk score and not saturated; differences.md, \"Representation\"):\n\n"
+            + "\n".join(_table_lines(rep_table, study)) + "\n")
 
 
 def _table_lines(table: pd.DataFrame, study: StudyConfig) -> list[str]:
