@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-edge demo test bench wheelhouse clean-venv
+.PHONY: setup setup-edge demo lint test bench wheelhouse clean-venv
 
 # the environment is exactly requirements-lock.txt (what the tests and a hospital's wheelhouse run)
 $(VENV)/.installed: pyproject.toml requirements-lock.txt
@@ -32,7 +32,12 @@ setup-edge: .venv-edge/.installed .venv-export/.installed
 demo: setup
 	$(BIN)/clef simulate --config simulate-small --out runs/demo
 
-test: setup setup-edge
+# lint (pyflakes-level ruff rules, mypy not strict: pyproject.toml) runs first and fails the build
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup setup-edge lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -72,11 +72,12 @@ def encoder_for(method: str, cfg: dict, sites: dict, run_dir: Path, progress: bo
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
 
     if method == "random":
         torch.manual_seed(cfg["train"]["seed"])
-        return build_model(cfg).eval(), {"steps": 0, "examples": 0, "seconds": 0.0}
+        return build_model(make_config(**cfg["model"])).eval(), {"steps": 0, "examples": 0, "seconds": 0.0}
     if method == "supervised":
         return train_supervised(cfg, sites["default"], list(LABELS))
     site = sites["impute" if method == "clef_impute" else "default"]

@@ -65,9 +65,11 @@ import numpy as np
 import torch
 
 from clef_core.config import load_config
+from clef_core.data.augment import ViewConfig
+from clef_core.encoders.config import make_config
 from clef_core.pipeline import prepare_site
+from clef_core.task import build_model, make_dataset
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import build_model, make_dataset
 from clef_core.train.trainer import Trainer, seed_everything
 from simulations.guard import descendants
 from simulations.run import simulate
@@ -205,10 +207,10 @@ def central_training(cfg: dict, sites: list, threads: int, *, steps: int = 0,
     ``epochs`` epochs); returns wall seconds, the last loss, the encoder and the examples seen."""
     torch.set_num_threads(threads)
     train_cfg = TrainConfig(**cfg["train"])
-    datasets = [make_dataset(cfg, prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
+    datasets = [make_dataset(ViewConfig(**cfg["views"]), prepare_site(s.data_dir, s.work_dir, cfg), train_cfg.seed) for s in sites]
     union = torch.utils.data.ConcatDataset(datasets)
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(cfg), LossConfig(**cfg["loss"]), train_cfg)
+    trainer = Trainer(build_model(make_config(**cfg["model"])), LossConfig(**cfg["loss"]), train_cfg)
     start, done, epoch, loss, examples = time.perf_counter(), 0, 0, math.nan, 0
     while (steps and done < steps) or (epochs and epoch < epochs):
         for d in datasets:

@@ -114,7 +114,7 @@ RUNS = ("untrained", "nodp", "control", "eps")
 def probe(args: argparse.Namespace) -> None:
     from clef_core.config import load_config
     from clef_core.pipeline import default_cohort, prepare_site
-    from clef_core.train.loop import make_dataset, make_loader
+    from clef_core.task import make_dataset, make_loader
     from server.probe import ProbeSet, linear_probe
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-privacy-"))
@@ -122,7 +122,7 @@ def probe(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     site = prepare_site(default_cohort(work, cfg), work, cfg)
     full = ProbeSet.from_site(site)
-    dataset = make_dataset(cfg, site, seed=0)
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, seed=0)
     rng = np.random.default_rng(0)
     subjects = np.asarray(dataset.subject_ids)
     held = set(rng.choice(subjects, size=len(subjects) // 4, replace=False))

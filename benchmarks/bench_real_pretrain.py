@@ -129,7 +129,8 @@ def arm_embeddings(cfg: dict[str, Any], site: Any, seed: int, args: argparse.Nam
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.embed import embed
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
     from clef_core.train.trainer import seed_everything
 
     run_cfg = copy.deepcopy(cfg)
@@ -149,7 +150,7 @@ def arm_embeddings(cfg: dict[str, Any], site: Any, seed: int, args: argparse.Nam
             continue
         if steps == 0:  # the pretraining run's own starting weights
             seed_everything(seed)
-            encoder, info = build_model(run_cfg).eval(), {"steps": 0, "seconds": 0.0, "final_loss": math.nan}
+            encoder, info = build_model(make_config(**run_cfg["model"])).eval(), {"steps": 0, "seconds": 0.0, "final_loss": math.nan}
         else:
             step_cfg = copy.deepcopy(run_cfg)
             step_cfg["train"]["epochs"] = steps // per_epoch  # resumable: the run goes on from the smaller count

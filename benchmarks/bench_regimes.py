@@ -111,10 +111,11 @@ def central_config(cfg: dict[str, Any], args: argparse.Namespace, seed: int) -> 
 
 
 def train_central(cfg: dict[str, Any], site: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
+    from clef_core.run_folder import RunFolder
     from clef_core.train import pretrain
 
     result = pretrain(cfg, run_dir=folder / "run", site=site, progress=False)
-    metrics = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = RunFolder(folder / "run").read_metrics()
     examples = sum(float(m.get("examples", 0)) for m in metrics if m.get("kind", "epoch") == "epoch")
     return result.final_model, {"steps": int(result.steps), "examples": examples, "seconds": float(result.seconds)}
 

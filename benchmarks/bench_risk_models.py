@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     from clef_core.evaluation.tasks import evidence_inputs, synthetic_task
     from clef_core.pipeline import clinical_table, default_cohort, prepare_site
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if [a for a in arms if a not in ARMS]:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 if arm == "untrained":
                     torch.manual_seed(seed)
-                    encoder, steps = build_model(mcfg).eval(), 0
+                    encoder, steps = build_model(make_config(**mcfg["model"])).eval(), 0
                 else:
                     result = pretrain(mcfg, run_dir=run_dir, site=sites[arm], progress=False)
                     encoder, steps = load_model(result.final_model).encoder, result.steps
@@ -163,7 +164,6 @@ def markdown_table(table: pd.DataFrame, arms: list[str], args: argparse.Namespac
     metrics = ["mean_auroc"] + [f"auroc_{k}" for k in LABELS] + ["rho_score2", "rho_prevent"]
     head = ["arm", "risk known"] + [m.replace("auroc_", "") for m in metrics] + ["steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    untrained = table[table["arm"] == "untrained"].set_index("seed")["mean_auroc"]
     for arm in arms:
         sub = table[table["arm"] == arm]
         known = sub["risk_known"].astype(float).dropna()

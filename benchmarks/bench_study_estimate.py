@@ -49,7 +49,8 @@ def measure(cfg: dict, work: Path) -> dict[str, float]:
     from clef_core.evaluation.label_efficiency import fit_logistic_grid, paired_bootstrap
     from clef_core.pipeline import default_cohort, prepare_site
     from clef_core.train.config import TrainConfig
-    from clef_core.train.loop import make_dataset, make_loader
+    from clef_core.data.augment import ViewConfig
+    from clef_core.task import make_dataset, make_loader
 
     torch.set_num_threads(1)
     small = {**cfg, "synth": {**cfg["synth"], "patients": 64}}
@@ -61,7 +62,7 @@ def measure(cfg: dict, work: Path) -> dict[str, float]:
     out = {"synth_per_patient": (t1 - t0) / 64, "store_per_patient": (t2 - t1) / 64,
            "ecgs_per_patient": site.summary()["records"] / 64}
     tc = TrainConfig(**{**cfg["train"], "num_workers": 0})
-    dataset = make_dataset(cfg, site, 0)
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, 0)
     out["load_batch"] = timed(lambda: next(iter(make_loader(dataset, tc, 0))), 2)
     T = int(round(cfg["preprocess"]["window_s"] * cfg["preprocess"]["sample_rate"]))
     torch.manual_seed(0)

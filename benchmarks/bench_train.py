@@ -108,12 +108,13 @@ def bench_data(patients: int, batch: int) -> dict[str, float]:
 
     from clef_core.config import load_config
     from clef_core.pipeline import default_cohort, prepare_site
-    from clef_core.train.loop import make_dataset, make_loader
+    from clef_core.data.augment import ViewConfig
+    from clef_core.task import make_dataset, make_loader
 
     cfg = load_config(overrides=[f"synth.patients={patients}", f"train.batch_size={batch}"])
     with tempfile.TemporaryDirectory() as work:
         site = prepare_site(default_cohort(work, cfg), work, cfg, progress=False)
-        dataset = make_dataset(cfg, site, seed=0)
+        dataset = make_dataset(ViewConfig(**cfg["views"]), site, seed=0)
         loader = make_loader(dataset, TrainConfig(**cfg["train"]), epoch=0)
         start = time.perf_counter()
         n = sum(2 * b["view1"].shape[0] for b in loader)

@@ -28,8 +28,9 @@ student's export gate and evaluation use the device order.
 Training reuses the pretraining machinery: :class:`DistillTrainer` is a
 :class:`~clef_core.train.Trainer` whose model is :class:`DistillModel` (teacher frozen inside)
 and whose loss is the one above, so AdamW, the cosine schedule, clipping, the atomic state file
-and exact resumption are the same code. Run folder: ``distill_state.pt``, ``metrics.jsonl``,
-``student.pt`` (the clef model format, with the student's own preprocess: its sample rate).
+and exact resumption are the same code. Run folder (:mod:`clef_core.run_folder`):
+``distill_state.pt``, ``metrics.jsonl``, ``status.json``, ``student.pt`` (the clef model format,
+with the student's own preprocess: its sample rate).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import dataclasses
 import hashlib
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,15 +48,17 @@ import torch
 from torch import nn
 
 from clef_core.checkpoint import load_model, save_model, to_plain
+from clef_core.data.augment import ViewConfig
+from clef_core.run_folder import RunFolder, covered
+from clef_core.task import make_dataset
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import _truncate_metrics, make_dataset, run_epochs
+from clef_core.train.loop import run_epochs
 from clef_core.train.trainer import EpochStats, Trainer, seed_everything
 
 if TYPE_CHECKING:
     from clef_core.pipeline import PreparedSite
 
 STATE_FILE = "distill_state.pt"
-METRICS_FILE = "metrics.jsonl"
 STUDENT_FILE = "student.pt"
 # [distill] keys that may change between a run and its resumption
 RESUMABLE_CHANGES = frozenset({"device", "log_every", "export", "calibration"})
@@ -123,13 +127,13 @@ class Decimate(nn.Module):
         self.q = int(q)
         half = 10 * self.q
         h = firwin(2 * half + 1, 1.0 / self.q, window=("kaiser", 5.0)) if self.q > 1 else np.ones(1)
-        self.half = half if self.q > 1 else 0
+        self.pad = half if self.q > 1 else 0
         self.register_buffer("fir", torch.tensor(h, dtype=torch.float32).view(1, 1, -1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.q == 1:
             return x
-        return nn.functional.conv1d(x, self.fir, stride=self.q, padding=self.half)
+        return nn.functional.conv1d(x, self.fir, stride=self.q, padding=self.pad)
 
 
 def zscore_torch(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -183,6 +187,11 @@ def distill_loss(z: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).mean()
 
 
+def distill_criterion(z: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`distill_loss` as the trainer's criterion (the target is inside ``z``; the batch adds nothing)."""
+    return distill_loss(z)
+
+
 def centred_agreement(z: torch.Tensor) -> tuple[float, float]:
     """(mean cosine, R^2) of the projected student against the centred target over a set of views:
     R^2 = 1 - ||p - t||^2 / ||t||^2, the fraction of the teacher's centred embedding explained."""
@@ -198,8 +207,7 @@ class DistillTrainer(Trainer):
 
     def __init__(self, model: DistillModel, train_cfg: TrainConfig, settings: dict[str, Any],
                  device: str | torch.device | None = None) -> None:
-        super().__init__(model, LossConfig(), train_cfg, device)
-        self.loss_fn = lambda z, risk, completeness: distill_loss(z)
+        super().__init__(model, LossConfig(), train_cfg, device, criterion=distill_criterion)
         self.settings = settings
 
     def state_dict(self) -> dict[str, Any]:
@@ -264,7 +272,7 @@ def distill(
     seed_everything(dcfg.seed)
     student = build_encoder(dcfg.scale)
     model = DistillModel(teacher.encoder, student, q)
-    dataset = make_dataset(cfg, site, dcfg.seed)
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, dcfg.seed)
     if len(dataset) == 0:
         raise ValueError(f"{site.root}: no usable patients to distil on")
     per_epoch = math.ceil(len(dataset) / dcfg.batch_size)
@@ -273,47 +281,47 @@ def distill(
                 "teacher_sha256": file_digest(teacher_path), "views": dict(cfg["views"]),
                 "patients": len(dataset)}
     trainer = DistillTrainer(model, train_cfg, to_plain(settings), device=dcfg.device)
-    state_path, metrics_path = run_dir / STATE_FILE, run_dir / METRICS_FILE
+    folder, state_path = RunFolder(run_dir), run_dir / STATE_FILE
     resumed_from = None
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = folder.resume_state(STATE_FILE, resume=resume)
+    if state is not None:
         if state.get("distill") != trainer.settings:
             raise ValueError(f"{state_path} was distilled with other settings, teacher or data "
                              f"({state.get('distill')} vs {trainer.settings}); start over (--no-resume) or use another folder")
         trainer.load_state_dict(state, where=str(state_path))
         resumed_from = trainer.step
-        _truncate_metrics(metrics_path, trainer.epoch, trainer.step)
+        folder.truncate_metrics(covered(trainer.epoch, trainer.step))
     else:
-        metrics_path.unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
         model.fit_target(_views(dataset, dcfg.stat_views, epoch=0))
 
-    history = run_epochs(trainer, dataset, train_cfg, metrics_path=metrics_path, state_path=state_path,
-                         progress=progress, label=lambda epoch, step: f"distil {step}/{dcfg.steps} steps")
+    with folder.tracking_status(step=trainer.step, steps=dcfg.steps) as status:
+        history = run_epochs(trainer, dataset, train_cfg, metrics_path=folder.metrics, state_path=state_path,
+                             progress=progress, label=lambda epoch, step: f"distil {step}/{dcfg.steps} steps")
 
-    # agreement on augmentations never trained on (a dataset epoch past the run's)
-    model.eval()
-    with torch.no_grad():
-        views = _views(dataset, min(dcfg.stat_views, 128), epoch=10**6).to(trainer.device)
-        z = torch.cat([model(views[i : i + 64]) for i in range(0, len(views), 64)])
-    cos, r2 = centred_agreement(z.cpu())
-    final_loss = history[-1].loss if history else float("nan")
-    provenance = {
-        "kind": "distill",
-        "teacher": {"checkpoint": str(teacher_path), "sha256": settings["teacher_sha256"],
-                    "encoder": teacher.encoder_config, "sample_rate": t_rate,
-                    "provenance": {k: teacher.provenance.get(k) for k in ("kind", "loss", "result")}},
-        "distill": dcfg.to_dict(),
-        "loss": "mse(W student + b, (teacher - mu) / s) (clef_core/distill.py)",
-        "target": {"scale": float(model.target_scale), "stat_views": dcfg.stat_views},
-        "data": {**site.summary(), "patients_used": len(dataset)},
-        "views": dict(cfg["views"]),
-        "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss,
-                   "heldout_centred_cosine": cos, "heldout_r2": r2},
-        "device": str(trainer.device),
-        "torch_version": torch.__version__,
-    }
-    student_path = save_model(run_dir / STUDENT_FILE, model.student, preprocess=preprocess, provenance=provenance)
+        # agreement on augmentations never trained on (a dataset epoch past the run's)
+        model.eval()
+        with torch.no_grad():
+            views = _views(dataset, min(dcfg.stat_views, 128), epoch=10**6).to(trainer.device)
+            z = torch.cat([model(views[i : i + 64]) for i in range(0, len(views), 64)])
+        cos, r2 = centred_agreement(z.cpu())
+        final_loss = history[-1].loss if history else float("nan")
+        provenance = {
+            "kind": "distill",
+            "teacher": {"checkpoint": str(teacher_path), "sha256": settings["teacher_sha256"],
+                        "encoder": teacher.encoder_config, "sample_rate": t_rate,
+                        "provenance": {k: teacher.provenance.get(k) for k in ("kind", "loss", "result")}},
+            "distill": dcfg.to_dict(),
+            "loss": "mse(W student + b, (teacher - mu) / s) (clef_core/distill.py)",
+            "target": {"scale": float(model.target_scale), "stat_views": dcfg.stat_views},
+            "data": {**site.summary(), "patients_used": len(dataset)},
+            "views": dict(cfg["views"]),
+            "result": {"epochs": trainer.epoch, "steps": trainer.step, "final_loss": final_loss,
+                       "heldout_centred_cosine": cos, "heldout_r2": r2},
+            "device": str(trainer.device),
+            "torch_version": torch.__version__,
+        }
+        student_path = save_model(run_dir / STUDENT_FILE, model.student, preprocess=preprocess, provenance=provenance)
+        status.update(step=trainer.step, student=str(student_path))
     return DistillResult(run_dir=run_dir, student=student_path, epochs=trainer.epoch, steps=trainer.step,
                          final_loss=final_loss, agreement={"centred_cosine": cos, "r2": r2},
                          seconds=time.perf_counter() - started, resumed_from_step=resumed_from, history=history)

@@ -1,16 +1,17 @@
-"""The server's run folder: atomic round checkpoints, the metrics log, resume.
+"""The server's run folder: atomic round checkpoints on top of :mod:`clef_core.run_folder`.
 
 Layout of a run folder::
 
     checkpoints/round_00003.pt   global weights, round, strategy state, that round's metrics line
     metrics.jsonl                one JSON object per completed round
     final_model.pt               the final global encoder (clef_core.checkpoint format)
-    status.json                  {"state": "running" | "complete" | "failed", "round": ..., ...}
+    status.json                  {"state": "starting" | "running" | "complete" | "failed" | "interrupted",
+                                  "round": ..., ...}
 
 A round is complete once its checkpoint file exists: it is written to a temporary file and
-renamed (``clef_core.atomic.atomic_torch_save``), so a crash leaves either the old or the
+renamed (:meth:`clef_core.run_folder.RunFolder.save_state`), so a crash leaves either the old or the
 new file, never half of one. The metrics line is appended after the checkpoint; on resume,
-:meth:`RunFolder.reconcile_metrics` rewrites metrics.jsonl to exactly the completed rounds (a
+:meth:`ServerRunFolder.reconcile_metrics` rewrites metrics.jsonl to exactly the completed rounds (a
 line lost in a crash is restored from the checkpoint, a line of an uncheckpointed round is
 dropped). Checkpoints hold tensors and plain values only (``torch.load(weights_only=True)``).
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clef_core.atomic import atomic_torch_save, write_text_atomic
+from clef_core.run_folder import RunFolder, dumps
 
 FORMAT = "clef-fl-server-state"
 FORMAT_VERSION = 1
@@ -57,7 +57,7 @@ class ServerState:
             "arrays": {k: torch.from_numpy(np.array(v, order="C")) for k, v in self.arrays.items()},
             "strategy": {name: {k: torch.from_numpy(np.array(v, order="C")) for k, v in part.items()}
                          for name, part in self.strategy.items()},
-            "metrics_json": json.dumps(self.metrics),
+            "metrics_json": dumps(self.metrics),
             "fingerprint_json": json.dumps(self.fingerprint, sort_keys=True),
         }
 
@@ -74,13 +74,13 @@ class ServerState:
         )
 
 
-class RunFolder:
+class ServerRunFolder(RunFolder):
+    """A run folder (:class:`clef_core.run_folder.RunFolder`) with the server's round checkpoints."""
+
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        super().__init__(root)
         self.checkpoints = self.root / "checkpoints"
-        self.metrics = self.root / "metrics.jsonl"
         self.final_model = self.root / "final_model.pt"
-        self.status_file = self.root / "status.json"
 
     def round_path(self, server_round: int) -> Path:
         return self.checkpoints / f"round_{server_round:05d}.pt"
@@ -97,63 +97,36 @@ class RunFolder:
             return None
         path = self.round_path(rounds[-1])
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # an atomic write cannot leave this; a disk fault can
-            raise ResumeError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); "
-                              f"delete it to resume from the round before") from exc
+            payload = self.load_state(path)
+        except ValueError as exc:
+            raise ResumeError(f"{exc}; delete it to resume from the round before") from exc
+        if payload is None:  # removed since it was listed
+            raise ResumeError(f"{path}: checkpoint vanished while resuming")
         return ServerState.from_payload(payload, str(path))
 
     def save_round(self, state: ServerState, keep: int = 0) -> Path:
         """Checkpoint ``state`` atomically, then log its metrics line; keep the last ``keep``
         checkpoints (0: all)."""
-        path = atomic_torch_save(state.to_payload(), self.round_path(state.round))
+        path = self.save_state(state.to_payload(), self.round_path(state.round))
         self.append_metrics(state.metrics)
         if keep > 0:
             for old in self.rounds()[:-keep]:
                 self.round_path(old).unlink(missing_ok=True)
         return path
 
-    def append_metrics(self, line: Mapping[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics.is_file():
-            return []
-        lines = []
-        for text in self.metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError:  # a line cut by a crash mid-write
-                continue
-        return lines
-
     def reconcile_metrics(self, state: ServerState | None) -> None:
         """Make metrics.jsonl hold exactly one line per completed round up to ``state.round``."""
         last = state.round if state is not None else 0
-        by_round: dict[int, dict[str, Any]] = {}
-        for line in self.read_metrics():
-            if isinstance(line.get("round"), int) and line["round"] <= last:
-                by_round[line["round"]] = line
-        if state is not None:
-            by_round[state.round] = state.metrics
-        text = "".join(json.dumps(by_round[r]) + "\n" for r in sorted(by_round))
-        write_text_atomic(self.metrics, text)
 
-    def write_status(self, state: str, **fields: Any) -> None:
-        write_text_atomic(self.status_file, json.dumps({"state": state, **fields}, indent=2))
+        def completed(line: Mapping[str, object]) -> bool:
+            done = line.get("round")
+            return isinstance(done, int) and done <= last
 
-    def read_status(self) -> dict[str, Any]:
-        if not self.status_file.is_file():
-            return {}
-        return json.loads(self.status_file.read_text(encoding="utf-8"))
+        self.truncate_metrics(completed, restore=[state.metrics] if state is not None else [], key="round")
 
 
-def check_resumable(state: ServerState, fingerprint: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-                    where: str) -> None:
+def check_same_experiment(state: ServerState, fingerprint: Mapping[str, object], arrays: Mapping[str, np.ndarray],
+                          where: str) -> None:
     """A checkpoint may continue only the same encoder, strategy and loss (rounds, lr, local
     steps, sites sampled may change)."""
     for key in ("encoder", "strategy", "loss"):

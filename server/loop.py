@@ -17,9 +17,7 @@ round durable before the next begins:
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,14 +30,18 @@ from flwr.serverapp import Grid
 
 from clef_core.checkpoint import encoder_config_of, save_model
 from clef_core.data.preprocess import PreprocessConfig
+from clef_core.encoders.config import make_config
+from clef_core.task import build_model
 from clef_core.train.config import TrainConfig
-from clef_core.train.loop import build_model
 from clef_core.train.trainer import seed_everything
+from clef_core.federation.contract import SITE_INDEX_KEY
 from clef_core.federation.sites import site_names
-from server.checkpoint import RunFolder, ServerState, check_resumable
+from clef_core.run_folder import COMPLETE, FAILED, RUNNING, json_safe
+from server.checkpoint import ServerRunFolder, ServerState, check_same_experiment
 from server.probe import ProbeSet, linear_probe
 from server.settings import FederationSettings
-from server.strategy import build_strategy, round_lr
+from server.privacy import BudgetReached, server_privacy
+from server.strategy import round_lr
 from server.validation import Verdict, reply_bytes
 
 log = logging.getLogger("clef.server")
@@ -52,7 +54,7 @@ class RoundFailed(RuntimeError):
 def initial_arrays(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, ArrayRecord]:
     """The encoder of ``[model]`` initialised from ``train.seed`` and its weights as an ArrayRecord."""
     seed_everything(int(cfg["train"]["seed"]))
-    encoder = build_model(dict(cfg))
+    encoder = build_model(make_config(**cfg["model"]))
     return encoder, ArrayRecord(encoder.state_dict())
 
 
@@ -61,25 +63,12 @@ def load_arrays(encoder: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> t
     return encoder
 
 
-def server_privacy(cfg: Mapping[str, Any], previous_lines: list[dict[str, Any]]) -> Any:
-    """The run's privacy policy (:class:`server.privacy.ServerPrivacy`), None with ``privacy.mode = "off"``."""
-    if str(cfg.get("privacy", {}).get("mode", "off")) == "off":
-        return None
-    from server.privacy import ServerPrivacy
-
-    return ServerPrivacy(cfg, previous_lines)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class Federation:
     """One federated run in one run folder (see the module docstring)."""
 
-    def __init__(self, cfg: Mapping[str, Any], folder: RunFolder, manifest: Path,
+    def __init__(self, cfg: Mapping[str, Any], folder: ServerRunFolder, manifest: Path,
                  probe: ProbeSet | None = None, probe_note: str = "") -> None:
         self.cfg = cfg
         self.settings = FederationSettings.from_config(cfg)
@@ -95,15 +84,12 @@ class Federation:
         self.start_round = 1
         state = folder.latest()
         if state is not None:
-            check_resumable(state, self.fingerprint, {k: v.numpy() for k, v in arrays.items()}, str(folder.root))
+            check_same_experiment(state, self.fingerprint, {k: v.numpy() for k, v in arrays.items()}, str(folder.root))
             self.arrays = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in state.arrays.items()})
             self.start_round = state.round + 1
         folder.reconcile_metrics(state)
         self.privacy = server_privacy(cfg, folder.read_metrics())
-        if self.privacy is not None:
-            self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
-        else:
-            self.strategy = build_strategy(self.settings, self.train_cfg.lr)
+        self.strategy = self.privacy.strategy(self.settings, self.train_cfg.lr)
         if state is not None:
             self.strategy.load_state_dict(state.strategy)
 
@@ -122,28 +108,18 @@ class Federation:
             log.info("federated rounds %d..%d in %s: %s", self.start_round, s.rounds, self.folder.root, s.describe())
         stopped = {}
         for server_round in range(self.start_round, s.rounds + 1):
-            self.folder.write_status("running", round=server_round - 1, rounds=s.rounds)
+            self.folder.write_status(RUNNING, round=server_round - 1, rounds=s.rounds)
             try:
                 self.run_round(grid, server_round)
-            except Exception as exc:
-                if not self._budget_reached(exc):
-                    raise
+            except BudgetReached as exc:  # a privacy budget ends the run with the last round's model
                 log.warning("the run ends after round %d: %s", server_round - 1, exc)
                 stopped = {"stopped": str(exc)}
                 break
         final = self.save_final()
         last = self.folder.rounds()
-        self.folder.write_status("complete", round=last[-1] if last else 0, rounds=s.rounds,
+        self.folder.write_status(COMPLETE, round=last[-1] if last else 0, rounds=s.rounds,
                                  final_model=str(final), **stopped)
         return final
-
-    def _budget_reached(self, exc: Exception) -> bool:
-        """A privacy budget ends the run with the last round's model (server/privacy.py)."""
-        if self.privacy is None:
-            return False
-        from server.privacy import BudgetReached
-
-        return isinstance(exc, BudgetReached)
 
     def train_config(self, server_round: int) -> ConfigRecord:
         s = self.settings
@@ -159,15 +135,13 @@ class Federation:
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         screen = self.strategy.last_screen
         if arrays is None:
-            if self.privacy is not None and self.privacy.budget_stop(screen):
-                from server.privacy import BudgetReached
-
+            if self.privacy.budget_stop(screen):
                 raise BudgetReached(f"round {server_round}: every site that could train is out of its privacy budget")
             self._fail(server_round, screen, len(messages))
         sent_arrays, self.arrays = self.arrays, arrays
         line: dict[str, Any] = {
             "round": server_round,
-            "train_loss": _finite(float(metrics["train_loss"])) if metrics and "train_loss" in metrics else None,
+            "train_loss": json_safe(float(metrics["train_loss"])) if metrics and "train_loss" in metrics else None,
             "lr": float(config["lr"]),
             "sampled": len(messages),
             "accepted": len(screen.accepted),
@@ -175,15 +149,14 @@ class Federation:
             "failed": screen.count("failed") + screen.count("missing"),
             "bytes_sent": sum(_content_bytes(m) for m in messages),
             "bytes_received": sum(reply_bytes(r) for r in replies),
-            "train": {k: _finite(float(v)) for k, v in (metrics or {}).items()},
+            "train": {k: json_safe(float(v)) for k, v in (metrics or {}).items()},
             "sites": self._site_entries(screen.verdicts),
         }
         if server_round == 1 and self.probe is not None and self.settings.eval_every:
             initial = self._probe(sent_arrays)  # the encoder before any training: round 0 of the plots
             line["probe_auroc_initial"] = initial.get("probe_auroc")
             line["probe_initial"] = initial
-        if self.privacy is not None:
-            line.update(self.privacy.round_fields(self.strategy, screen))
+        line.update(self.privacy.round_fields(self.strategy, screen))
         line.update(self.evaluate(grid, server_round))
         line["seconds"] = round(time.perf_counter() - started, 3)
         line["time"] = time.time()
@@ -200,7 +173,7 @@ class Federation:
                           if v.status != "accepted")
         error = (f"round {server_round}: only {len(screen.accepted)} of {sampled} sampled sites gave a usable "
                  f"update (min_train_nodes = {self.settings.min_train_nodes})")
-        self.folder.write_status("failed", round=server_round - 1, rounds=self.settings.rounds, error=error,
+        self.folder.write_status(FAILED, round=server_round - 1, rounds=self.settings.rounds, error=error,
                                  sites=sites)
         raise RoundFailed(f"{error}: {sites}")
 
@@ -215,8 +188,8 @@ class Federation:
         entries, unnamed = [], []
         answered = set()
         for verdict in verdicts:
-            entry = {k: _finite(v) for k, v in verdict.to_dict().items()}
-            index = verdict.metrics.get("site-index")
+            entry = {k: json_safe(v) for k, v in verdict.to_dict().items()}
+            index = verdict.metrics.get(SITE_INDEX_KEY)
             if index is not None and int(index) >= 0:
                 entry["site"] = self.names.get(int(index), f"site-{int(index)}")
                 answered.add(int(index))
@@ -240,7 +213,7 @@ class Federation:
             except Exception as exc:  # inconsistent replies: report, keep training
                 log.warning("round %d: federated evaluation not aggregated (%s)", server_round, exc)
                 metrics = None
-            out["eval"] = {k: _finite(float(v)) for k, v in (metrics or {}).items()}
+            out["eval"] = {k: json_safe(float(v)) for k, v in (metrics or {}).items()}
             out["eval_failed"] = len(messages) - len(ok)
         every = self.settings.eval_every
         if self.probe is not None and every and (server_round % every == 0 or server_round == self.settings.rounds):
@@ -268,7 +241,7 @@ class Federation:
                 "final_train_loss": lines[-1].get("train_loss") if lines else None,
                 "sites": sorted({s.get("site", f"node-{s['node_id']}") for line in lines for s in line["sites"]
                                  if s["status"] == "accepted"}),
-                "privacy": self.privacy.provenance() if self.privacy is not None else None,
+                "privacy": self.privacy.provenance(),
                 "torch_version": torch.__version__,
             },
         )

@@ -30,18 +30,18 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.serverapp import Grid, PrivacySpent, RdpAccountant
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
 
+from clef_core.federation.contract import DELTA_KEY, EPSILON_KEY, EXHAUSTED_KEY, WEIGHT_KEY
 from clef_core.privacy.compat import check_privacy, clients_per_round
 from clef_core.privacy.config import PrivacyConfig
 from server.settings import FederationSettings
-from server.strategy import ScreenedAggregation, aggregate_train_metrics, build_strategy
-from server.validation import WEIGHT_KEY, ReplyValidator, Screened
+from server.strategy import ScreenedStrategy, aggregate_train_metrics, build_strategy
+from server.validation import ReplyValidator, Screened
 
 log = logging.getLogger("clef.server")
-EPSILON_KEY, DELTA_KEY, EXHAUSTED_KEY = "privacy.epsilon", "privacy.delta", "privacy.budget_exhausted"
 
 
 class BudgetReached(RuntimeError):
@@ -91,14 +91,14 @@ class UniformWeightValidator(ReplyValidator):
         return screened
 
 
-class ScreenedDPFedAvg(ScreenedAggregation, DifferentialPrivacyServerSideFixedClipping):
-    """Screening in front of Flower's accounted fixed-clipping DP-FedAvg."""
+class ScreenedDPFedAvg(ScreenedStrategy):
+    """Screening in front of Flower's accounted fixed-clipping DP-FedAvg (``dp``)."""
 
-    def __init__(self, inner: FedAvg, *, noise_multiplier: float, clipping_norm: float, num_sampled_clients: int,
-                 accountant: Any) -> None:
-        DifferentialPrivacyServerSideFixedClipping.__init__(self, inner, noise_multiplier, clipping_norm,
-                                                            num_sampled_clients, accountant=accountant)
-        self.min_train_nodes = num_sampled_clients
+    def __init__(self, dp: DifferentialPrivacyServerSideFixedClipping, validator: ReplyValidator,
+                 accountant: RdpAccountant) -> None:
+        super().__init__(dp, validator, dp.num_sampled_clients)
+        self.dp = dp
+        self.accountant = accountant
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -113,8 +113,12 @@ class ScreenedDPFedAvg(ScreenedAggregation, DifferentialPrivacyServerSideFixedCl
         if arrays is None and self.last_screen is not None and len(self.last_screen.accepted) < self.min_train_nodes:
             # the screening stopped the round before Flower's wrapper saw it: hand it the empty
             # round, so it drops the round's pending privacy event (nothing was released)
-            DifferentialPrivacyServerSideFixedClipping.aggregate_train(self, server_round, [])
+            self.dp.aggregate_train(server_round, [])
         return arrays, metrics
+
+    def privacy_spent(self) -> PrivacySpent:
+        """What the accountant has counted so far (Flower's wrapper reports the same)."""
+        return self.accountant.get_privacy_spent()
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
         comps = self.accountant.state_dict()["compositions"]
@@ -136,7 +140,7 @@ class ScreenedDPFedAvg(ScreenedAggregation, DifferentialPrivacyServerSideFixedCl
 
 
 def client_dp_strategy(settings: FederationSettings, priv: PrivacyConfig, sites: int) -> ScreenedDPFedAvg:
-    from flwr.serverapp import NeighboringRelation, PrivacyConfig as FlowerPrivacy, RdpAccountant, SamplingMethod
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig as FlowerPrivacy, SamplingMethod
 
     common: dict[str, Any] = {
         "fraction_train": 1.0, "fraction_evaluate": settings.fraction_evaluate, "min_train_nodes": sites,
@@ -148,17 +152,38 @@ def client_dp_strategy(settings: FederationSettings, priv: PrivacyConfig, sites:
         target_delta=priv.delta, population_size=sites, neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
         sampling_method=SamplingMethod.NO_AMPLIFICATION,
         max_epsilon=priv.budget_epsilon if priv.budget_epsilon > 0 else None))
-    strategy = ScreenedDPFedAvg(inner, noise_multiplier=priv.noise_multiplier, clipping_norm=priv.clip_norm,
-                                num_sampled_clients=sites, accountant=accountant)
-    strategy.setup_screening(UniformWeightValidator(settings.max_update_ratio))
-    return strategy
+    dp = DifferentialPrivacyServerSideFixedClipping(inner, priv.noise_multiplier, priv.clip_norm, sites,
+                                                    accountant=accountant)
+    return ScreenedDPFedAvg(dp, UniformWeightValidator(settings.max_update_ratio), accountant)
+
+
+class NoPrivacy:
+    """``privacy.mode = "off"``: the configured strategy, nothing to report, no budget to stop at,
+    and ``"privacy": null`` in the final model's provenance (the interface of :class:`ServerPrivacy`)."""
+
+    mode = "off"
+
+    def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
+        return build_strategy(settings, client_lr)
+
+    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, object]:
+        return {}
+
+    def budget_stop(self, screen: Screened | None) -> bool:
+        return False
+
+    def provenance(self) -> dict[str, object] | None:
+        return None
 
 
 class ServerPrivacy:
-    """The server's privacy policy for one run (see the module docstring)."""
+    """The server's privacy policy for a run with ``privacy.mode`` patient or client (see the
+    module docstring); :func:`server_privacy` picks it or :class:`NoPrivacy`."""
 
     def __init__(self, cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> None:
         self.priv = check_privacy(cfg)
+        if self.priv.mode not in ("patient", "client"):
+            raise ValueError(f"privacy.mode = {self.priv.mode!r}: the server's privacy is NoPrivacy (server_privacy)")
         self.cfg = cfg
         self.epsilon = max((float(x["epsilon"]) for x in previous_lines if x.get("epsilon") is not None),
                            default=0.0)
@@ -167,20 +192,17 @@ class ServerPrivacy:
     def mode(self) -> str:
         return self.priv.mode
 
-    def strategy(self, settings: FederationSettings, client_lr: float) -> Any:
+    def strategy(self, settings: FederationSettings, client_lr: float) -> ScreenedStrategy:
         if self.mode == "client":
             return client_dp_strategy(settings, self.priv, clients_per_round(self.cfg))
-        strategy = build_strategy(settings, client_lr)
-        if self.mode == "patient":
-            strategy.setup_screening(BudgetAwareValidator(settings.max_update_ratio))
-            strategy.train_metrics_aggr_fn = privacy_metrics_aggregate
-        return strategy
+        return build_strategy(settings, client_lr, BudgetAwareValidator(settings.max_update_ratio),
+                              privacy_metrics_aggregate)
 
-    def round_fields(self, strategy: Any, screen: Screened | None) -> dict[str, Any]:
-        """``epsilon`` (largest so far) and ``delta`` for the round's metrics line ({} when DP is off)."""
-        if self.mode == "off":
-            return {}
+    def round_fields(self, strategy: ScreenedStrategy, screen: Screened | None) -> dict[str, object]:
+        """``epsilon`` (largest so far) and ``delta`` for the round's metrics line."""
         if self.mode == "client":
+            if not isinstance(strategy, ScreenedDPFedAvg):
+                raise TypeError(f"client-level DP needs the accounted strategy, not {type(strategy).__name__}")
             spent = strategy.privacy_spent()
             self.epsilon = max(self.epsilon, float(spent.epsilon))
             return {"epsilon": self.epsilon, "delta": float(spent.delta), "privacy_mode": "client",
@@ -196,9 +218,14 @@ class ServerPrivacy:
         return (self.mode == "patient" and screen is not None and screen.count("stopped") > 0
                 and screen.count("stopped") + screen.count("accepted") == len(screen.verdicts))
 
-    def provenance(self) -> dict[str, Any] | None:
-        if self.mode == "off":
-            return None
+    def provenance(self) -> dict[str, object] | None:
         return {**self.priv.to_dict(), "epsilon": self.epsilon,
                 "unit": "patient" if self.mode == "patient" else "site",
                 "accountant": "rdp (opacus, per site ledger)" if self.mode == "patient" else "rdp (flwr RdpAccountant)"}
+
+
+def server_privacy(cfg: Mapping[str, Any], previous_lines: Iterable[Mapping[str, Any]] = ()) -> NoPrivacy | ServerPrivacy:
+    """The run's privacy policy: :class:`NoPrivacy` with ``privacy.mode = "off"``, else :class:`ServerPrivacy`."""
+    if str(cfg.get("privacy", {}).get("mode", "off")) == "off":
+        return NoPrivacy()
+    return ServerPrivacy(cfg, previous_lines)

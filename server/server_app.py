@@ -1,32 +1,39 @@
-"""The aggregating ServerApp's main: :func:`run_server`.
+"""The app's ServerApp (``serverapp`` component in pyproject.toml): :data:`app`, whose main is
+:func:`run_server`.
 
 Thin: it resolves the experiment from ``context.run_config`` (:mod:`clef_core.federation.run_config`),
 prepares the held-out probe set when one is configured, and hands the rounds to
 :class:`server.loop.Federation`, which checkpoints each round and resumes a run folder.
 
-The app's ``serverapp`` component (pyproject.toml) is ``simulations/server_app.py``: this
-:func:`run_server` plus a simulation's site preparation (a bare ``flwr run .`` splits or
-synthesises the sites when ``prepare-sites`` is true). A deployment sets ``prepare-sites=false``:
-there, sites bring their own data through their node config, and the two apps are the same."""
+The same app runs a simulation and a deployment. In a simulation with run_config
+``prepare-sites`` true and no sites.json yet, the sites are first split (or synthesised) by the
+function run_config ``site-preparer`` names (the app's pyproject: the simulation's
+``simulations.sites:prepare_federation``), so a bare ``flwr run .`` works; it is looked up by
+name, never imported here. A deployment sets ``prepare-sites=false``: sites bring their own data
+through their node config."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
-from flwr.serverapp import Grid
+from flwr.serverapp import Grid, ServerApp
 
-from server.checkpoint import RunFolder
+from server.checkpoint import ServerRunFolder
 from server.loop import Federation
 from server.probe import ProbeSet
-from clef_core.federation.run_config import experiment_config, run_dir, sites_manifest_path
+from clef_core.federation.run_config import experiment_config, run_dir, site_preparer, sites_manifest_path
+from clef_core.run_folder import FAILED
 
 log = logging.getLogger("clef.server")
+app = ServerApp()
+
+
 def _setup_logging() -> None:
     logger = logging.getLogger("clef")
     if not logger.handlers:
@@ -47,7 +54,7 @@ def eval_dir(cfg: Mapping[str, Any], manifest: Path) -> Path | None:
     return None
 
 
-def load_probe(cfg: Mapping[str, Any], folder: RunFolder, manifest: Path) -> tuple[ProbeSet | None, str]:
+def load_probe(cfg: Mapping[str, Any], folder: ServerRunFolder, manifest: Path) -> tuple[ProbeSet | None, str]:
     """The probe set, or None and why not (the run goes on without a probe)."""
     if not int(cfg["federation"].get("eval_every", 0)):
         return None, ""
@@ -67,26 +74,25 @@ def load_probe(cfg: Mapping[str, Any], folder: RunFolder, manifest: Path) -> tup
     return probe, ""
 
 
-SitePreparer = Callable[[Mapping[str, Any], Path, Path], Any]
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_server(grid, context)
 
 
-def run_server(grid: Grid, context: Context, prepare_sites: SitePreparer | None = None) -> Path:
-    """One federated run; ``prepare_sites(cfg, run folder, manifest)`` writes a simulation's
-    sites.json first when it is missing and run_config ``prepare-sites`` is true."""
+def run_server(grid: Grid, context: Context) -> Path:
+    """One federated run; with run_config ``prepare-sites`` true and no sites.json, the function
+    ``site-preparer`` names writes the simulation's sites.json first."""
     _setup_logging()
     cfg = experiment_config(context.run_config)
-    folder = RunFolder(run_dir(context.run_config))
+    folder = ServerRunFolder(run_dir(context.run_config))
     manifest = sites_manifest_path(context.run_config)
     if not manifest.is_file() and bool(context.run_config.get("prepare-sites", False)):
-        if prepare_sites is None:
-            raise ValueError(f"no sites manifest at {manifest} and this ServerApp prepares none: use the app's "
-                             f"ServerApp (simulations/server_app.py) or `clef simulate`")
-        prepare_sites(cfg, folder.root, manifest)
+        site_preparer(context.run_config)(cfg, folder.root, manifest=manifest)
     try:
         probe, note = load_probe(cfg, folder, manifest)
         federation = Federation(cfg, folder, manifest, probe=probe, probe_note=note)
         return federation.run(grid)
     except Exception as exc:
-        if folder.read_status().get("state") != "failed":  # a failed round has written its own account
-            folder.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+        if folder.read_status().get("state") != FAILED:  # a failed round has written its own account
+            folder.write_status(FAILED, error=f"{type(exc).__name__}: {exc}")
         raise

@@ -3,7 +3,7 @@
 FedAvg (McMahan et al. 2017), FedProx (Li et al. 2020: the server only sends ``proximal-mu``;
 the client adds ``(mu/2)||w - w_global||^2``), FedAdam and FedYogi (Reddi et al. 2021,
 arXiv:2003.00295: the averaged update is a pseudo-gradient for a server-side Adam/Yogi step
-``eta``). Each is Flower's own class with :class:`ScreenedAggregation` in front of it:
+``eta``). Each is Flower's own class inside a :class:`ScreenedStrategy`:
 
 * ``aggregate_train`` first runs :class:`server.validation.ReplyValidator`; rejected and failed
   replies are kept in ``last_screen`` for the metrics line and never reach the average;
@@ -20,21 +20,23 @@ Loshchilov & Hutter 2017, without restarts), and travels in the round's train co
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
 
+from clef_core.federation.contract import SITE_INDEX_KEY, WEIGHT_KEY
 from server.settings import FederationSettings
-from server.validation import WEIGHT_KEY, ReplyValidator, Screened
+from server.validation import ReplyValidator, Screened
 
 SUMMED_PREFIXES = ("skipped.",)
 SUMMED_KEYS = ("steps", "examples")
 MAX_KEYS = ("seconds",)
-PER_SITE_ONLY = ("site-index",)
+PER_SITE_ONLY = (SITE_INDEX_KEY,)
+MetricsAggregation = Callable[[list[RecordDict], str], MetricRecord]
 
 
 def round_lr(server_round: int, rounds: int, lr0: float, lr_min: float, schedule: str) -> float:
@@ -66,24 +68,24 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> Metri
     return out
 
 
-class ScreenedAggregation:
-    """Mixin placed before a Flower strategy class (see the module docstring)."""
+class ScreenedStrategy(Strategy):
+    """Reply screening in front of a Flower strategy (see the module docstring). Composition, as
+    Flower's own DP wrappers: ``inner`` (FedAvg, FedProx, FedAdam, FedYogi or a DP wrapper around
+    one) samples, configures and averages; this class screens the replies, casts the aggregate
+    and saves the server-optimizer state."""
 
-    validator: ReplyValidator
-    last_screen: Screened | None
-    sent_arrays: ArrayRecord | None
-    sampled_nodes: list[int]
-
-    def setup_screening(self, validator: ReplyValidator) -> None:
+    def __init__(self, inner: Strategy, validator: ReplyValidator, min_train_nodes: int) -> None:
+        self.inner = inner
         self.validator = validator
-        self.last_screen = None
-        self.sent_arrays = None
-        self.sampled_nodes = []
+        self.min_train_nodes = min_train_nodes
+        self.last_screen: Screened | None = None
+        self.sent_arrays: ArrayRecord | None = None
+        self.sampled_nodes: list[int] = []
         self.sent_messages: list[Message] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self.sent_arrays = arrays
         self.sampled_nodes = [m.metadata.dst_node_id for m in messages]
         self.sent_messages = messages  # the grid sets their message ids when it pushes them
@@ -95,27 +97,38 @@ class ScreenedAggregation:
             raise RuntimeError("aggregate_train before configure_train: no global arrays to check replies against")
         destinations = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in self.sent_messages}
         self.last_screen = self.validator.screen(replies, self.sent_arrays, self.sampled_nodes, destinations)
-        if len(self.last_screen.accepted) < self.min_train_nodes:  # type: ignore[attr-defined]
+        if len(self.last_screen.accepted) < self.min_train_nodes:
             return None, None
-        arrays, metrics = super().aggregate_train(server_round, self.last_screen.accepted)  # type: ignore[misc]
+        arrays, metrics = self.inner.aggregate_train(server_round, self.last_screen.accepted)
         if arrays is not None:
             arrays = cast_like(arrays, self.sent_arrays)
         return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.inner.summary()
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
         """Server-optimizer state (FedAdam/FedYogi moments); empty for FedAvg/FedProx."""
         state = {}
         for name in ("m_t", "v_t"):
-            value = getattr(self, name, None)
+            value = getattr(self.inner, name, None)
             if value:
                 state[name] = {k: np.asarray(v) for k, v in value.items()}
         return state
 
     def load_state_dict(self, state: dict[str, dict[str, np.ndarray]]) -> None:
         for name, value in state.items():
-            if not hasattr(self, name):
-                raise ValueError(f"strategy {type(self).__name__} has no state '{name}' (was the strategy changed?)")
-            setattr(self, name, {k: np.asarray(v) for k, v in value.items()})
+            if not hasattr(self.inner, name):
+                raise ValueError(f"strategy {type(self.inner).__name__} has no state '{name}' "
+                                 f"(was the strategy changed?)")
+            setattr(self.inner, name, {k: np.asarray(v) for k, v in value.items()})
 
 
 def cast_like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
@@ -130,24 +143,10 @@ def cast_like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
     return out
 
 
-class ScreenedFedAvg(ScreenedAggregation, FedAvg):
-    pass
-
-
-class ScreenedFedProx(ScreenedAggregation, FedProx):
-    pass
-
-
-class ScreenedFedAdam(ScreenedAggregation, FedAdam):
-    pass
-
-
-class ScreenedFedYogi(ScreenedAggregation, FedYogi):
-    pass
-
-
-def build_strategy(settings: FederationSettings, client_lr: float) -> Any:
-    """The configured strategy; ``client_lr`` is FedOpt's ``eta_l`` (informational in Flower)."""
+def build_strategy(settings: FederationSettings, client_lr: float, validator: ReplyValidator | None = None,
+                   train_metrics_aggr_fn: MetricsAggregation = aggregate_train_metrics) -> ScreenedStrategy:
+    """The configured strategy, screening with ``validator`` (default :class:`ReplyValidator`);
+    ``client_lr`` is FedOpt's ``eta_l`` (informational in Flower)."""
     common: dict[str, Any] = {
         "fraction_train": settings.fraction_train,
         "fraction_evaluate": settings.fraction_evaluate,
@@ -155,16 +154,16 @@ def build_strategy(settings: FederationSettings, client_lr: float) -> Any:
         "min_evaluate_nodes": 1 if settings.fraction_evaluate > 0 else 0,
         "min_available_nodes": settings.min_available_nodes,
         "weighted_by_key": WEIGHT_KEY,
-        "train_metrics_aggr_fn": aggregate_train_metrics,
+        "train_metrics_aggr_fn": train_metrics_aggr_fn,
         "evaluate_metrics_aggr_fn": aggregate_train_metrics,
     }
+    inner: FedAvg
     if settings.strategy == "fedavg":
-        strategy = ScreenedFedAvg(**common)
+        inner = FedAvg(**common)
     elif settings.strategy == "fedprox":
-        strategy = ScreenedFedProx(**common, proximal_mu=settings.proximal_mu)
+        inner = FedProx(**common, proximal_mu=settings.proximal_mu)
     else:
-        cls = ScreenedFedAdam if settings.strategy == "fedadam" else ScreenedFedYogi
-        strategy = cls(**common, eta=settings.server_lr, eta_l=client_lr, beta_1=settings.server_beta1,
-                       beta_2=settings.server_beta2, tau=settings.server_tau)
-    strategy.setup_screening(ReplyValidator(settings.max_update_ratio))
-    return strategy
+        cls = FedAdam if settings.strategy == "fedadam" else FedYogi
+        inner = cls(**common, eta=settings.server_lr, eta_l=client_lr, beta_1=settings.server_beta1,
+                    beta_2=settings.server_beta2, tau=settings.server_tau)
+    return ScreenedStrategy(inner, validator or ReplyValidator(settings.max_update_ratio), settings.min_train_nodes)

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-WEIGHT_KEY = "num-examples"
+from clef_core.federation.contract import SITE_INDEX_KEY, WEIGHT_KEY
+
 REFUSAL_PREFIX = "refused by the site"
 
 
@@ -80,7 +81,7 @@ def reply_node(msg: Message, destinations: Mapping[str, int]) -> int:
 
 
 def _site_index(verdict: Verdict) -> float:
-    index = verdict.metrics.get("site-index", -1.0)
+    index = verdict.metrics.get(SITE_INDEX_KEY, -1.0)
     return index if index >= 0 else math.inf
 
 

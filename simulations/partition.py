@@ -174,7 +174,7 @@ def risk_category(risk: float, age: float, model: str = "score2") -> str:
     if risk is None or age is None or not (np.isfinite(risk) and np.isfinite(age)):
         return "unknown"
     if model in FLAT_RISK_THRESHOLDS:
-        bands = ((math.inf, *FLAT_RISK_THRESHOLDS[model]),)
+        bands: tuple[tuple[float, float, float], ...] = ((math.inf, *FLAT_RISK_THRESHOLDS[model]),)
     elif model == "score2":
         bands = RISK_THRESHOLDS
     else:
@@ -383,6 +383,7 @@ def _link_mimic_site(cohort: Path, folder: Path, record_ids: set[str], subject_i
         if table is None:
             continue
         path = find_table(cohort, name)
+        assert path is not None  # read_table found it
         filtered.add(path.name)
         if "study_id" in table.columns:
             keep = table["study_id"].astype(str).isin(record_ids)

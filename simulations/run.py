@@ -27,7 +27,8 @@ from typing import Any
 import tomli_w
 
 from clef_core.config import ConfigError
-from server.checkpoint import RunFolder
+from clef_core.run_folder import COMPLETE, INTERRUPTED, STARTING, RunFolder
+from server.checkpoint import ServerRunFolder
 from server.settings import FederationSettings
 from simulations.engine import (
     ANSI,
@@ -78,7 +79,7 @@ def check_node_counts(cfg: Mapping[str, Any], n_sites: int) -> None:
                               f"(Flower would wait for nodes that never come)")
 
 
-def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | bool]:
+def run_config_for(out: Path, experiment: Path, manifest: Path) -> dict[str, str | int | float | bool]:
     return {"experiment": str(experiment), "run-dir": str(out), "sites-manifest": str(manifest),
             "prepare-sites": False}
 
@@ -105,9 +106,9 @@ def simulate(cfg: Mapping[str, Any], out: str | Path, *, site_dirs: Sequence[str
 def mark_interrupted(folder: RunFolder, rounds_done: int) -> None:
     """status.json after a stop by the user: ``interrupted`` and resumable (call with the lock held)."""
     status = folder.read_status()
-    if status.get("state") == "complete":
+    if status.get("state") == COMPLETE:
         return
-    folder.write_status("interrupted", round=rounds_done, rounds=status.get("rounds"),
+    folder.write_status(INTERRUPTED, round=rounds_done, rounds=status.get("rounds"),
                         stopped=time.strftime("%Y-%m-%d %H:%M:%S"),
                         note="stopped by SIGINT/SIGTERM; run the same command again to resume")
 
@@ -122,9 +123,9 @@ def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str 
         check_privacy(cfg, len(federation.sites))  # refuse a DP setting before anything starts
     experiment = write_experiment(cfg, out)
     fed = cfg["federation"]
-    folder = RunFolder(out)
+    folder = ServerRunFolder(out)
     before = {r["round"] for r in read_rounds(out)}
-    folder.write_status("starting", round=max(before, default=0), rounds=int(fed["rounds"]))
+    folder.write_status(STARTING, round=max(before, default=0), rounds=int(fed["rounds"]))
     run_config = run_config_for(out, experiment, federation.manifest)
     engine = federation_config(len(federation.sites), fed["client_cpus"], fed["client_gpus"], os.cpu_count() or 1)
     with open(out / ENGINE_LOG, "a", encoding="utf-8") as log:
@@ -135,7 +136,7 @@ def _simulate_locked(cfg: Mapping[str, Any], out: Path, site_dirs: Sequence[str 
             flwr_run(app, run_config, engine, env, log, on_line=_progress(echo))
     status = folder.read_status()
     rows = read_rounds(out)
-    if status.get("state") != "complete":
+    if status.get("state") != COMPLETE:
         correct_dead_status(folder)  # the engine is stopped: a "running" here is no longer true
         detail = status.get("error") or "the ServerApp did not finish (see the log)"
         lines = "\n".join(tail(out / ENGINE_LOG, 25))

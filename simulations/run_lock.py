@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from server.checkpoint import RunFolder
+from clef_core.run_folder import INTERRUPTED, LIVE_STATES, RunFolder
 
 LOCK_FILE = ".lock"
-LIVE_STATES = ("starting", "running")
 
 
 class RunFolderBusy(RuntimeError):
@@ -65,7 +64,7 @@ def correct_dead_status(folder: RunFolder) -> dict[str, Any] | None:
     status = folder.read_status()
     if status.get("state") not in LIVE_STATES:
         return None
-    folder.write_status("interrupted", round=status.get("round", 0), rounds=status.get("rounds"),
+    folder.write_status(INTERRUPTED, round=status.get("round", 0), rounds=status.get("rounds"),
                         was=status.get("state"), corrected=time.strftime("%Y-%m-%d %H:%M:%S"),
                         note="the run that wrote this status ended without finishing (killed or crashed)")
     return status

@@ -103,9 +103,9 @@ def prepare_federation(cfg: Mapping[str, Any], run_root: str | Path, *, manifest
             from clef_core.pipeline import default_cohort
 
             cohort = default_cohort(run_root, dict(cfg)).resolve()
-        spec = SplitSpec.from_federation(fed)
-        clinical = risk_clinical(cohort, cfg) if spec.kind == "dirichlet" and spec.by == "risk" else None
-        split = split_cohort(cohort, run_root / "split", spec, clinical)
+        split_spec = SplitSpec.from_federation(fed)
+        clinical = risk_clinical(cohort, cfg) if split_spec.kind == "dirichlet" and split_spec.by == "risk" else None
+        split = split_cohort(cohort, run_root / "split", split_spec, clinical)
         specs = [SiteSpec(s.site_id, s.dir.resolve(), run_root / "sites" / s.site_id, i)
                  for i, s in enumerate(split.sites)]
         eval_dir = split.holdout.dir.resolve() if split.holdout is not None else None

@@ -1,6 +1,6 @@
 """The end-of-run summary of a federated run folder: a per-round table and a PNG.
 
-Reads only ``metrics.jsonl`` (:mod:`server.checkpoint`), so it works on any run folder, finished
+Reads only ``metrics.jsonl`` (:mod:`clef_core.run_folder`), so it works on any run folder, finished
 or not. The plot has the train loss per round of every site and of the federation and, when the
 server probed a held-out set, the linear-probe AUROC per label with its 95 % confidence interval
 (Hanley & McNeil 1982, from the label's positives and negatives), their mean, and chance.
@@ -8,28 +8,18 @@ server probed a held-out set, the linear-probe AUROC per label with its 95 % con
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from clef_core.evaluation.metrics import auroc_ci95_halfwidth
+from clef_core.run_folder import RunFolder
 
 PLOT = "summary.png"
 
 
 def read_rounds(run: Path) -> list[dict[str, Any]]:
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for text in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return RunFolder(run).read_metrics()
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -27,7 +27,7 @@ import pytest
 from clef_core.checkpoint import load_model
 from deploy.certs import create_credentials
 from deploy.commands import node_config, register_command, superlink_command, supernode_command, write_connection
-from server.checkpoint import RunFolder
+from server.checkpoint import ServerRunFolder
 from simulations.engine import bin_dir, descendant_groups, engine_env, free_port, stage_app, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +213,7 @@ def test_tls_federation_refuses_strangers_and_survives_a_lost_node_and_a_superli
     wait_for("hospital-b training round 1", lambda: log_has(site_log(t, "hospital-b"), r"train round 1: start"),
              180, [superlink, run1])
     Processes.kill(nodes[2])
-    folder = RunFolder(t["run_dir"])
+    folder = ServerRunFolder(t["run_dir"])
     wait_for("round 1 checkpoint", lambda: folder.rounds() == [1], 240, [superlink, run1])
     line1 = folder.read_metrics()[0]
     lost = int(re.search(r"SuperNode ID: (\d+)", Path(nodes[2].log_path).read_text()).group(1))
@@ -255,7 +255,7 @@ def test_tls_federation_refuses_strangers_and_survives_a_lost_node_and_a_superli
     client.write_text(client.read_text() + "\n# a changed line: not the code the hospital installed\n")
     run3 = start_run(t, "flwr-run-altered", altered, t["root"] / "run-altered")
     run3.wait(timeout=300)  # `flwr run --stream` exits 0 even when its ServerApp fails: read the run folder
-    failed = RunFolder(t["root"] / "run-altered").read_status()
+    failed = ServerRunFolder(t["root"] / "run-altered").read_status()
     assert failed["state"] == "failed" and "only 0 of 2 sampled sites" in failed["error"], failed
     # one refusal text whatever the reason: which file differs stays in the site's gate log
     assert "refused by the site: it is not the site's installed clef-fl" in failed["sites"]

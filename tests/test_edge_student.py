@@ -50,6 +50,11 @@ def test_decimate_is_resample_poly(q):
     assert np.abs(got - resample_poly(x, 1, q, axis=-1)).max() < 1e-5
 
 
+def test_decimate_keeps_the_module_methods():
+    """Its padding attribute once shadowed ``nn.Module.half`` (an int where a method belongs)."""
+    assert Decimate(4).half().fir.dtype == torch.float16
+
+
 def test_rate_must_divide_teacher_rate():
     assert decimation_factor(500, 250) == 2 and decimation_factor(500, 125) == 4
     with pytest.raises(ValueError, match="300 Hz"):
@@ -108,7 +113,8 @@ def test_student_int8_fits_tflite_micro(student_run, shared_data, tmp_path):
     from edge.student import ARENA_BUDGET_KIB, MODEL_BUDGET_KIB, export_student
 
     # tflite-runtime is left out (edge_venv absent) to keep the test short; clef distill checks it
-    opts = ExportOptions(calibration=shared_data / "ecg", windows_per_record=1, cuts=1,
+    # calibration as a list of folders (the API allows several): the arena's window read it as one Path
+    opts = ExportOptions(calibration=[shared_data / "ecg"], windows_per_record=1, cuts=1,
                          edge_venv=tmp_path / "no-edge-venv")
     if not (opts.export_venv / "bin" / "python").exists():
         pytest.skip(f"no export venv at {opts.export_venv} (litert-torch + tflite-micro; see docs/edge.md)")

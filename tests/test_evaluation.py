@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -280,6 +281,42 @@ def test_cli_finetune_writes_a_loadable_model(tmp_path, tiny_checkpoint, tiny_si
     assert code == 0
     model = load_model(out / "finetuned_synthetic_II.pt")
     assert model.heads["synthetic_II"].meta["mode"] == "finetune" and model.provenance["kind"] == "finetune"
+
+
+def test_a_program_evaluates_a_checkpoint_without_the_cli(tmp_path, tiny_checkpoint, tiny_site, tiny_config):
+    """clef_core.evaluation.checkpoint_tasks is the whole of `clef evaluate` but the printing: typed
+    options in, results and the files written out, one error type for what the user must fix."""
+    from clef.commands import evaluate as cli
+    from clef_core.evaluation.checkpoint_tasks import (
+        HEAD_STORES,
+        TASKS,
+        EvaluationError,
+        EvaluationOptions,
+        evaluate_checkpoint,
+        parse_tasks,
+    )
+    from clef_core.evaluation.run import EvalSettings
+
+    assert (cli.TASKS, cli.HEAD_STORES) == (TASKS, HEAD_STORES)  # the CLI's help lists the library's names
+    settings = EvalSettings(**{**tiny_config["evaluate"], "lead": "II", "min_per_class": 3, "folds": 3})
+    said: list[str] = []
+    options = EvaluationOptions(out=tmp_path / "o", cohort=tiny_site.root, heads="none", baseline=False, quiet=True)
+    evaluation = evaluate_checkpoint(tiny_checkpoint, tiny_config, settings, parse_tasks("synthetic"), options,
+                                     say=said.append)
+    results = evaluation.results
+    assert set(results["tasks"]) == {"synthetic_II"} and "baseline" not in results and results["heads_saved_in"] is None
+    assert 0.0 <= results["tasks"]["synthetic_II"]["metrics"]["mean_auroc"] <= 1.0
+    assert evaluation.outputs == [("figure", tmp_path / "o" / "tasks.png")] and not (tmp_path / "o" / "model.pt").exists()
+    assert any("synthetic_II: mean AUROC" in line for line in said)
+    with pytest.raises(EvaluationError, match="--data: folder not found"):
+        evaluate_checkpoint(tiny_checkpoint, tiny_config, settings, ["mitdb"],
+                            dataclasses.replace(options, data=tmp_path / "absent"))
+    with pytest.raises(EvaluationError, match="not_a_model"):
+        evaluate_checkpoint(tmp_path / "not_a_model.pt", tiny_config, settings, ["synthetic"], options)
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_tasks("synthetic,nope")
+    with pytest.raises(ValueError, match="heads = 'elsewhere'"):
+        EvaluationOptions(out=tmp_path, heads="elsewhere")
 
 
 def test_cli_bad_checkpoint_is_one_line_error(tmp_path, capsys):

@@ -40,7 +40,7 @@ from clef_core.federation.contract import TRAIN_METRICS
 from clef_core.federation.run_config import experiment_config
 from clef_core.federation.sites import SiteSpec, clear_cache, read_manifest, write_manifest
 from client.client_app import SiteFailure
-from server.checkpoint import ResumeError, RunFolder, ServerState, check_resumable
+from server.checkpoint import ResumeError, ServerRunFolder, ServerState, check_same_experiment
 from server.loop import initial_arrays
 from server.settings import FederationSettings
 from server.strategy import aggregate_train_metrics, build_strategy, round_lr
@@ -281,7 +281,7 @@ def test_strategies_average_only_accepted_replies(name: str) -> None:
     settings = FederationSettings(strategy=name, proximal_mu=0.1, min_train_nodes=2, min_available_nodes=2)
     strategy = build_strategy(settings, client_lr=1e-3)
     strategy.sent_arrays, strategy.sampled_nodes = reference, [1, 2, 3]
-    strategy.current_arrays = {k: v.copy() for k, v in ref.items()}  # what FedOpt's configure_train keeps
+    strategy.inner.current_arrays = {k: v.copy() for k, v in ref.items()}  # what FedOpt's configure_train keeps
     a, b = {**ref, "w": ref["w"] + 1.0, "n": np.array(7)}, {**ref, "w": ref["w"] + 3.0, "n": np.array(9)}
     bad = {**ref, "w": np.full((4, 3), np.inf, np.float32)}
     arrays, metrics = strategy.aggregate_train(1, [reply(a, good_metrics(10), 1), reply(b, good_metrics(30), 2),
@@ -307,7 +307,7 @@ def test_fedadam_state_round_trips() -> None:
 
     def step(strategy, base, delta):
         strategy.sent_arrays, strategy.sampled_nodes = base, [1, 2]
-        strategy.current_arrays = {k: v.numpy() for k, v in base.items()}
+        strategy.inner.current_arrays = {k: v.numpy() for k, v in base.items()}
         moved = {k: np.asarray(v.numpy() + (delta if k == "w" else 0)) for k, v in base.items()}
         out, _ = strategy.aggregate_train(2, [reply(moved, good_metrics(), 1), reply(moved, good_metrics(), 2)])
         return out
@@ -342,7 +342,7 @@ def test_train_metric_aggregation_sums_counts() -> None:
 
 
 def test_checkpoint_resume_and_metrics_reconciliation(tmp_path: Path) -> None:
-    folder = RunFolder(tmp_path / "run")
+    folder = ServerRunFolder(tmp_path / "run")
     assert folder.latest() is None
     fp = {"encoder": {"scale": "small"}, "strategy": "fedadam"}
     ref = small_model()
@@ -364,11 +364,11 @@ def test_checkpoint_resume_and_metrics_reconciliation(tmp_path: Path) -> None:
     folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in folder.read_metrics()[:2]))
     folder.reconcile_metrics(state)
     assert folder.read_metrics()[-1] == {"round": 3, "train_loss": 1.0 / 3}
-    check_resumable(state, fp, {k: v for k, v in ref.items()}, "run")
+    check_same_experiment(state, fp, {k: v for k, v in ref.items()}, "run")
     with pytest.raises(ResumeError, match="strategy"):
-        check_resumable(state, {**fp, "strategy": "fedavg"}, ref, "run")
+        check_same_experiment(state, {**fp, "strategy": "fedavg"}, ref, "run")
     with pytest.raises(ResumeError, match="do not fit"):
-        check_resumable(state, fp, {**ref, "w": np.zeros((2, 2))}, "run")
+        check_same_experiment(state, fp, {**ref, "w": np.zeros((2, 2))}, "run")
     # only plain values and tensors: loadable with weights_only
     torch.load(folder.round_path(3), weights_only=True)
 
@@ -441,27 +441,30 @@ def test_server_loop_resumes_exactly_and_fails_below_min_nodes(fed: dict, tmp_pa
         cfg = experiment_config(run_config)
         cfg["federation"].update(rounds=rounds, strategy="fedadam", min_train_nodes=min_train,
                                  min_available_nodes=3, local_steps=1, eval_every=0)
-        federation = Federation(cfg, RunFolder(folder), manifest)
+        federation = Federation(cfg, ServerRunFolder(folder), manifest)
         federation.run(SerialGrid(run_config, 3, crash_at))
         return federation
 
     straight = run(tmp_path / "straight", 3)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "resumed", 3, crash_at=3)
-    assert RunFolder(tmp_path / "resumed").rounds() == [1, 2]
+    assert ServerRunFolder(tmp_path / "resumed").rounds() == [1, 2]
     resumed = run(tmp_path / "resumed", 3)
     assert resumed.start_round == 3
-    a, b = RunFolder(tmp_path / "straight").latest(), RunFolder(tmp_path / "resumed").latest()
+    a, b = ServerRunFolder(tmp_path / "straight").latest(), ServerRunFolder(tmp_path / "resumed").latest()
     assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
     assert all(np.array_equal(a.strategy["v_t"][k], b.strategy["v_t"][k]) for k in a.strategy["v_t"])
-    lines = RunFolder(tmp_path / "resumed").read_metrics()
-    assert [x["train_loss"] for x in lines] == [x["train_loss"] for x in RunFolder(tmp_path / "straight").read_metrics()]
+    lines = ServerRunFolder(tmp_path / "resumed").read_metrics()
+    straight_lines = ServerRunFolder(tmp_path / "straight").read_metrics()
+    assert [x["train_loss"] for x in lines] == [x["train_loss"] for x in straight_lines]
     assert all(x["failed"] == 1 and x["accepted"] == 2 for x in lines)
     assert [e.get("site") for e in lines[0]["sites"] if e["status"] == "failed"] == ["gone"]
     assert straight.folder.final_model.is_file()
+    assert load_model(straight.folder.final_model).provenance["privacy"] is None  # privacy off: server.privacy.NoPrivacy
+    assert not any("epsilon" in x or "privacy_mode" in x for x in lines)
     with pytest.raises(RoundFailed, match="only 2 of 3"):
         run(tmp_path / "strict", 1, min_train=3)
-    status = RunFolder(tmp_path / "strict").read_status()
+    status = ServerRunFolder(tmp_path / "strict").read_status()
     assert status["state"] == "failed" and "node" in status["sites"]
     assert not (tmp_path / "strict" / "final_model.pt").exists()
 
@@ -484,8 +487,8 @@ def test_privacy_modes_plug_into_the_loop_and_keep_counting_after_a_restart(
                   "prepare-sites": False}
     for rounds in (1, 2):
         cfg["federation"]["rounds"] = rounds
-        Federation(cfg, RunFolder(out), out / "sites.json").run(SerialGrid(run_config, 2))
-    eps = [line["epsilon"] for line in RunFolder(out).read_metrics()]
+        Federation(cfg, ServerRunFolder(out), out / "sites.json").run(SerialGrid(run_config, 2))
+    eps = [line["epsilon"] for line in ServerRunFolder(out).read_metrics()]
     assert len(eps) == 2 and 0 < eps[0] < eps[1]
     assert load_model(out / "final_model.pt").provenance["privacy"]["epsilon"] == eps[1]
 
@@ -520,7 +523,7 @@ def test_pyproject_flower_app_matches_the_config() -> None:
     """Every dotted key `flwr run -c` accepts is a real experiment key, and the shipped
     experiments are valid federations."""
     app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "simulations.server_app:app", "clientapp": "client.client_app:app"}
+    assert app["components"] == {"serverapp": "server.server_app:app", "clientapp": "client.client_app:app"}
     from flwr.common.config import flatten_dict
 
     flat = flatten_dict(app["config"])
@@ -532,6 +535,28 @@ def test_pyproject_flower_app_matches_the_config() -> None:
             assert value == "", key
     for name in ("default", "simulate-small"):
         FederationSettings.from_config(load_config(name))
+
+
+def test_a_bare_flwr_run_prepares_the_sites_with_the_function_run_config_names(tmp_path: Path, task_identity) -> None:
+    """`flwr run .` with prepare-sites=true and no sites.json: the app's ServerApp (server/) writes
+    the sites with the function run_config site-preparer names (the simulation's, looked up by
+    name) and trains on them; a name that is not a function is an error naming the key."""
+    from clef_core.federation.run_config import site_preparer
+    from server.server_app import run_server
+
+    app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert site_preparer(app_config) is prepare_federation
+    for bad, why in (("simulations.sites", "expected 'module:function'"), ("simulations.nowhere:f", "cannot import"),
+                     ("simulations.sites:nothing", "has no function nothing"), ("", "expected")):
+        with pytest.raises(ConfigError, match=f"site-preparer = .*{why}"):
+            site_preparer({"site-preparer": bad})
+    overrides = TINY + ["federation.rounds=1", "federation.local_steps=1", "federation.eval_every=0"]
+    run_config = {"experiment": "", "set": " ".join(overrides), "run-dir": str(tmp_path), "sites-manifest": "",
+                  "prepare-sites": True, "site-preparer": app_config["site-preparer"]}
+    final = run_server(SerialGrid(run_config, 2), context(run_config))
+    specs, _ = read_manifest(tmp_path / "sites.json")
+    assert len(specs) == 2 and final.is_file()
+    assert [e["status"] for e in ServerRunFolder(tmp_path).read_metrics()[0]["sites"]] == ["accepted", "accepted"]
 
 
 def test_sites_manifest_round_trip(tmp_path: Path) -> None:
@@ -580,7 +605,7 @@ def test_simulation_on_three_real_sites_survives_a_broken_site_and_a_killed_serv
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGTERM)  # the server dies during round 2
     first.wait(timeout=60)
-    killed = RunFolder(out)
+    killed = ServerRunFolder(out)
     assert killed.read_status().get("state") != "complete"
     done_before = killed.rounds()
     line1 = killed.read_metrics()[0]
@@ -588,7 +613,7 @@ def test_simulation_on_three_real_sites_survives_a_broken_site_and_a_killed_serv
     second = _simulate(args, env)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
-    folder = RunFolder(out)
+    folder = ServerRunFolder(out)
     lines = folder.read_metrics()
     assert [x["round"] for x in lines] == [1, 2, 3] and lines[0] == line1
     assert folder.read_status()["state"] == "complete" and max(done_before) < 3

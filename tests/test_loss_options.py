@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -124,8 +123,8 @@ def test_known_placebo_moves_only_known_risks():
 def test_the_trainer_runs_the_known_placebo():
     trainer = _trainer(shuffle_risk=True, shuffle_scope="known")
     seen = []
-    real = trainer.loss_fn
-    trainer.loss_fn = lambda z, r, c: (seen.append((r.clone(), c.clone())), real(z, r, c))[1]
+    real = trainer.criterion
+    trainer.criterion = lambda z, b: (seen.append((b["risk"].clone(), b["completeness"].clone())), real(z, b))[1]
     b = _batch()
     b["risk"][[0, 3]] = math.nan
     trainer.train_epoch([b, b])
@@ -150,8 +149,8 @@ def _batch(n: int = 6) -> dict:
 def test_placebo_shuffles_only_within_the_batch():
     trainer = _trainer(shuffle_risk=True)
     seen = []
-    real = trainer.loss_fn
-    trainer.loss_fn = lambda z, r, c: (seen.append((r.clone(), c.clone())), real(z, r, c))[1]
+    real = trainer.criterion
+    trainer.criterion = lambda z, b: (seen.append((b["risk"].clone(), b["completeness"].clone())), real(z, b))[1]
     b = _batch()
     trainer.train_epoch([b, b])
     for step, (r, c) in enumerate(seen):

@@ -360,8 +360,8 @@ def test_client_level_dp_clips_weighs_uniformly_accounts_and_resumes() -> None:
     priv = PrivacyConfig(mode="client", noise_multiplier=1e-6, clip_norm=0.1, delta=1e-3)
     settings = FederationSettings(strategy="fedavg", min_train_nodes=2, min_available_nodes=2)
     strategy = client_dp_strategy(settings, priv, sites=2)
-    strategy.sent_arrays, strategy.sampled_nodes, strategy.current_arrays = reference, [1, 2], reference
-    strategy._prepare_accounting(1, [_instruction(_empty(), n) for n in (1, 2)])  # what configure_train does
+    strategy.sent_arrays, strategy.sampled_nodes, strategy.dp.current_arrays = reference, [1, 2], reference
+    strategy.dp._prepare_accounting(1, [_instruction(_empty(), n) for n in (1, 2)])  # what configure_train does
     a = {"w": ref["w"] + 1.0, "b": ref["b"]}  # update norm sqrt(12): clipped to 0.1
     b = {"w": ref["w"] - 0.01, "b": ref["b"]}  # update norm 0.035: kept
     arrays, _ = strategy.aggregate_train(1, [_reply(a, {"num-examples": 10.0, "train_loss": 1.0}, 1),
@@ -376,7 +376,7 @@ def test_client_level_dp_clips_weighs_uniformly_accounts_and_resumes() -> None:
     assert resumed.privacy_spent().epsilon == spent and resumed.privacy_spent().num_releases == 1
     # a missing site: no release, no spending
     strategy.sent_arrays, strategy.sampled_nodes = reference, [1, 2]
-    strategy._prepare_accounting(2, [_instruction(_empty(), n) for n in (1, 2)])
+    strategy.dp._prepare_accounting(2, [_instruction(_empty(), n) for n in (1, 2)])
     assert strategy.aggregate_train(2, [_reply(a, {"num-examples": 10.0, "train_loss": 1.0}, 1)]) == (None, None)
     assert strategy.privacy_spent().epsilon == spent
 
@@ -422,7 +422,7 @@ def dp_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_a_private_site_round_replies_within_the_contract(dp_site: dict) -> None:
     import dataclasses
 
-    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
     from clef_core.federation.contract import PRIVACY_METRICS, TRAIN_METRICS

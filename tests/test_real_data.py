@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,8 @@ def small_config() -> dict:
 
 def test_several_folders_are_one_cohort_with_prefixed_ids(folders, small_config, tmp_path):
     from clef_core.multi_cohort import prepare_folders
-    from clef_core.train.loop import make_dataset
+    from clef_core.data.augment import ViewConfig
+    from clef_core.task import make_dataset
 
     dirs = [folders["mitdb"], folders["ecg"], folders["ecg2"]]
     site = prepare_folders(dirs, tmp_path / "work", small_config, progress=False)
@@ -73,7 +73,7 @@ def test_several_folders_are_one_cohort_with_prefixed_ids(folders, small_config,
     assert clinical.at["mitdb/101", "age"] == 75 and clinical.at["ecg/E07500", "age"] == 78
     assert clinical["risk"].isna().all()
     assert site.summary()["risk_known"] == 0.0
-    dataset = make_dataset(small_config, site, seed=0)
+    dataset = make_dataset(ViewConfig(**small_config["views"]), site, seed=0)
     assert len(dataset) == 6 and dataset.n_without_metadata == 0
     item = dataset[0]
     assert item["view1"].shape[0] == 1 and item["view1"].shape == item["view2"].shape and math.isnan(item["risk"])

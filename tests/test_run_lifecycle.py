@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server.checkpoint import RunFolder
+from clef_core.run_folder import RunFolder
 from simulations.guard import descendants
 from simulations.run_lock import RunFolderBusy, correct_dead_status, run_folder_lock
 

@@ -8,14 +8,12 @@ private step left the ledger untouched and named its exception type)."""
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
@@ -176,7 +174,8 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
     from clef_core.privacy.loss import bank_weights
     from clef_core.privacy.config import PrivacyConfig
     from clef_core.train.config import LossConfig
-    from clef_core.train.loop import make_dataset
+    from clef_core.data.augment import ViewConfig
+    from clef_core.task import make_dataset
 
     cfg = load_config(None, ['model.norm="group"', "privacy.bank_size=4"])
     records = sorted(p.stem for p in (shared_data / "ecg").glob("JS*.hea"))[:6]
@@ -193,7 +192,7 @@ def test_removing_a_real_patient_changes_only_that_patients_gradient(shared_data
     for folder in (full, less):
         site = prepare_site(folder, tmp_path / f"work-{folder.name}", cfg, progress=False)
         assert site.privacy_unit == "record"
-        dataset = make_dataset(cfg, site, seed=0)
+        dataset = make_dataset(ViewConfig(**cfg["views"]), site, seed=0)
         dataset.set_epoch(3)
         bank = public_bank(cfg, site, priv)
         bank_z = bank.embed(lambda x: model(x).float()).detach()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
 
 from clef.cli import add_config_arguments, config_from_args
 from clef.commands._site import prepare_cohort_site
+from clef_core.run_folder import dumps
 
 NAME = "diagnose"
 HELP = "weight statistics of CLEF batches: pairs with risk, weight spread, Spearman vs risk / completeness, placebo gradient cosine"
@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from clef_core.config import merge, overrides_to_dict
     from clef_core.evaluation.study_truth import oracle_site
     from clef_core.train.config import LossConfig, TrainConfig
-    from clef_core.train.loop import build_model, make_dataset, make_loader
+    from clef_core.data.augment import ViewConfig
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import STATS, diagnose
 
     try:
@@ -47,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
         site = oracle_site(site) if args.oracle else site
         train_cfg = TrainConfig(**cfg["train"])
         torch.manual_seed(train_cfg.seed)
-        encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(cfg)
+        encoder = load_model(args.checkpoint).encoder if args.checkpoint else build_model(make_config(**cfg["model"]))
         configured = LossConfig(**cfg["loss"])
         repaired = merge(cfg, overrides_to_dict(cfg["study"]["repaired"]), strict=True)["loss"]
         settings = {"paper defaults": LossConfig(), "repaired (study.repaired)": LossConfig(**repaired)}
         if configured not in settings.values():
             settings["configured [loss]"] = configured
-        loader = make_loader(make_dataset(cfg, site, train_cfg.seed), train_cfg, epoch=0)
+        loader = make_loader(make_dataset(ViewConfig(**cfg["views"]), site, train_cfg.seed), train_cfg, epoch=0)
         result = diagnose(loader, settings, encoder.eval(), max_batches=args.batches, seed=train_cfg.seed)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f"clef diagnose: {exc}", file=sys.stderr)
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                    "risk": dataclasses.asdict(risk),
                    "batches": args.batches, "batch_size": train_cfg.batch_size, "cohort": str(site.root),
                    "oracle": args.oracle}
-        args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        args.json.write_text(dumps(payload, indent=2), encoding="utf-8")
     return 0
 
 

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="the teacher: a clef model file (final_model.pt)")
     add_config_arguments(parser)
     parser.add_argument("--out", metavar="DIR", type=Path, required=True,
-                        help="student.pt, metrics.jsonl, distill_state.pt and the export (student_int8.tflite, "
-                             "preprocess.json, export_report.json)")
+                        help="student.pt, metrics.jsonl, status.json, distill_state.pt and the export "
+                             "(student_int8.tflite, preprocess.json, export_report.json)")
     parser.add_argument("--cohort", metavar="DIR", type=Path,
                         help="unlabelled ECG: MIMIC-IV-ECG layout root or a folder of WFDB records, e.g. "
                              "../shared/data/mitdb (default: synthesise [synth] into the work folder)")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 NAME = "export"
 HELP = "export a model checkpoint for edge devices (float/int8 ONNX, int8 TFLite) with a fidelity gate"
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.export.exporter import ExportError, ExportOptions, export_model
 
     cal = [Path(x) for x in args.calibration.split(",") if x] if args.calibration else None
-    extra = {} if args.report_data is None else \
+    extra: dict[str, Any] = {} if args.report_data is None else \
         {"report_data": None if args.report_data.lower() == "none" else Path(args.report_data)}
     opts = ExportOptions(calibration=cal[0] if cal and len(cal) == 1 else cal, **extra,
                          leads=tuple(x.strip() for x in args.leads.split(",") if x.strip()),

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MIMIC-IV-ECG layout root(s) or folder(s) of WFDB records; several folders are pretrained on "
                              "as one cohort, ids prefixed by folder name (default: synthesise [synth] into the work folder)")
     parser.add_argument("--out", metavar="RUN_DIR", type=Path, required=True,
-                        help="run folder: metrics.jsonl, train_state.pt, final_model.pt")
+                        help="run folder: metrics.jsonl, train_state.pt, final_model.pt, status.json")
     parser.add_argument("--work", metavar="DIR", type=Path,
                         help="where the cohort's clinical table and store are cached (default: RUN_DIR/data)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if RUN_DIR holds a training state")

@@ -400,6 +400,7 @@ def count_source(root: str | Path) -> int:
     if source_kind(root) == "wfdb_folder":
         return sum(1 for _ in iter_wfdb_folder(root))
     table = find_table(root, "record_list")
-    opener = gzip.open if table.suffix == ".gz" else open
-    with opener(table, "rt", newline="") as fh:
+    if table is None:
+        raise FileNotFoundError(f"{root}: no record_list.csv(.gz)")
+    with (gzip.open(table, "rt", newline="") if table.suffix == ".gz" else open(table, newline="")) as fh:
         return max(sum(1 for _ in csv.reader(fh)) - 1, 0)

@@ -204,6 +204,7 @@ class _Partial:
                     skipped[res.error.reason] += 1
                     _append_csv(handles[SKIPPED], [res.ref.record_id, res.error.reason, str(res.error)])
                 else:
+                    assert res.windows is not None  # _process returns windows or an error
                     _append_windows(handles, res, n_windows)
                     n_windows += len(res.windows.signals)
                     skipped_windows.update(res.windows.skipped)
@@ -229,6 +230,7 @@ def _append_csv(fh: Any, row: list[Any]) -> None:
 
 def _append_windows(handles: dict[str, Any], res: _Result, first_id: int) -> None:
     ref, windows = res.ref, res.windows
+    assert windows is not None
     handles[SIGNALS].write(np.ascontiguousarray(windows.signals, dtype=np.float16).tobytes())
     handles[MASK].write(np.ascontiguousarray(windows.lead_mask, dtype=np.uint8).tobytes())
     time_text = ref.ecg_time.isoformat(sep=" ") if ref.ecg_time else ""

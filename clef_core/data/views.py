@@ -95,7 +95,7 @@ def make_views(
     pairing = cfg.pairing
     if pairing == "recordings" and other is None:
         pairing = "disjoint_crops"
-    if pairing == "recordings":
+    if pairing == "recordings" and other is not None:
         window2, mask2 = _checked(*other)
         lead1 = int(draw_leads(lead_mask, rng, 1.0)[0])
         lead2 = lead1 if mask2[lead1] and rng.random() < cfg.same_lead_p else draw_leads(mask2, rng, 1.0)[0]

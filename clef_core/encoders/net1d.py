@@ -39,7 +39,7 @@ class BasicBlock(nn.Module):
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.is_first_block = is_first_block
         if is_first_block:  # the stem already ended with an activation
-            self.pre = nn.Identity()
+            self.pre: nn.Module = nn.Identity()
         else:
             self.pre = nn.Sequential(make_norm(norm, in_channels, norm_groups), Swish())
         self.conv1 = SamePadConv1d(in_channels, mid_channels, 1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 
 from clef_core.data.preprocess import zscore
 from clef_core.evaluation.probe import ACTIVATION, KINDS, balanced_weights
+from clef_core.task import fit
+from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.trainer import EpochStats, StepInfo, Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,37 +99,40 @@ def finetune(
             yy = (yy - y_mean) / y_std
         target = torch.as_tensor(yy, dtype=torch.float32)
         loss_fn = _masked_bce if kind == "binary" else _masked_mse
-    opt = torch.optim.AdamW([
-        {"params": enc.parameters(), "lr": cfg.lr},
-        {"params": head.parameters(), "lr": cfg.lr * cfg.head_lr_factor},
-    ], weight_decay=cfg.weight_decay)
+    trainer = Trainer(nn.Sequential(enc, head), LossConfig(), _train_config(cfg), criterion=lambda out, b: loss_fn(out, b["y"]),
+                      unpack=_labelled_batch, param_groups=[
+                          {"params": list(enc.parameters()), "lr": cfg.lr},
+                          {"params": list(head.parameters()), "lr": cfg.lr * cfg.head_lr_factor},
+                      ])
     xz = zscore(np.asarray(x, np.float32))
     history: list[float] = []
     selection: list[float] = []
     best: tuple[dict, dict] | None = None
     best_epoch, best_score = 0, -np.inf
-    for epoch in range(cfg.epochs):
+    seen = [0.0, 0]  # the epoch's example-weighted loss sum and examples
+
+    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         order = rng.permutation(len(xz))
-        total, count = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            out = head(enc(torch.from_numpy(xz[idx][:, None, :])))
-            loss = loss_fn(out, target[idx])
-            if not torch.isfinite(loss):
-                continue  # a batch whose labels are all unknown
-            opt.zero_grad()
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(list(enc.parameters()) + list(head.parameters()), cfg.grad_clip)
-            opt.step()
-            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
-        history.append(total / max(count, 1))
-        if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == cfg.epochs):
+            yield {"x": torch.from_numpy(xz[idx][:, None, :]), "y": target[idx]}
+
+    def on_step(info: StepInfo) -> None:
+        seen[0] += info.loss * info.examples
+        seen[1] += info.examples
+
+    def on_epoch(stats: EpochStats) -> None:
+        nonlocal best, best_epoch, best_score
+        history.append(seen[0] / max(seen[1], 1))
+        seen[:] = [0.0, 0]
+        if select is not None and (stats.epoch % select_every == 0 or stats.epoch == cfg.epochs):
             selection.append(float(select(lambda w: _outputs(enc, head, w))))
             score = selection[-1] if np.isfinite(selection[-1]) else -np.inf
             if best is None or score > best_score:
-                best, best_epoch, best_score = (copy.deepcopy(enc.state_dict()), copy.deepcopy(head.state_dict())), epoch + 1, score
+                best, best_epoch, best_score = (copy.deepcopy(enc.state_dict()), copy.deepcopy(head.state_dict())), stats.epoch, score
             enc.train()
+
+    fit(trainer, batches, epochs=cfg.epochs, schedule=False, on_step=on_step, on_epoch=on_epoch)
     if best is not None:
         enc.load_state_dict(best[0])
         head.load_state_dict(best[1])
@@ -138,6 +144,18 @@ def finetune(
             head.weight.mul_(torch.as_tensor(y_std, dtype=torch.float32)[:, None])
             head.bias.mul_(torch.as_tensor(y_std, dtype=torch.float32)).add_(torch.as_tensor(y_mean, dtype=torch.float32))
     return FineTuned(kind, labels, enc, head.eval(), history, best_epoch, selection)
+
+
+def _train_config(cfg: FinetuneConfig) -> TrainConfig:
+    """The optimisation of ``cfg`` (a constant rate: fine-tuning runs without a schedule)."""
+    return TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                       grad_clip=cfg.grad_clip, seed=cfg.seed, device="cpu")
+
+
+def _labelled_batch(batch: dict[str, torch.Tensor], index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """(windows, batch, examples): a batch whose labels are all unknown is skipped (0 examples)."""
+    known = bool(torch.isfinite(batch["y"]).any())
+    return batch["x"], batch, len(batch["x"]) if known else 0
 
 
 def _outputs(enc: nn.Module, head: nn.Linear, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

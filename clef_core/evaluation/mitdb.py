@@ -97,7 +97,7 @@ class BeatSet:
     x: np.ndarray
     y: np.ndarray
     records: np.ndarray
-    counts: dict[str, dict[str, dict[str, int]]]
+    counts: dict[str, dict[str, dict[str, int] | int]]
 
 
 def annotated_records(folder: str | Path) -> list[Path]:
@@ -115,7 +115,8 @@ def resolve_records(spec: str | Sequence[str], root: str | Path) -> list[Path]:
     names: list[str] = []
     for item in items:
         names.extend(DS1 if item.upper() == "DS1" else DS2 if item.upper() == "DS2" else [item])
-    paths, missing = [], []
+    paths: list[Path] = []
+    missing: list[Path] = []
     for name in names:
         p = Path(name)
         if p.is_dir():
@@ -151,7 +152,7 @@ def load_beats(
 ) -> BeatSet:
     """Beat windows of ``records`` (see the module docstring); Q beats and non-beats left out."""
     xs, ys, groups = [], [], []
-    counts: dict[str, dict[str, dict[str, int]]] = {}
+    counts: dict[str, dict[str, dict[str, int] | int]] = {}
     for path in records:
         rec, signal, ann = read_lead(path, lead)
         classes = np.array([aami_class(s) or "" for s in ann.symbol])

@@ -55,7 +55,7 @@ def operating_point(y: np.ndarray, score: np.ndarray, groups: np.ndarray, target
     return {
         "target_sensitivity": target,
         "threshold": t,
-        "probability_threshold": float(sigmoid(np.float64(a * t + b))) if not math.isnan(t) else None,
+        "probability_threshold": float(sigmoid(np.asarray(a * t + b, np.float64))) if not math.isnan(t) else None,
         "sensitivity": float(flagged[pos].mean()) if pos.any() else None,
         "specificity": float((~flagged[neg]).mean()) if neg.any() else None,
         "n_pos": int(pos.sum()),

@@ -59,6 +59,7 @@ class LinearProbe:
         w = self.weight / self.std
         b = self.bias - w @ self.mean
         if self.kind == "regression":
+            assert self.y_std is not None and self.y_mean is not None  # fit_probe sets both for regression
             w, b = w * self.y_std[:, None], b * self.y_std + self.y_mean
         lin = nn.Linear(w.shape[1], w.shape[0])
         with torch.no_grad():

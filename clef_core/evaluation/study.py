@@ -76,6 +76,7 @@ from clef_core.evaluation.metrics import auroc_ci95_halfwidth
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
 from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
 from clef_core.evaluation.study_workers import map_units
+from clef_core.run_folder import dumps
 
 ARMS = ("untrained", "features", "ntxent", "clef", "clef_repaired", "placebo", "placebo_known", "oracle",
         "clef_signal_off", "ntxent_signal_off", "supervised")
@@ -295,7 +296,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         "model": cfg["model"], "preprocess_rate_hz": fs, "train": cfg["train"], "loss": cfg["loss"],
         "synth": cfg["synth"], "risk": dict(cfg.get("risk", {})),  # the clinical risk model behind CLEF's weights
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    (out / "summary.json").write_text(dumps(summary, indent=2, default=str), encoding="utf-8")
     mitdb_md = ""
     if mitdb is not None:
         mt = pd.DataFrame(mitdb_rows)
@@ -303,7 +304,7 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, progress: bool = False, l
         summary["mitdb_windows"] = {"windows": int(len(mitdb[1])), "records": int(len(np.unique(mitdb[2]))),
                                     "positive_windows": {c: int(mitdb[1][:, k].sum()) for k, c in enumerate(WINDOW_LABELS)},
                                     "stride_s": study.mitdb_stride_s}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        (out / "summary.json").write_text(dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
     (out / "table.md").write_text(_table_markdown(table, summary, study) + representation_markdown(rep_table, rep_labels, study)
                                   + _label_markdown(long, study, ceiling) + mitdb_md
@@ -415,11 +416,12 @@ def _saved_encoder(ctx: _Context, arm: str, seed: int, acfg: dict[str, Any], fol
     (a pretraining run resumes from its finished checkpoint) and saved."""
     import torch
 
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
 
     path = folder / "encoder.pt"
     if path.is_file():
-        encoder = build_model(acfg)
+        encoder = build_model(make_config(**acfg["model"]))
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return encoder.eval()
     encoder, _ = _encoder(acfg, arm, _arm_site(ctx.sites, arm), folder, ctx.progress, list(ctx.study.labels))
@@ -477,11 +479,12 @@ def _encoder(cfg, arm, site, folder: Path, progress: bool, labels: list[str]):
     from clef_core.checkpoint import load_model
     from clef_core.evaluation.supervised import train_supervised
     from clef_core.train import pretrain
-    from clef_core.train.loop import build_model
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model
 
     if arm == "untrained":
         torch.manual_seed(cfg["train"]["seed"])
-        return build_model(cfg).eval(), {"steps": 0, "seconds": 0.0}
+        return build_model(make_config(**cfg["model"])).eval(), {"steps": 0, "seconds": 0.0}
     if arm == "supervised":
         names = labels or [c for c in site.labels.columns if c not in ("study_id", "subject_id", "record_id")]
         encoder, info = train_supervised(cfg, site, names)
@@ -497,7 +500,9 @@ def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> d
     import torch
 
     from clef_core.train.config import LossConfig, TrainConfig
-    from clef_core.train.loop import build_model, make_dataset, make_loader
+    from clef_core.data.augment import ViewConfig
+    from clef_core.encoders.config import make_config
+    from clef_core.task import build_model, make_dataset, make_loader
     from clef_core.weight_diagnostics import diagnose
 
     tc = TrainConfig(**cfg["train"])
@@ -507,11 +512,11 @@ def _diagnostics(cfg, study: StudyConfig, sites: dict[str, Any], out: Path) -> d
             continue
         torch.manual_seed(tc.seed)
         settings = {arm: LossConfig(**arm_config(cfg, arm, study, tc.seed)["loss"]) for arm in arms}
-        loader = make_loader(make_dataset(cfg, sites[source], tc.seed), tc, epoch=0)
-        stats.update(diagnose(loader, settings, build_model(cfg).eval(), max_batches=study.diagnose_batches,
+        loader = make_loader(make_dataset(ViewConfig(**cfg["views"]), sites[source], tc.seed), tc, epoch=0)
+        stats.update(diagnose(loader, settings, build_model(make_config(**cfg["model"])).eval(), max_batches=study.diagnose_batches,
                               seed=tc.seed))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "diagnostics.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    (out / "diagnostics.json").write_text(dumps(stats, indent=2), encoding="utf-8")
     return stats
 
 

@@ -11,7 +11,7 @@ SCORE2's ages, is left out). Only the encoder is returned: it is then probed lik
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from clef_core.train.config import TrainConfig
-from clef_core.train.loop import build_model, make_dataset, make_loader
-from clef_core.train.trainer import resolve_device, seed_everything, warmup_cosine
+from clef_core.data.augment import ViewConfig
+from clef_core.encoders.config import make_config
+from clef_core.task import build_model, fit, make_dataset, make_loader
+from clef_core.train.config import LossConfig, TrainConfig
+from clef_core.train.trainer import Criterion, Trainer, seed_everything
 
 
 def record_labels(site: Any, labels: Sequence[str]) -> np.ndarray:
@@ -41,42 +43,26 @@ def train_supervised(cfg: dict[str, Any], site: Any, labels: Sequence[str]) -> t
     started = time.perf_counter()
     tc = TrainConfig(**cfg["train"])
     seed_everything(tc.seed)
-    device = resolve_device(tc.device)
-    encoder = build_model(cfg).to(device)
-    head = nn.Linear(int(encoder.emb_dim), len(labels)).to(device)
-    y_rows = torch.as_tensor(record_labels(site, labels))
-    params = list(encoder.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=tc.warm_restart_t0, T_mult=tc.warm_restart_tmult)
-    dataset = make_dataset(cfg, site, tc.seed)
-    step, examples, last = 0, 0, float("nan")
-    encoder.train()
-    for epoch in range(tc.epochs):
-        loader = make_loader(dataset, tc, epoch)
-        total, count = 0.0, 0
-        for i, batch in enumerate(loader):
-            if tc.max_steps and step >= tc.max_steps:
-                break
-            if tc.schedule == "sgdr":
-                sched.step(epoch + i / max(len(loader), 1))
-            else:  # the pretraining arms' warm-up + cosine over the same number of steps
-                for group in opt.param_groups:
-                    group["lr"] = warmup_cosine(step, tc.max_steps or tc.epochs * len(loader), tc.lr, tc.warmup_fraction)
-            x = torch.cat([batch["view1"], batch["view2"]]).to(device)
-            target = y_rows[batch["window"]].repeat(2, 1).to(device)
-            known = torch.isfinite(target)
-            out = head(encoder(x))
-            loss = nn.functional.binary_cross_entropy_with_logits(out[known], target[known]) if known.any() else out.sum() * 0
-            opt.zero_grad()
-            loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            opt.step()
-            step += 1
-            examples += len(batch["window"])
-            total, count = total + loss.item(), count + 1
-        last = total / max(count, 1)
-        if tc.max_steps and step >= tc.max_steps:
-            break
-    return encoder.cpu().eval(), {"steps": step, "examples": examples, "final_loss": last,
-                            "seconds": time.perf_counter() - started}
+    encoder = build_model(make_config(**cfg["model"]))
+    head = nn.Linear(int(encoder.emb_dim), len(labels))
+    trainer = Trainer(nn.Sequential(encoder, head), LossConfig(), tc,
+                      criterion=labels_criterion(torch.as_tensor(record_labels(site, labels))))
+    dataset = make_dataset(ViewConfig(**cfg["views"]), site, tc.seed)
+    history = fit(trainer, lambda epoch: make_loader(dataset, tc, epoch), epochs=tc.epochs, max_steps=tc.max_steps)
+    return encoder.cpu().eval(), {"steps": trainer.step, "examples": sum(s.examples for s in history),
+                                  "final_loss": history[-1].loss if history else float("nan"),
+                                  "seconds": time.perf_counter() - started}
+
+
+def labels_criterion(y_rows: torch.Tensor) -> Criterion:
+    """Masked mean BCE of both views' outputs against their window's labels ``y_rows[window]``
+    (unknown labels left out; a batch with none known contributes a zero loss)."""
+
+    def criterion(out: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        target = y_rows[batch["window"]].repeat(2, 1).to(out.device)
+        known = torch.isfinite(target)
+        if not known.any():
+            return out.sum() * 0
+        return nn.functional.binary_cross_entropy_with_logits(out[known], target[known])
+
+    return criterion

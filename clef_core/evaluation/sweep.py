@@ -23,6 +23,7 @@ import pandas as pd
 
 from clef_core.atomic import write_json_atomic
 from clef_core.config import ConfigError, merge, parse_value, unflatten
+from clef_core.run_folder import json_safe
 
 RESULT_FILE = "result.json"
 
@@ -83,7 +84,7 @@ def run_sweep(
         if not done:
             folder.mkdir(parents=True, exist_ok=True)
             metrics = evaluate_point(point_config(cfg, point), folder)
-            write_json_atomic(result_path, {"point": point, "metrics": _clean(metrics)})
+            write_json_atomic(result_path, json_safe({"point": point, "metrics": metrics}))
         saved = json.loads(result_path.read_text(encoding="utf-8"))
         if saved.get("point") != point:
             raise ValueError(f"{result_path} belongs to point {saved.get('point')}, expected {point}")
@@ -109,11 +110,3 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return "-" if math.isnan(v) else f"{v:.4g}"
     return str(v)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

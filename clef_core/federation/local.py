@@ -49,13 +49,14 @@ from typing import Any
 import torch
 
 from clef_core.checkpoint import strip_prefix, unwrap
-from clef_core.federation.contract import PRIVACY_METRICS, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
+from clef_core.encoders.config import make_config
+from clef_core.federation.contract import PRIVACY_METRICS, SITE_INDEX_KEY, SKIP_KEYS, TRAIN_METRICS, WEIGHT_KEY
 from clef_core.federation.sites import LOG_FILE, SiteSpec, prepared_site, pretrain_dataset, site_experiment
 from clef_core.privacy.config import PrivacyConfig
 from clef_core.privacy.policy import PrivacyRefusal, effective_privacy
+from clef_core.task import build_model, fit, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
-from clef_core.train.loop import build_model, make_loader
-from clef_core.train.trainer import Trainer, make_loss, resolve_device, seed_everything
+from clef_core.train.trainer import Trainer, seed_everything
 
 StateDict = dict[str, torch.Tensor]
 DEFAULT_EVAL_BATCHES = 4
@@ -98,7 +99,7 @@ def _round_setup(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[
     if len(dataset) == 0:
         raise PrivacyRefusal(NO_PATIENTS, f"site {spec.site_id}: no usable patients")
     seed_everything(seed * 1_000_003 + server_round)
-    encoder = build_model(dict(cfg))
+    encoder = build_model(make_config(**cfg["model"]))
     encoder.load_state_dict(global_state)
     return site, dataset, Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None)
 
@@ -127,19 +128,14 @@ def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[s
     site, dataset, trainer = _round_setup(global_state, conf, cfg, spec)
     train_cfg = trainer.train_cfg
     started = time.perf_counter()
+    per_epoch = math.ceil(len(dataset) / train_cfg.batch_size)  # len() of each epoch's loader
+    total = epochs * per_epoch if not step_cap else min(step_cap, epochs * per_epoch)
+    history = fit(trainer, lambda local_epoch: make_loader(dataset, train_cfg, epoch=(server_round - 1) * epochs + local_epoch),
+                  epochs=epochs, max_steps=step_cap, lr=lr, proximal_mu=mu, global_params=global_state if mu > 0 else None,
+                  on_step=step_progress(f"site {spec.site_id} round {server_round}", total))
     steps = examples = empty = 0
     loss_sum = 0.0
-    on_step = None
-    for local_epoch in range(epochs):
-        remaining = step_cap - steps if step_cap else None
-        if remaining is not None and remaining <= 0:
-            break
-        loader = make_loader(dataset, train_cfg, epoch=(server_round - 1) * epochs + local_epoch)
-        if on_step is None:
-            total = epochs * len(loader) if not step_cap else min(step_cap, epochs * len(loader))
-            on_step = step_progress(f"site {spec.site_id} round {server_round}", total)
-        stats = trainer.train_epoch(loader, lr=lr, max_steps=remaining, proximal_mu=mu,
-                                    global_params=global_state if mu > 0 else None, on_step=on_step)
+    for stats in history:
         steps += stats.steps
         examples += stats.examples
         empty += stats.skipped_empty_batches
@@ -151,7 +147,7 @@ def local_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[s
         "examples": float(examples),
         "steps": float(steps),
         "seconds": seconds,
-        "site-index": float(spec.index),
+        SITE_INDEX_KEY: float(spec.index),
         **skip_counts(site, dataset, empty),
     }
     if not math.isfinite(metrics["train_loss"]):
@@ -241,7 +237,7 @@ def private_train(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping
         "examples": plan.sample_rate * len(dataset) * steps,
         "steps": float(steps),
         "seconds": 0.0,
-        "site-index": float(spec.index),
+        SITE_INDEX_KEY: float(spec.index),
     })
     metrics.update(zip(PRIVACY_METRICS, (float(result.epsilon), float(result.delta),
                                          0.0 if result.trained else 1.0, 1.0 if unit == "record" else 0.0)))
@@ -262,34 +258,30 @@ def remembered_ledger(ledger: Any, spec: SiteSpec) -> Any:
     return ledger
 
 
-@torch.no_grad()
 def local_evaluate(global_state: StateDict, conf: Mapping[str, Any], cfg: Mapping[str, Any], spec: SiteSpec,
                    log: Logger) -> dict[str, float]:
-    """The CLEF loss of the global weights on a few local batches (refused under any DP)."""
+    """The CLEF loss of the global weights on a few local batches (refused under any DP), computed
+    by the trainer (its criterion and forward) in eval mode."""
     refuse_evaluation_under_dp(cfg, spec)
     cfg = site_experiment(cfg, spec)
     server_round = int(conf.get("server-round", 0))
     train_cfg = TrainConfig(**cfg["train"])
     site = prepared_site(spec, cfg)
     dataset = pretrain_dataset(spec, cfg, site, train_cfg.seed)
-    encoder = build_model(dict(cfg))
+    encoder = build_model(make_config(**cfg["model"]))
     encoder.load_state_dict(global_state)
-    device = resolve_device(spec.device or train_cfg.device)
-    encoder = encoder.to(device).eval()
-    loss_fn = make_loss(LossConfig(**cfg["loss"]))
+    trainer = Trainer(encoder, LossConfig(**cfg["loss"]), train_cfg, device=spec.device or None)
+    trainer.model.eval()
     # a fixed epoch id keeps the evaluation views the same in every round
     loader = make_loader(dataset, train_cfg, epoch=10**6)
     total = count = 0.0
     for i, batch in enumerate(loader):
         if i >= int(conf.get("eval-batches", DEFAULT_EVAL_BATCHES)):
             break
-        n = batch["view1"].shape[0]
-        z = encoder(torch.cat([batch["view1"], batch["view2"]]).to(device))
-        loss = loss_fn(z.float(), torch.as_tensor(batch["risk"], dtype=torch.float32, device=device),
-                       torch.as_tensor(batch["completeness"], dtype=torch.float32, device=device))
+        loss, n = trainer.loss(batch, i)
         total += float(loss) * n
         count += n
     if not count:
         raise ValueError(f"site {spec.site_id}: nothing to evaluate")
     log.info("evaluate round %d: loss %.4f over %d patients", server_round, total / count, count)
-    return {WEIGHT_KEY: count, "eval_loss": total / count, "site-index": float(spec.index)}
+    return {WEIGHT_KEY: count, "eval_loss": total / count, SITE_INDEX_KEY: float(spec.index)}

@@ -8,6 +8,9 @@ pyproject.toml plus ``flwr run . -c "k=v ..."`` overrides. Its keys map onto the
 * ``run-dir``         -- the server's run folder (checkpoints, metrics.jsonl, final_model.pt).
 * ``sites-manifest``  -- simulation only: the partition-id -> site folder list (sites.json);
                          "" = ``<run-dir>/sites.json``.
+* ``prepare-sites``   -- simulation: write sites.json from the experiment when it is missing
+                         (deployment: false, the sites bring their own data).
+* ``site-preparer``   -- the ``module:function`` that ``prepare-sites`` calls (:func:`site_preparer`).
 * ``<section>.<key>`` -- a dotted experiment key (``federation.rounds``); its pyproject default is
                          "" meaning "as in the experiment file", any other value overrides it.
 
@@ -18,16 +21,17 @@ site's node_config (deployment) or its sites.json entry (simulation): :mod:`clef
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clef_core.config import load_config, merge, unflatten
+from clef_core.config import ConfigError, load_config, merge, unflatten
 
 UNSET = ""  # a dotted run_config key left at its pyproject default
-META_KEYS = ("experiment", "set", "run-dir", "sites-manifest", "prepare-sites")
+META_KEYS = ("experiment", "set", "run-dir", "sites-manifest", "prepare-sites", "site-preparer")
 
 
 def experiment_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,3 +70,23 @@ def run_dir(run_config: Mapping[str, Any]) -> Path:
 def sites_manifest_path(run_config: Mapping[str, Any]) -> Path:
     value = str(run_config.get("sites-manifest", UNSET))
     return Path(value).expanduser().resolve() if value else run_dir(run_config) / "sites.json"
+
+
+def site_preparer(run_config: Mapping[str, object]) -> Callable[..., object]:
+    """The function run_config ``site-preparer`` names, ``module:function`` as Flower names an
+    app's components; the ServerApp calls it as ``f(experiment, run_folder, manifest=sites.json)``. The app's pyproject names the simulation's
+    (``simulations.sites:prepare_federation``): the ServerApp looks it up by name, so that the
+    server never imports the simulation and a deployment (``prepare-sites=false``) never loads it."""
+    value = str(run_config.get("site-preparer", UNSET))
+    module_name, _, name = value.partition(":")
+    where = f"run_config site-preparer = {value!r}"
+    if not module_name or not name:
+        raise ConfigError(f"{where}: expected 'module:function' (the app's is 'simulations.sites:prepare_federation')")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: cannot import {module_name} ({exc})") from exc
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"{where}: {module_name} has no function {name}")
+    return function

@@ -308,11 +308,12 @@ def prepared_site(spec: SiteSpec, cfg: Mapping[str, Any]) -> Any:
 
 def pretrain_dataset(spec: SiteSpec, cfg: Mapping[str, Any], site: Any, seed: int) -> Any:
     """The site's ``PretrainDataset`` (one item per patient), cached like the prepared site."""
-    from clef_core.train.loop import make_dataset
+    from clef_core.data.augment import ViewConfig
+    from clef_core.task import make_dataset
 
     key = (*_cache_key(spec, cfg), json.dumps(cfg.get("views", {}), sort_keys=True), seed)
     if key not in _DATASETS:
-        _DATASETS[key] = make_dataset(dict(cfg), site, seed)
+        _DATASETS[key] = make_dataset(ViewConfig(**cfg["views"]), site, seed)
     return _DATASETS[key]
 
 

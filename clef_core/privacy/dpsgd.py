@@ -255,32 +255,34 @@ class PatientDPSGD:
             proximal_mu: float = 0.0, global_params: Mapping[str, torch.Tensor] | None = None,
             num_workers: int = 0) -> DPStats:
         """``steps`` Poisson-sampled private steps over ``dataset`` (``PretrainDataset`` items)."""
+        from clef_core.task import fit
+        from clef_core.train.trainer import StepOutcome
+
         tr = self.trainer
-        n_patients = len(dataset)
-        expected = sample_rate * n_patients
+        expected = sample_rate * len(dataset)
         anchors = tr._proximal_anchors(global_params) if proximal_mu > 0 else None
-        if lr is not None:
-            tr._set_lr(lr)
-        tr.model.train()
         started = time.perf_counter()
-        patients = empty = 0
-        loss_sum = clipped = 0.0
+        totals = {"patients": 0, "empty": 0, "loss": 0.0, "clipped": 0.0}
         self._bank_z = None  # the weights changed since the last call
         self.nonfinite = 0
-        for batch in poisson_loader(dataset, sample_rate, steps, self.generator, num_workers):
+
+        def private_step(batch: Mapping[str, Any] | None, index: int) -> StepOutcome:
             n, loss, clip = self.step(batch, expected)
             if anchors is not None:
                 tr._decoupled_proximal_step(proximal_mu, anchors)  # data-independent: after clip and noise
-            tr.step += 1
-            patients += n
-            empty += n == 0
-            loss_sum += loss
-            clipped += clip
-        tr.epoch += 1
-        return DPStats(steps=steps, patients=patients, empty_batches=empty, sample_rate=sample_rate,
+            totals["patients"] += n
+            totals["empty"] += n == 0
+            totals["loss"] += loss
+            totals["clipped"] += clip
+            return StepOutcome(loss=loss / n if n else 0.0, grad_norm=math.nan, examples=n)
+
+        fit(tr, lambda epoch: poisson_loader(dataset, sample_rate, steps, self.generator, num_workers),
+            epochs=tr.epoch + 1, lr=lr, schedule=False, step=private_step)
+        patients = int(totals["patients"])
+        return DPStats(steps=steps, patients=patients, empty_batches=int(totals["empty"]), sample_rate=sample_rate,
                        noise_multiplier=self.sigma, seconds=time.perf_counter() - started,
-                       private_loss=loss_sum / patients if patients else math.nan,
-                       clipped_fraction=clipped / patients if patients else math.nan, nonfinite=self.nonfinite)
+                       private_loss=totals["loss"] / patients if patients else math.nan,
+                       clipped_fraction=totals["clipped"] / patients if patients else math.nan, nonfinite=self.nonfinite)
 
     @torch.no_grad()
     def bank_loss(self) -> float:

@@ -7,6 +7,9 @@ A run folder holds
                    "lr", "seconds", ...}) and, with ``train.log_every = k``, one per k steps
                    ({"kind": "step", ...})
   final_model.pt   the encoder in the clef model format (:mod:`clef_core.checkpoint`)
+  status.json      running / complete / failed / interrupted, with the epochs and steps done
+
+(:mod:`clef_core.run_folder`: on resume, metrics lines the state does not cover are dropped.)
 
 Determinism: the encoder is initialised from ``train.seed``; epoch e shuffles with a generator
 seeded from (seed, e), and the python/numpy/torch RNG states travel in ``train_state.pt``, so
@@ -17,17 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-import math
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from clef_core.checkpoint import save_model, to_plain
+from clef_core.data.augment import ViewConfig
+from clef_core.encoders.config import make_config
+from clef_core.run_folder import MetricsLog, RunFolder, covered, open_metrics_log
+from clef_core.task import build_model, fit, make_dataset, make_loader
 from clef_core.train.config import LossConfig, TrainConfig
 from clef_core.train.trainer import EpochStats, StepInfo, Trainer, seed_everything
 
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
     from clef_core.pipeline import PreparedSite
 
 STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
 FINAL_MODEL = "final_model.pt"
 
 
@@ -49,41 +52,6 @@ class PretrainResult:
     seconds: float  # wall time of this call
     resumed_from_epoch: int | None
     history: list[EpochStats]  # the epochs run by this call
-
-
-def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
-    """The encoder of ``[model]`` (scale, norm, ...)."""
-    from clef_core.encoders import build_encoder
-
-    return build_encoder(**cfg["model"])
-
-
-def make_loader(dataset: torch.utils.data.Dataset, train_cfg: TrainConfig, epoch: int) -> DataLoader:
-    """A shuffled loader whose order depends only on (seed, epoch); the dataset is told the epoch
-    when it supports ``set_epoch``."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + epoch)
-    return DataLoader(
-        dataset,
-        batch_size=train_cfg.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=train_cfg.num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-def make_dataset(cfg: dict[str, Any], site: PreparedSite, seed: int) -> torch.utils.data.Dataset:
-    """``PretrainDataset`` over the site, with the noise bank of ``[views]`` at the store's rate."""
-    from clef_core.data.augment import ViewConfig
-    from clef_core.data.datasets import PretrainDataset
-    from clef_core.data.noise import NoiseBank
-
-    views = ViewConfig(**cfg["views"])
-    bank = NoiseBank(sample_rate=site.store.preprocess["sample_rate"], noise_dir=views.noise_dir)
-    return PretrainDataset(site.store, site.clinical, views, bank, seed=seed)
 
 
 def pretrain(
@@ -102,37 +70,36 @@ def pretrain(
     refuse_privacy(cfg)
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     train_cfg = TrainConfig(**cfg["train"])
     loss_cfg = LossConfig(**cfg["loss"])
     state_path = run_dir / STATE_FILE
-    metrics_path = run_dir / METRICS_FILE
 
     seed_everything(train_cfg.seed)
-    trainer = Trainer(build_model(cfg), loss_cfg, train_cfg)
+    trainer = Trainer(build_model(make_config(**cfg["model"])), loss_cfg, train_cfg)
     resumed_from = None
-    if resume and state_path.is_file():
-        check_resumable(state_path, train_cfg, loss_cfg)
-        trainer.load_state(state_path)
+    state = folder.resume_state(STATE_FILE, resume=resume)
+    if state is not None:
+        check_resumable(state, train_cfg, loss_cfg, where=str(state_path))
+        trainer.load_state_dict(state, where=str(state_path))
         resumed_from = trainer.epoch
-        _truncate_metrics(metrics_path, trainer.epoch, trainer.step)
-    else:
-        metrics_path.unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
-    dataset = make_dataset(cfg, site, train_cfg.seed)
-    if len(dataset) == 0:
-        raise ValueError(f"{site.root}: no usable patients to pretrain on")
+        folder.truncate_metrics(covered(trainer.epoch, trainer.step))
+    with folder.tracking_status(epoch=trainer.epoch, step=trainer.step, epochs=train_cfg.epochs) as status:
+        dataset = make_dataset(ViewConfig(**cfg["views"]), site, train_cfg.seed)
+        if len(dataset) == 0:
+            raise ValueError(f"{site.root}: no usable patients to pretrain on")
 
-    history = run_epochs(trainer, dataset, train_cfg, metrics_path=metrics_path, state_path=state_path,
-                         progress=progress, label=lambda epoch, step: f"epoch {epoch + 1}/{train_cfg.epochs}")
+        history = run_epochs(trainer, dataset, train_cfg, metrics_path=folder.metrics, state_path=state_path,
+                             progress=progress, label=lambda epoch, step: f"epoch {epoch + 1}/{train_cfg.epochs}")
 
-    final_loss = history[-1].loss if history else _last_logged_loss(metrics_path)
-    final = save_model(
-        run_dir / FINAL_MODEL,
-        trainer.model,
-        preprocess=model_preprocess(site),
-        provenance=pretrain_provenance(cfg, site, trainer, final_loss, dataset),
-    )
+        final_loss = history[-1].loss if history else folder.last_metric("train_loss", kind="epoch")
+        final = save_model(
+            run_dir / FINAL_MODEL,
+            trainer.model,
+            preprocess=model_preprocess(site),
+            provenance=pretrain_provenance(cfg, site, trainer, final_loss, dataset),
+        )
+        status.update(epoch=trainer.epoch, step=trainer.step, final_model=str(final))
     return PretrainResult(
         run_dir=run_dir,
         final_model=final,
@@ -149,18 +116,22 @@ def pretrain(
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "num_workers", "device", "log_every"})
 
 
-def check_resumable(state_path: Path, train_cfg: TrainConfig, loss_cfg: LossConfig) -> None:
+def check_resumable(state: Mapping[str, object], train_cfg: TrainConfig, loss_cfg: LossConfig, where: str) -> None:
     """Refuse to continue a run with other loss or optimisation settings than it started with."""
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    saved_train, saved_loss = state.get("train_config", {}), state.get("loss_config", {})
+    saved_train, saved_loss = _saved_section(state, "train_config"), _saved_section(state, "loss_config")
     changed = [f"train.{k}: {saved_train.get(k)!r} -> {v!r}" for k, v in train_cfg.to_dict().items()
                if k not in RESUMABLE_CHANGES and saved_train.get(k) != v]
     defaults = LossConfig().to_dict()  # keys added later: an older state was trained at their default
     changed += [f"loss.{k}: {saved_loss.get(k, defaults[k])!r} -> {v!r}" for k, v in loss_cfg.to_dict().items()
                 if saved_loss.get(k, defaults[k]) != v]
     if changed:
-        raise ValueError(f"{state_path} was trained with other settings ({'; '.join(changed)}); "
+        raise ValueError(f"{where} was trained with other settings ({'; '.join(changed)}); "
                          "start over (--no-resume) or use another run folder")
+
+
+def _saved_section(state: Mapping[str, object], key: str) -> Mapping[str, object]:
+    section = state.get(key)
+    return section if isinstance(section, Mapping) else {}
 
 
 def model_preprocess(site: PreparedSite) -> dict[str, Any]:
@@ -179,28 +150,20 @@ def run_epochs(
     progress: bool,
     label: Callable[[int, int], str],
 ) -> list[EpochStats]:
-    """The epoch loop shared by pretraining and distillation: from the trainer's epoch to
-    ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line per
-    epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
-    history: list[EpochStats] = []
-    with metrics_path.open("a", encoding="utf-8") as metrics:
-        for epoch in range(trainer.epoch, train_cfg.epochs):
-            remaining = train_cfg.max_steps - trainer.step if train_cfg.max_steps else None
-            if remaining is not None and remaining <= 0:
-                break
-            loader = make_loader(dataset, train_cfg, epoch)
-            total = len(loader) if remaining is None else min(len(loader), remaining)
-            bar = _progress(progress, total, label(epoch, trainer.step))
-            stats = trainer.train_epoch(loader, max_steps=remaining, on_step=_on_step(bar, metrics, train_cfg.log_every))
-            if bar is not None:
-                bar.close()
-            history.append(stats)
-            _write(metrics, {"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
-                             "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
-                             "steps": stats.steps, "grad_norm": stats.grad_norm,
-                             "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
+    """:func:`clef_core.task.fit` in a run folder (pretraining and distillation): from the trainer's
+    epoch to ``train_cfg.epochs`` (stopping at ``train_cfg.max_steps`` when set), one metrics line
+    per epoch (and per ``log_every`` steps) and the resumable state saved after every epoch."""
+    with open_metrics_log(metrics_path) as metrics:
+        def on_epoch(stats: EpochStats) -> None:
+            metrics.append({"kind": "epoch", "epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss,
+                            "lr": stats.lr, "seconds": round(stats.seconds, 4), "examples": stats.examples,
+                            "steps": stats.steps, "grad_norm": stats.grad_norm,
+                            "skipped_empty_batches": stats.skipped_empty_batches, "time": _now()})
             trainer.save_state(state_path)
-    return history
+
+        return fit(trainer, lambda epoch: make_loader(dataset, train_cfg, epoch), epochs=train_cfg.epochs,
+                   max_steps=train_cfg.max_steps, on_step=_on_step(metrics, train_cfg.log_every), on_epoch=on_epoch,
+                   progress=label if progress else None)
 
 
 def refuse_privacy(cfg: dict[str, Any]) -> None:
@@ -236,55 +199,16 @@ def pretrain_provenance(
     }
 
 
-def _on_step(bar: Any, metrics: Any, log_every: int):
+def _on_step(metrics: MetricsLog, log_every: int) -> Callable[[StepInfo], None] | None:
+    if not log_every:
+        return None
+
     def callback(info: StepInfo) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{info.loss:.4f}", lr=f"{info.lr:.2e}")
-        if log_every and info.step % log_every == 0:
-            _write(metrics, {"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
-                             "lr": info.lr, "grad_norm": info.grad_norm})
+        if info.step % log_every == 0:
+            metrics.append({"kind": "step", "epoch": info.epoch + 1, "step": info.step, "train_loss": info.loss,
+                            "lr": info.lr, "grad_norm": info.grad_norm})
 
     return callback
-
-
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-
-
-def _write(fh: Any, record: dict[str, Any]) -> None:
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    fh.write(json.dumps(clean) + "\n")
-    fh.flush()
-
-
-def _truncate_metrics(path: Path, epoch: int, step: int) -> None:
-    """Drop lines written after the saved state (an epoch interrupted before its state was saved)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if record.get("epoch", 0) <= epoch and record.get("step", 0) <= step:
-            keep.append(line)
-    path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-
-
-def _last_logged_loss(path: Path) -> float:
-    loss = math.nan
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record.get("kind") == "epoch" and record.get("train_loss") is not None:
-                loss = float(record["train_loss"])
-    return loss
 
 
 def _now() -> str:

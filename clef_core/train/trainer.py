@@ -1,11 +1,19 @@
-"""The one training step/epoch used centrally (``clef pretrain``) and by hospital clients.
+"""The one training step/epoch, under every training path (:func:`clef_core.task.fit` runs its epochs).
 
-A :class:`Trainer` owns an encoder, its AdamW optimizer, a learning-rate schedule
-(``CosineAnnealingWarmRestarts``, Loshchilov & Hutter 2017) and, on CUDA, a mixed-precision
-``GradScaler``. One call of :meth:`Trainer.train_epoch` runs over a loader of
-``PretrainDataset`` batches (``view1``, ``view2``: (N, 1, T); ``risk``, ``completeness``: (N,)),
-embeds the 2N views (rows i and i+N are patient i's two views) and minimises the CLEF loss
-(or NT-Xent, ``loss.kind = "ntxent"``).
+A :class:`Trainer` owns a model, its AdamW optimizer, a learning-rate schedule
+(``CosineAnnealingWarmRestarts``, Loshchilov & Hutter 2017), its criterion and the mixed
+precision of its device (:func:`autocast_dtype`). One call of :meth:`Trainer.train_epoch` runs
+over a loader; by default (CLEF pretraining) of ``PretrainDataset`` batches (``view1``,
+``view2``: (N, 1, T); ``risk``, ``completeness``: (N,)): it embeds the 2N views (rows i and i+N
+are patient i's two views) and minimises the CLEF loss (or NT-Xent, ``loss.kind = "ntxent"``).
+Other paths pass their own ``criterion`` (outputs, batch) -> loss and ``unpack`` (the model's
+input of a batch), or a whole ``step`` (DP-SGD).
+
+Host reads: losses and gradient norms stay on the device, summed there (in float64, as the
+Python floats they replace) and read at the end of an epoch, at ``train.log_every`` points and
+when a callback asks for a value. On the CPU a read costs nothing, so a non-finite loss is
+caught before the optimizer step touches a weight; on a GPU it is caught at the next log point
+or epoch end, naming the first non-finite step (the run's saved state predates it).
 
 Learning rate: without ``lr`` the schedule sets it before every batch: ``train.schedule =
 "cosine"`` (default) a linear warm-up then one cosine to 0 over the run's steps
@@ -71,17 +79,46 @@ class EpochStats:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class StepInfo:
-    """Passed to ``on_step`` after every optimizer step."""
+    """Passed to ``on_step`` after every optimizer step. ``loss`` and ``grad_norm`` are read from
+    the device only when asked for (a GPU sync)."""
 
     epoch: int  # 0-based epoch being run
     step: int  # global step count after this step
     batch: int  # index of the batch in the loader
-    loss: float
+    raw_loss: torch.Tensor | float
     lr: float
-    grad_norm: float
+    raw_grad_norm: torch.Tensor | float
     examples: int
+
+    @property
+    def loss(self) -> float:
+        return float(self.raw_loss)
+
+    @property
+    def grad_norm(self) -> float:
+        return float(self.raw_grad_norm)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """What one optimizer step did: values may be device tensors (read when needed)."""
+
+    loss: torch.Tensor | float  # the task loss
+    grad_norm: torch.Tensor | float  # global gradient norm before clipping
+    examples: int
+    proximal: torch.Tensor | float = 0.0  # ||w - w_global||^2 (FedProx)
+
+
+Batch = Mapping[str, torch.Tensor]
+Criterion = Callable[[torch.Tensor, Batch], torch.Tensor]
+"""(model outputs, the batch as ``unpack`` returned it) -> scalar loss."""
+Unpack = Callable[[object, int], tuple[torch.Tensor | None, Batch, int]]
+"""(loader batch, its index) -> (model input on the device, batch for the criterion, examples);
+0 examples: the batch is skipped (counted in ``skipped_empty_batches``)."""
+StepFn = Callable[[object, int], StepOutcome]
+"""(loader batch, its index) -> a whole optimizer step of its own (e.g. DP-SGD)."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -89,6 +126,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def autocast_dtype(device: torch.device, capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """The mixed precision of ``device``: bf16 on CUDA GPUs with native bf16 (compute capability
+    >= 8.0, Ampere and later; fp32's exponent range, so no loss scaling), fp16 with a
+    ``GradScaler`` on older CUDA GPUs, none (fp32) elsewhere. ``capability``: (major, minor),
+    read from the device when not given."""
+    if device.type != "cuda":
+        return None
+    major, minor = capability if capability is not None else torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if (major, minor) >= (8, 0) else torch.float16
+
+
+def reads_are_free(device: torch.device) -> bool:
+    """Reading a value of ``device`` on the host costs no synchronisation (the CPU)."""
+    return device.type == "cpu"
 
 
 def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -112,6 +165,12 @@ def make_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.Te
     )
 
 
+def contrastive_criterion(cfg: LossConfig) -> Criterion:
+    """The CLEF (or NT-Xent) loss of ``cfg`` as a :data:`Criterion` over ``Trainer.contrastive_batch``'s batches."""
+    loss = make_loss(cfg)
+    return lambda z, batch: loss(z, batch["risk"], batch["completeness"])
+
+
 def projection_head(emb_dim: int, out_dim: int) -> nn.Module:
     """SimCLR's head g(h) = W2 ReLU(W1 h) (Chen et al. 2020, sec. 2.1): the loss sees g(h), the
     evaluation the encoder output h."""
@@ -133,19 +192,28 @@ class Trainer:
         loss_cfg: LossConfig,
         train_cfg: TrainConfig,
         device: str | torch.device | None = None,
+        *,
+        criterion: Criterion | None = None,
+        unpack: Unpack | None = None,
+        param_groups: list[dict[str, object]] | None = None,
     ) -> None:
+        """``criterion``: the loss of a batch (default: :func:`contrastive_criterion` of ``loss_cfg``);
+        ``unpack``: the model input of a batch (default: :meth:`contrastive_batch`); ``param_groups``:
+        AdamW's groups when they differ (e.g. a faster head), default all trainable parameters."""
         self.loss_cfg = loss_cfg
         self.train_cfg = train_cfg
         self.device = resolve_device(device if device is not None else train_cfg.device)
         self.model = encoder.to(self.device)
         self.head = (projection_head(int(encoder.emb_dim), loss_cfg.projection_dim).to(self.device)
                      if loss_cfg.projection_dim else None)
-        self.loss_fn = make_loss(loss_cfg)
-        self.use_amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.criterion: Criterion = criterion if criterion is not None else contrastive_criterion(loss_cfg)
+        self.unpack: Unpack = unpack if unpack is not None else self.contrastive_batch
+        self.precision = autocast_dtype(self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == torch.float16)
         head_params = list(self.head.parameters()) if self.head is not None else []
         self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad] + head_params,
+            param_groups if param_groups is not None
+            else [p for p in self.model.parameters() if p.requires_grad] + head_params,
             lr=train_cfg.lr,
             weight_decay=train_cfg.weight_decay,
         )
@@ -153,6 +221,7 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # train_epoch calls completed
         self.scheduled_epochs = 0  # calls whose lr came from the scheduler
+        self._unchecked: list[tuple[int, int, torch.Tensor]] = []  # (step, batch, finite?) not yet read
 
     def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
@@ -178,18 +247,22 @@ class Trainer:
 
     def train_epoch(
         self,
-        loader: Iterable[Mapping[str, torch.Tensor]],
+        loader: Iterable[object],
         *,
         lr: float | None = None,
         max_steps: int | None = None,
         proximal_mu: float = 0.0,
         global_params: Mapping[str, torch.Tensor] | None = None,
         on_step: Callable[[StepInfo], None] | None = None,
+        schedule: bool = True,
+        step: StepFn | None = None,
     ) -> EpochStats:
         """One pass over ``loader`` (at most ``max_steps`` optimizer steps; None or 0: no limit).
 
-        Batches with no patients are skipped and counted. A non-finite loss raises
-        :class:`NonFiniteLossError` naming the step, before any weight is touched.
+        Batches with no examples are skipped and counted. A non-finite loss raises
+        :class:`NonFiniteLossError` naming the step (on the CPU before any weight is touched).
+        ``schedule=False`` with no ``lr`` keeps the current rate; ``step`` replaces the whole
+        optimizer step (it sees every batch, empty ones too).
         """
         if lr is not None and not lr > 0:
             raise ValueError(f"lr = {lr!r}: expected > 0")
@@ -198,35 +271,41 @@ class Trainer:
         anchors = self._proximal_anchors(global_params) if proximal_mu > 0 else None
         limit = max_steps or None
         n_batches = _length(loader)
+        scheduled = lr is None and schedule
         if lr is not None:
             self._set_lr(lr)
         self.model.train()
+        log_every = self.train_cfg.log_every
 
         start = time.perf_counter()
         steps = examples = skipped = 0
-        loss_sum = norm_sum = prox_sum = 0.0
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, grad norm, proximal
         for i, batch in enumerate(loader):
-            view1, view2, risk, completeness = self._unpack(batch, i)
-            n = view1.shape[0]
-            if n == 0:
-                skipped += 1
-                continue
-            if lr is None:
+            if step is None:
+                x, prepared, n = self.unpack(batch, i)
+                if n == 0:
+                    skipped += 1
+                    continue
+            if scheduled:
                 self._schedule(i, n_batches)
-            loss, grad_norm, prox = self._optimizer_step(view1, view2, risk, completeness, i, proximal_mu, anchors)
+            outcome = step(batch, i) if step is not None else self._optimizer_step(x, prepared, n, i, proximal_mu, anchors)
+            self.step += 1
             steps += 1
-            examples += n
-            loss_sum += loss
-            norm_sum += grad_norm
-            prox_sum += prox
+            examples += outcome.examples
+            sums += torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
+                                 for v in (outcome.loss, outcome.grad_norm, outcome.proximal)])
+            if log_every and self.step % log_every == 0:
+                self.check_finite()
             if on_step is not None:
-                on_step(StepInfo(self.epoch, self.step, i, loss, self.lr, grad_norm, n))
+                on_step(StepInfo(self.epoch, self.step, i, outcome.loss, self.lr, outcome.grad_norm, outcome.examples))
             if limit is not None and steps >= limit:
                 break
+        self.check_finite()
 
-        if lr is None:
+        if scheduled:
             self.scheduled_epochs += 1
         self.epoch += 1
+        loss_sum, norm_sum, prox_sum = sums.tolist()
         return EpochStats(
             loss=loss_sum / steps if steps else math.nan,
             steps=steps,
@@ -239,6 +318,34 @@ class Trainer:
             epoch=self.epoch,
             step=self.step,
         )
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first step, since the last check, whose loss
+        (or, without loss scaling, gradient norm) was not finite (one host read for all of them)."""
+        if not self._unchecked:
+            return
+        pending, self._unchecked = self._unchecked, []
+        finite = torch.stack([ok for _, _, ok in pending]).tolist()
+        for (step, batch, _), ok in zip(pending, finite, strict=True):
+            if not ok:
+                raise NonFiniteLossError(f"non-finite loss or gradient at step {step} (batch {batch} of its epoch); "
+                                         f"the weights since are not usable: the run's saved state predates them")
+
+    def loss(self, batch: object, index: int = 0) -> tuple[torch.Tensor, int]:
+        """(the criterion's loss, examples) of one batch under the current weights, without a
+        gradient; (nan, 0) for a batch with no examples. Put the model in eval mode first for an
+        evaluation (which also turns the placebo shuffle off)."""
+        x, prepared, n = self.unpack(batch, index)
+        if n == 0 or x is None:
+            return torch.tensor(math.nan), 0
+        with torch.no_grad():
+            return self.criterion(self._forward(x).float(), prepared).detach(), n
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=self.precision or torch.float32,
+                            enabled=self.precision is not None):
+            z = self.model(x)
+            return self.head(z) if self.head is not None else z
 
     def _schedule(self, batch: int, n_batches: int | None) -> None:
         """Set the rate of the next step: SGDR at fractional epoch ``scheduled_epochs + i / len(loader)``,
@@ -254,49 +361,44 @@ class Trainer:
 
     def _optimizer_step(
         self,
-        view1: torch.Tensor,
-        view2: torch.Tensor,
-        risk: torch.Tensor,
-        completeness: torch.Tensor,
+        x: torch.Tensor,
+        batch: Batch,
+        examples: int,
         batch_index: int,
         mu: float,
         anchors: list[tuple[torch.Tensor, torch.Tensor]] | None,
-    ) -> tuple[float, float, float]:
-        dev = self.device
-        x = torch.cat([view1, view2]).to(dev, non_blocking=True)
-        risk = risk.to(dev, dtype=torch.float32)
-        completeness = completeness.to(dev, dtype=torch.float32)
-        if self.loss_cfg.shuffle_risk:
-            perm = placebo_permutation(risk.shape[0], self.train_cfg.seed, self.step)
-            risk, completeness = placebo_inputs(risk, completeness, perm, self.loss_cfg.shuffle_scope)
+    ) -> StepOutcome:
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
-            z = self.model(x)
-            if self.head is not None:
-                z = self.head(z)
-        loss = self.loss_fn(z.float(), risk, completeness)
-        loss_value = float(loss.detach())
+        loss = self.criterion(self._forward(x).float(), batch)
         where = f"step {self.step + 1} (epoch {self.epoch + 1}, batch {batch_index})"
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"non-finite loss ({loss_value}) at {where}; weights were not updated")
+        eager = reads_are_free(self.device)
+        if eager:
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(f"non-finite loss ({loss_value}) at {where}; weights were not updated")
         objective = loss
-        prox_value = 0.0
+        prox: torch.Tensor | float = 0.0
         if anchors is not None:
             prox = torch.stack([(p - g).pow(2).sum() for p, g in anchors]).sum()
-            prox_value = float(prox.detach())
             if not self.private:
                 objective = loss + 0.5 * mu * prox
+            prox = prox.detach()
         self.scaler.scale(objective).backward()
         grad_norm = self._clip_gradients()
-        if not self.use_amp and not math.isfinite(grad_norm):
+        if eager and not self.scaler.is_enabled() and not math.isfinite(float(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(f"non-finite gradient norm ({grad_norm}) at {where}; weights were not updated")
+            raise NonFiniteLossError(f"non-finite gradient norm ({float(grad_norm)}) at {where}; "
+                                     "weights were not updated")
+        if not eager:  # read at the next log point or epoch end (check_finite)
+            finite = torch.isfinite(loss.detach())
+            if not self.scaler.is_enabled():  # a GradScaler skips steps with inf/NaN gradients itself
+                finite = finite & torch.isfinite(grad_norm)
+            self._unchecked.append((self.step + 1, batch_index, finite))
         self.scaler.step(self.optimizer)  # skips the step when AMP found inf/NaN gradients
         self.scaler.update()
         if anchors is not None and self.private:
             self._decoupled_proximal_step(mu, anchors)
-        self.step += 1
-        return loss_value, grad_norm, prox_value
+        return StepOutcome(loss.detach(), grad_norm, examples, prox)
 
     @property
     def private(self) -> bool:
@@ -313,16 +415,16 @@ class Trainer:
         for p, g in anchors:
             p.sub_(pull * (p - g))
 
-    def _clip_gradients(self) -> float:
+    def _clip_gradients(self) -> torch.Tensor:
         """Global L2 clipping to ``grad_clip`` (0: measure only); returns the norm before clipping.
         A differentially private optimizer (Opacus ``DPOptimizer``) clips per sample and rebuilds
         ``.grad`` from the clipped per-sample gradients in its step: only measure then."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         if not params:
-            return 0.0
+            return torch.zeros((), device=self.device)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip > 0 and not self.private else math.inf
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
 
     def _proximal_anchors(self, global_params: Mapping[str, torch.Tensor] | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if global_params is None:
@@ -344,8 +446,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    @staticmethod
-    def _unpack(batch: Any, index: int) -> tuple[torch.Tensor, ...]:
+    def contrastive_batch(self, batch: object, index: int) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], int]:
+        """The default :data:`Unpack`: a ``PretrainDataset`` batch checked, its 2N views as one input
+        on the device, ``risk`` / ``completeness`` as float32 there (permuted within the batch by
+        ``loss.shuffle_risk`` while the model trains: the placebo of step ``step``)."""
         if not isinstance(batch, Mapping):
             raise TypeError(f"batch {index}: expected a dict with keys {BATCH_KEYS}, got {type(batch).__name__}")
         missing = [k for k in BATCH_KEYS if k not in batch]
@@ -359,7 +463,17 @@ class Trainer:
         if risk.shape[0] != view1.shape[0] or completeness.shape[0] != view1.shape[0]:
             raise ValueError(f"batch {index}: {view1.shape[0]} patients but risk {tuple(risk.shape)}, "
                              f"completeness {tuple(completeness.shape)}")
-        return view1, view2, risk, completeness
+        n = int(view1.shape[0])
+        if n == 0:
+            return None, dict(batch), 0
+        dev = self.device
+        x = torch.cat([view1, view2]).to(dev, non_blocking=True)
+        risk = risk.to(dev, dtype=torch.float32)
+        completeness = completeness.to(dev, dtype=torch.float32)
+        if self.loss_cfg.shuffle_risk and self.model.training:
+            perm = placebo_permutation(risk.shape[0], self.train_cfg.seed, self.step)
+            risk, completeness = placebo_inputs(risk, completeness, perm, self.loss_cfg.shuffle_scope)
+        return x, {**batch, "risk": risk, "completeness": completeness}, n
 
     # ------------------------------------------------------------------ state
 

@@ -88,7 +88,9 @@ def real_windows(
     n_held = max(1, int(round(len(paths) * heldout_fraction)))
     held = {int(i) for i in order[:n_held]}
     rng = np.random.default_rng(seed)
-    cal, test, cal_names, held_names, skipped = [], [], [], [], {}
+    cal, test, skipped = [], [], {}
+    cal_names: list[str] = []
+    held_names: list[str] = []
     for i, (path, name) in enumerate(named):
         try:
             rec = read_record(path, record_id=name)

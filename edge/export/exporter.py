@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from clef_core.paths import shared_data_dir
-from edge.export.calibration import WindowSets, real_windows, report_windows
+from edge.export.calibration import real_windows, report_windows
 from edge.export.gate import MAX_REL_L2, MIN_CENTRED_COSINE, fidelity
 from edge.export.onnx_models import export_float_onnx, quantize_onnx_int8
 from edge.export.preprocess_json import build_preprocess_json
@@ -328,7 +328,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, opts: ExportOption
         if "report_data_fidelity" in entry:
             r = entry["report_data_fidelity"]
             report["report_data"].update(centred_cosine_min=r["centred_cosine_min"], rel_l2_error=r["rel_l2_error"])
-            log(f"clef export: on {r['n_windows']} {opts.report_data.name} lead II windows (report only, not gated): "
+            log(f"clef export: on {r['n_windows']} {(opts.report_data or Path()).name} lead II windows (report only, not gated): "
                 f"centred cos {r['centred_cosine_min']:.4f}, rel L2 {r['rel_l2_error']:.4f}")
     else:
         report.update({"size_kb": None, "centred_cosine_min": None, "rel_l2_error": None, "gate": "fail",

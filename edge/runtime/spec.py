@@ -226,7 +226,7 @@ def spec_from_dict(d: dict[str, Any], where: str = "preprocess.json") -> Preproc
     band = (float(bandpass.get("low_hz", 0.67)), float(bandpass.get("high_hz", 40.0)))
     try:
         rule = NoiseRule(kurtosis_max=float(noise.get("kurtosis_max", 4.0)),
-                         hf_band_hz=tuple(float(v) for v in noise.get("hf_band_hz", (15.0, 40.0))),
+                         hf_band_hz=tuple(float(v) for v in noise.get("hf_band_hz", (15.0, 40.0))),  # type: ignore[arg-type]  # length checked below
                          hf_fraction_min=float(noise.get("hf_fraction_min", 0.4)), band_hz=band)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: noise: {exc}") from exc

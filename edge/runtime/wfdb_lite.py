@@ -41,7 +41,7 @@ def _signal_lines(header: Path, rid: str) -> tuple[float, int, list[dict]]:
     nsig = int(rec[1])
     fs = float(rec[2].split("/")[0].split("(")[0]) if len(rec) > 2 else 250.0
     nsamp = int(rec[3]) if len(rec) > 3 else -1
-    sigs = []
+    sigs: list[dict] = []
     for ln in lines[1 : 1 + nsig]:
         f = ln.split()
         m = _FMT.match(f[1]) if len(f) > 1 else None

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def rename_models(out_dir: Path, report: dict[str, Any]) -> None:
             report["models"][new] = entry
 
 
-def heldout_window(spec_path: Path, source: Path) -> np.ndarray:
+def heldout_window(spec_path: Path, source: Path | Sequence[Path]) -> np.ndarray:
     """One real window at the student's rate, through the device preprocessing of ``preprocess.json``."""
     from edge.export.calibration import real_windows
     from edge.runtime import spec_from_dict
@@ -88,7 +89,7 @@ def export_student(student: str | Path, out_dir: str | Path, opts: ExportOptions
     section: dict[str, Any] = {"file": tfl.name if tfl.exists() else None, "gate": report["gate"],
                                "budget": {"arena_kib": ARENA_BUDGET_KIB, "size_kb": MODEL_BUDGET_KIB}}
     if tfl.exists():
-        window = heldout_window(out_dir / "preprocess.json", Path(opts.calibration or default_calibration()))
+        window = heldout_window(out_dir / "preprocess.json", opts.calibration or default_calibration())
         tflm = tflm_arena(tfl, window, opts.export_venv)
         size = round(tfl.stat().st_size / 1024, 1)
         section.update(size_kb=size, **tflm,
