@@ -594,7 +594,8 @@ def representation_labels(long: pd.DataFrame, study: StudyConfig) -> list[str]:
     return [c for c in long["label"].drop_duplicates() if c not in study.risk_derived_labels and c not in saturated]
 
 
-def label_differences(test_scores, task, test, rep_labels: list[str], study: StudyConfig) -> pd.DataFrame:
+def label_differences(test_scores: dict[tuple[str, int, float, int], np.ndarray], task, test: np.ndarray,
+                      rep_labels: list[str], study: StudyConfig) -> pd.DataFrame:
     """Paired differences of :data:`REPRESENTATION_COMPARISONS` (pretrained - untrained, and against
     the hand-made features) on the representation headline (``labels`` = "representation", the mean
     AUROC over ``rep_labels``) and on every scored label alone; same pairing and bootstrap as
