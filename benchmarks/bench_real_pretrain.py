@@ -23,8 +23,9 @@ them: leave mitdb out of ``--cohort``).
 
 Arms: ``untrained`` (the seed's random init, the pretraining run's own starting weights),
 ``features`` (the 46 hand-made features of :mod:`clef_core.evaluation.handmade`, no training),
-``ntxent@S`` (the pretrained encoder after S steps). Headline: the mean AUROC over the three labels
-(a label whose positives sit in fewer than two records is left out). Paired differences with a 95 %
+``ntxent@S`` (the pretrained encoder after S steps). Headline: the mean AUROC over the labels of
+``--headline`` (default: all three), less any whose positives sit in fewer than two scored records;
+every such scorable label is also reported alone. Paired differences with a 95 %
 bootstrap CI over units (seed x label subsample) and evaluation records
 (:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`, the bootstrap of ``clef study``).
 
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stride", type=float, default=30.0, help="seconds between evaluation windows")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--headline", nargs="+", default=None,
+                    help="labels the headline averages (default: every label with positives in >= 2 scored records)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     return ap.parse_args(argv)
 
@@ -196,6 +199,20 @@ def headline_columns(y: np.ndarray, groups: np.ndarray) -> list[int]:
     return [k for k in range(y.shape[1]) if len(np.unique(groups[y[:, k] == 1])) >= 2]
 
 
+def chosen_headline(names: list[str] | None, scorable: list[int]) -> list[int]:
+    """The columns of the --headline labels (all ``scorable`` ones when None); a label that is unknown or
+    not scorable is an error naming it."""
+    from clef_core.evaluation.mitdb_windows import WINDOW_LABELS
+
+    if names is None:
+        return scorable
+    bad = [c for c in names if c not in WINDOW_LABELS or WINDOW_LABELS.index(c) not in scorable]
+    if bad:
+        raise SystemExit(f"--headline {bad}: not a window label with positives in >= 2 scored records "
+                         f"(scorable: {[WINDOW_LABELS[k] for k in scorable]})")
+    return [WINDOW_LABELS.index(c) for c in names]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -218,7 +235,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"{len(np.unique(data['groups']))} records", file=sys.stderr, flush=True)
     per_epoch = batches_per_epoch(site, cfg, args)
     y, groups = scored(data)
-    cols = headline_columns(y, groups)
+    scorable = headline_columns(y, groups)
+    cols = chosen_headline(args.headline, scorable)
     arms: dict[str, dict[int, dict[tuple[float, int], np.ndarray]]] = {}  # arm -> seed -> scores
     info: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -244,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table = pd.DataFrame(rows)
     diffs = []
     trained = [a for a in arms if a.startswith("ntxent@")]
-    label_sets = [("headline", cols), *((WINDOW_LABELS[k], [k]) for k in cols)]
+    label_sets = [("headline", cols), *((WINDOW_LABELS[k], [k]) for k in scorable)]
     for a, b in [*((t, "untrained") for t in trained), *((t, "features") for t in trained), ("untrained", "features")]:
         for frac in args.fractions:
             keys = sorted(k for k in arms[a][args.seeds[0]] if k[0] == frac)

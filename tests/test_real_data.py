@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -250,6 +251,13 @@ def test_bench_real_pretrain_end_to_end(folders, af_folders, tmp_path):
     first = (out / "scores.csv").read_text()
     bench.run(bench.parse_args(argv))  # resumed from the cached embeddings: the same scores
     assert (out / "scores.csv").read_text() == first
+    pvc = bench.run(bench.parse_args([*argv, "--headline", "any_pvc"]))  # a chosen headline, every label still shown
+    scores = pd.read_csv(out / "scores.csv")
+    assert pvc["headline_labels"] == ["any_pvc"] and np.allclose(scores["headline"], scores["any_pvc"])
+    assert set(pd.read_csv(out / "differences.csv")["label"]) == {"headline", *summary["headline_labels"]}
+    with pytest.raises(SystemExit, match="af"):  # AF sits in one scored record (203): it cannot be a headline
+        bench.chosen_headline(["af"], bench.headline_columns(*bench.scored(bench.eval_windows(
+            bench.parse_args(argv), bench.experiment(bench.parse_args(argv))))))
     # a step count must be whole epochs (each is the one run stopped there): 5 patients in batches of 2
     from clef_core.multi_cohort import prepare_folders
 

@@ -101,6 +101,13 @@ def test_study_runs_end_to_end(tmp_path):
                 "clef_signal_off - ntxent_signal_off"):
         assert f"| {row} |" in diffs
     assert "ntxent - features" not in diffs.split("### Fine-tuned")[1]  # no features arm among the fine-tunes
+    rep = pd.read_csv(out / "representation_differences.csv")  # per label and on the representation headline
+    assert set(rep["labels"]) == {"representation", *summary_labels(out)} and "high_risk" not in json.loads(
+        (out / "summary.json").read_text())["representation_labels"]
+    assert set(rep["comparison"]) == {"ntxent - untrained", "clef_repaired - untrained", "ntxent - features",
+                                      "clef_repaired - features"}
+    assert "## Representation: pretrained vs random init, per label" in diffs.split("### Fine-tuned")[0]
+    assert "Representation headline: mean test AUROC over" in table and (out / "representation_table.csv").is_file()
     fine = table.split("## Fine-tuned")[1]  # the fine-tune protocol: every arm with an encoder, its own CIs
     assert "| untrained |" in fine and "| supervised |" in fine and "| features |" not in fine
     assert "| 10 % (4 pts) | 100 % (" in fine and "clef_repaired - placebo" in diffs.split("### Fine-tuned")[1]
@@ -129,6 +136,43 @@ def test_study_runs_end_to_end(tmp_path):
     assert (out / "finetune.csv").read_text() == ft_first  # fine-tunes come from their caches
     assert main(args + ["--set", "train.lr=0.01"]) == 1  # other settings never reuse the cache
     assert main(args + ["--set", "study.finetune_lr=0.01"]) == 1  # nor other fine-tune settings
+
+
+def summary_labels(out) -> list[str]:
+    return json.loads((out / "summary.json").read_text())["labels"]
+
+
+def test_representation_headline_leaves_out_risk_derived_and_saturated_labels():
+    from clef_core.evaluation.study import StudyConfig, label_differences, representation_labels
+    from clef_core.evaluation.tasks import TaskData
+
+    study = StudyConfig(label_fractions=(0.5, 1.0), seeds=(0, 1), subsamples=1, bootstrap=50,
+                        headline_labels=("cvd_event",))
+    labels = ["af", "lvh", "high_risk", "cvd_event"]
+    rows = [{"arm": arm, "fraction": f, "label": c, "auroc": auc}
+            for arm, aucs in (("untrained", (0.80, 0.7, 0.8, 0.6)), ("ntxent", (0.99, 0.8, 0.8, 0.6)),
+                              ("features", (0.99, 0.7, 0.9, 0.6)))
+            for f in (0.5, 1.0) for c, auc in zip(labels, aucs)]
+    long = pd.DataFrame(rows)
+    # af: median over the three arms at 100 % is 0.99 >= 0.97 (saturated, whatever the untrained arm scores);
+    # high_risk is computed from the risk score; the headline_labels setting does not narrow it
+    assert representation_labels(long, study) == ["lvh", "cvd_event"]
+    assert representation_labels(long, StudyConfig(label_fractions=(0.5, 1.0), risk_derived_labels=())) == [
+        "lvh", "high_risk", "cvd_event"]
+    rng = np.random.default_rng(5)
+    n = 80
+    y = (rng.random((n, 4)) < 0.4).astype(float)
+    task = TaskData("t", "binary", labels, np.zeros((n, 4)), y, np.arange(n).astype(str), "I")
+    test = np.arange(n)
+    scores = {("ntxent", s, f, 0): y * 2 + rng.normal(size=(n, 4)) for s in (0, 1) for f in (0.5, 1.0)}
+    scores.update({("untrained", s, f, 0): rng.normal(size=(n, 4)) for s in (0, 1) for f in (0.5, 1.0)})
+    diffs = label_differences(scores, task, test, ["lvh", "cvd_event"], study)
+    assert set(diffs["comparison"]) == {"ntxent - untrained"}  # comparisons without both arms are skipped
+    assert list(diffs["labels"].drop_duplicates()) == ["representation", *labels] and len(diffs) == 2 * 5
+    by = diffs.set_index(["labels", "fraction"])
+    assert (diffs["ci_low"] > 0).all()  # an informative arm against noise: every CI above 0
+    single = [by.at[(c, 1.0), "diff"] for c in ("lvh", "cvd_event")]
+    assert by.at[("representation", 1.0), "diff"] == pytest.approx(np.mean(single))  # the headline is the label mean
 
 
 def test_oracle_site_reads_the_hidden_factor(tmp_path, tiny_site):

@@ -30,6 +30,7 @@ class StudyConfig:
     labels: tuple[str, ...] = ()
     headline_labels: tuple[str, ...] = ()
     saturated_auroc: float = 0.97
+    risk_derived_labels: tuple[str, ...] = ("high_risk",)
     bootstrap: int = 1000
     repaired: tuple[str, ...] = ('loss.risk_scaling="rank"', 'loss.weight_norm="mean_one"', "loss.use_mask=false",
                                  'loss.unknown_weight="mean"', "loss.weight_power=4.0", "loss.align_weight=0.0")
@@ -47,7 +48,7 @@ class StudyConfig:
     finetune_checks: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "headline_labels", "repaired",
+        for name in ("arms", "seeds", "label_fractions", "l2_grid", "labels", "headline_labels", "risk_derived_labels", "repaired",
                      "finetune_fractions", "finetune_arms"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         bad = [a for a in self.arms if a not in ARMS]

@@ -29,7 +29,11 @@ patients (AUROC). The headline is the mean AUROC over study.headline_labels, or 
 over the labels that are not saturated (a label whose median AUROC over the arms at the largest f
 is >= study.saturated_auroc is reported but left out: it cannot tell encoders apart). A label drawn
 from the hidden factor (``cvd_event``) is shown with its Bayes ceiling; every headline label with the
-95 % CI half-width of one AUROC on the test patients (Hanley & McNeil), the study's resolution. Paired
+95 % CI half-width of one AUROC on the test patients (Hanley & McNeil), the study's resolution. Beside
+the headline, a representation headline: the mean AUROC over the labels not computed from the risk
+score CLEF reads (study.risk_derived_labels) and not saturated (the same rule), with pretrained -
+untrained and features-relative differences on it and on every label alone
+(``representation_differences.csv``). Paired
 differences (same seed, same labelled patients, same test patients) come with a bootstrap CI
 (:func:`clef_core.evaluation.label_efficiency.paired_bootstrap`); the features arm has no seed, its
 scores pair with every seed of the other arm. Beside the probe, every arm with
@@ -81,6 +85,8 @@ COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent
                ("clef", "ntxent"), ("clef_repaired", "ntxent"), ("placebo", "ntxent"), ("clef_repaired", "placebo"),
                ("clef_repaired", "placebo_known"), ("oracle", "ntxent"), ("oracle", "clef_repaired"),
                ("clef_signal_off", "ntxent_signal_off"))
+REPRESENTATION_COMPARISONS = (("ntxent", "untrained"), ("clef_repaired", "untrained"), ("ntxent", "features"),
+                              ("clef_repaired", "features"))  # per label and on the representation headline
 UNTRAINED_ARMS = ("untrained", "features")
 REPAIRED_ARMS = ("clef_repaired", "placebo", "placebo_known", "oracle", "clef_signal_off")  # [loss] + study.repaired
 SIGNAL_OFF_ARMS = ("clef_signal_off", "ntxent_signal_off")  # pretrained on the cohort with synth.risk_signal = 0
@@ -179,6 +185,9 @@ def run_study(exp: Experiment, out: str | Path, *, progress: bool = False, log: 
     unknown = [c for c in study.headline_labels if c not in task.labels]
     if unknown:
         raise ValueError(f"study.headline_labels: {unknown} not among the scored labels {task.labels}")
+    unknown = [c for c in study.risk_derived_labels if c not in task.labels and not study.labels]
+    if unknown:
+        raise ValueError(f"study.risk_derived_labels: {unknown} not among the cohort's labels {task.labels}")
     evidence = evidence_inputs(eval_site, lead)
     fs = float(eval_site.store.preprocess["sample_rate"])
     pool, val, test = three_way_split(task.groups, study.val_fraction, study.test_fraction, study.eval_seed)
@@ -207,11 +216,18 @@ def run_study(exp: Experiment, out: str | Path, *, progress: bool = False, log: 
     table.to_csv(out / "table.csv", index=False)
     diffs = paired_differences(test_scores, task, test, headline_labels, y_test, study)
     diffs.to_csv(out / "differences.csv", index=False)
+    rep_labels = representation_labels(long, study)
+    rep_table = _headline_table(long, rep_labels, arm_info, study) if rep_labels else None
+    if rep_table is not None:
+        rep_table.to_csv(out / "representation_table.csv", index=False)
+    label_diffs = label_differences(test_scores, task, test, rep_labels, study)
+    label_diffs.to_csv(out / "representation_differences.csv", index=False)
     ft_table_md, ft_diffs_md = _finetune_reports(results, task, test, headline_labels, y_test, arm_info, study, out)
     plain = exp.to_dict()
     summary = {
         "seconds": round(time.perf_counter() - started, 1),
         "labels": task.labels, "headline_labels": headline_labels, "saturated_labels": saturated,
+        "representation_labels": rep_labels, "risk_derived_labels": list(study.risk_derived_labels),
         "bayes_ceiling": ceiling, "auroc_ci95_halfwidth": resolution,
         "pretraining": {k: pre[k] for k in ("subjects", "records", "risk_known", "mean_completeness")},
         "evaluation": {"ecgs": int(len(task)), "patients": int(len(np.unique(task.groups))),
@@ -234,10 +250,13 @@ def run_study(exp: Experiment, out: str | Path, *, progress: bool = False, log: 
                                     "stride_s": study.mitdb_stride_s}
         (out / "summary.json").write_text(dumps(summary, indent=2, default=str), encoding="utf-8")
         mitdb_md = _mitdb_markdown(mt, study, summary["mitdb_windows"])
-    (out / "table.md").write_text(_table_markdown(table, summary, study) + _label_markdown(long, study, ceiling) + mitdb_md
+    (out / "table.md").write_text(_table_markdown(table, summary, study) + representation_markdown(rep_table, rep_labels, study)
+                                  + _label_markdown(long, study, ceiling) + mitdb_md
                                   + _diagnostics_markdown(diagnostics)
                                   + ("\n## Fine-tuned\n\n" + ft_table_md if ft_table_md else ""), encoding="utf-8")
-    (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels) + ft_diffs_md, encoding="utf-8")
+    (out / "differences.md").write_text(_differences_markdown(diffs, headline_labels)
+                                        + _label_differences_markdown(label_diffs, summary, study) + ft_diffs_md,
+                                        encoding="utf-8")
     from clef_core.evaluation.plots import label_efficiency
 
     label_efficiency(table, diffs, out / "label_efficiency.png", title=f"headline: mean AUROC over {', '.join(headline_labels)}")
@@ -487,17 +506,46 @@ def probe_unit(emb, task, pool, val, test, frac, j, study: StudyConfig) -> tuple
     return test_scores, out_rows
 
 
-def split_saturated_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
-    """(headline labels, saturated labels) of the probe rows ``long``: study.headline_labels when
-    set, else the labels that are not saturated (a label whose median AUROC over the arms at the
-    largest fraction is >= study.saturated_auroc cannot tell encoders apart)."""
+def saturated_labels(long: pd.DataFrame, study: StudyConfig) -> list[str]:
+    """The saturated labels of the probe rows ``long``: those whose median AUROC over the arms (every
+    arm alike) at the largest fraction is >= study.saturated_auroc; they cannot tell encoders apart."""
     full = long[long["fraction"] == max(study.label_fractions)]
     by_arm = full.groupby(["label", "arm"])["auroc"].mean().unstack()
-    saturated = sorted(by_arm.index[by_arm.median(axis=1) >= study.saturated_auroc])
+    return sorted(by_arm.index[by_arm.median(axis=1) >= study.saturated_auroc])
+
+
+def split_saturated_labels(long: pd.DataFrame, study: StudyConfig) -> tuple[list[str], list[str]]:
+    """(headline labels, saturated labels) of the probe rows ``long``: study.headline_labels when
+    set, else the labels that are not saturated (:func:`saturated_labels`)."""
+    saturated = saturated_labels(long, study)
     if study.headline_labels:
         return list(study.headline_labels), saturated
     labels = [c for c in long["label"].drop_duplicates() if c not in saturated]
     return labels or list(long["label"].drop_duplicates()), saturated
+
+
+def representation_labels(long: pd.DataFrame, study: StudyConfig) -> list[str]:
+    """The representation headline's labels (in scoring order): the scored labels that are not
+    computed from the risk score CLEF reads (study.risk_derived_labels) and not saturated
+    (:func:`saturated_labels`); independent of study.headline_labels. Empty when none is left."""
+    saturated = saturated_labels(long, study)
+    return [c for c in long["label"].drop_duplicates() if c not in study.risk_derived_labels and c not in saturated]
+
+
+def label_differences(test_scores: dict[tuple[str, int, float, int], np.ndarray], task, test: np.ndarray,
+                      rep_labels: list[str], study: StudyConfig) -> pd.DataFrame:
+    """Paired differences of :data:`REPRESENTATION_COMPARISONS` (pretrained - untrained, and against
+    the hand-made features) on the representation headline (``labels`` = "representation", the mean
+    AUROC over ``rep_labels``) and on every scored label alone; same pairing and bootstrap as
+    :func:`paired_differences`."""
+    sets = ([("representation", rep_labels)] if rep_labels else []) + [(c, [c]) for c in task.labels]
+    frames = []
+    for name, labels in sets:
+        y_test = task.y[test][:, [task.labels.index(c) for c in labels]]
+        diffs = paired_differences(test_scores, task, test, labels, y_test, study, REPRESENTATION_COMPARISONS)
+        frames.append(diffs.assign(labels=name))
+    columns = ["comparison", "fraction", "labels", *DIFF_COLUMNS[2:]]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
 def auroc_resolution(long: pd.DataFrame, task, test, labels: list[str], study: StudyConfig) -> dict[str, float]:
@@ -626,6 +674,15 @@ def _table_markdown(table: pd.DataFrame, summary: dict, study: StudyConfig) -> s
     return "\n".join(lines) + "\n" + note
 
 
+def representation_markdown(rep_table: pd.DataFrame | None, rep_labels: list[str], study: StudyConfig) -> str:
+    """The representation headline per arm and fraction (:func:`representation_labels`); "" without one."""
+    if rep_table is None:
+        return ""
+    return ("\nRepresentation headline: mean test AUROC over " + ", ".join(rep_labels) + " (the labels not computed "
+            "from the risk score and not saturated; differences.md, \"Representation\"):\n\n"
+            + "\n".join(_table_lines(rep_table, study)) + "\n")
+
+
 def _table_lines(table: pd.DataFrame, study: StudyConfig) -> list[str]:
     """The headline table (arm x fraction, mean ± SD, rho_truth) as markdown lines."""
     fracs = list(study.label_fractions)
@@ -693,6 +750,34 @@ def _mitdb_markdown(mt: pd.DataFrame, study: StudyConfig, info: dict[str, Any]) 
         cells = [f"{sub[c].mean():.3f} ± {sub[c].std(ddof=1) if len(sub) > 1 else 0.0:.3f}" for c in WINDOW_LABELS]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _label_differences_markdown(label_diffs: pd.DataFrame, summary: dict, study: StudyConfig) -> str:
+    """The representation headline and every label alone: one row per comparison and fraction, a
+    "difference [95 % CI]" cell per label set; "" when no comparison has both arms."""
+    if label_diffs.empty:
+        return ""
+    sets = list(label_diffs["labels"].drop_duplicates())
+    rep = ", ".join(summary["representation_labels"])
+    head = ["comparison", "fraction"] + [f"representation ({rep})" if s == "representation" else s for s in sets]
+    lines = ["", "## Representation: pretrained vs random init, per label", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    cells = label_diffs.set_index(["comparison", "fraction", "labels"])
+    for comparison, frac in label_diffs[["comparison", "fraction"]].drop_duplicates().itertuples(index=False):
+        row = [comparison, f"{100 * frac:g} %"]
+        for s in sets:
+            r = cells.loc[(comparison, frac, s)]
+            row.append(f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
+        lines.append("| " + " | ".join(row) + " |")
+    left = [f"computed from the risk score CLEF reads (study.risk_derived_labels): "
+            f"{', '.join(summary['risk_derived_labels']) or 'none'}"]
+    saturated = [c for c in summary["saturated_labels"] if c not in summary["risk_derived_labels"]]
+    left.append(f"saturated (median AUROC over all arms at {100 * max(study.label_fractions):g} % labels >= "
+                f"{study.saturated_auroc:g}, study.saturated_auroc, the same rule for every arm): "
+                f"{', '.join(saturated) or 'none'}")
+    return "\n".join(lines) + (f"\n\nRepresentation headline: mean test AUROC over the scored labels ({rep or 'none left'}) "
+                               f"less those {'; less those '.join(left)}. Every scored label is shown alone beside it. "
+                               "Pairing and bootstrap as above.\n")
 
 
 def _differences_markdown(diffs: pd.DataFrame, labels: list[str]) -> str:
