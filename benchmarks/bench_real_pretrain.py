@@ -13,7 +13,9 @@ stopped there and continued.
 Evaluation: the MIT-BIH records of ``--eval`` (default: the ``mitdb`` folder) as 10 s MLII windows
 every ``--stride`` seconds with the window labels any_pvc, any_sveb and af
 (:mod:`clef_core.evaluation.mitdb_windows`, the study's MIT-BIH tasks). A frozen logistic probe
-(L2 = evaluate.probe_l2 on standardised features) is scored on records it never saw: fitted on the
+(L2 = evaluate.probe_l2 on standardised features; with ``--l2 cv`` chosen per label from study.l2_grid by
+inner 5-fold CV by record on each probe's own labelled windows, the fixed L2 the fallback) is scored on
+records it never saw: fitted on the
 records of ``--eval`` and scored on those of ``--test-data`` when given (e.g. DS2), otherwise by
 5-fold cross-validation by record (pooled out-of-fold scores). At a label fraction f < 1 each
 probe is fitted on a share f of its training windows (``--subsamples`` draws, the same windows for
@@ -71,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--subsamples", type=int, default=5, help="label draws at each fraction < 1")
     ap.add_argument("--stride", type=float, default=30.0, help="seconds between evaluation windows")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--l2", choices=["fixed", "cv"], default="fixed",
+                    help="probe L2: evaluate.probe_l2, or chosen per label from study.l2_grid by inner CV by record "
+                         "on each probe's labelled windows (select_l2)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--headline", nargs="+", default=None,
                     help="labels the headline averages (default: every label with positives in >= 2 scored records)")
@@ -168,10 +173,11 @@ def arm_embeddings(cfg: dict[str, Any], site: Any, seed: int, args: argparse.Nam
     return out
 
 
-def probe_scores(emb: np.ndarray, data: dict[str, Any], l2: float, args: argparse.Namespace
-                 ) -> dict[tuple[float, int], np.ndarray]:
-    """{(fraction, subsample): scores (n_scored, 3)} on the records the probe never saw."""
-    from clef_core.evaluation.mitdb_windows import fit_and_score, record_cv_scores
+def probe_scores(emb: np.ndarray, data: dict[str, Any], l2: float, args: argparse.Namespace,
+                 l2_grid: list[float] | None = None) -> dict[tuple[float, int], np.ndarray]:
+    """{(fraction, subsample): scores (n_scored, 3)} on the records the probe never saw; with ``l2_grid``
+    each probe's L2 per label is chosen by inner CV by record on its own labelled windows (``l2`` the fallback)."""
+    from clef_core.evaluation.mitdb_windows import fit_and_score, record_cv_scores, select_l2
 
     out = {}
     for frac in args.fractions:
@@ -181,10 +187,12 @@ def probe_scores(emb: np.ndarray, data: dict[str, Any], l2: float, args: argpars
                 if frac < 1:
                     rng = np.random.default_rng([0, j, 0x3D8])
                     fit_rows = np.sort(rng.choice(fit_rows, max(int(np.ceil(frac * len(fit_rows))), 2), replace=False))
-                out[(frac, j)] = fit_and_score(np.asarray(emb[fit_rows], np.float64), data["y"][fit_rows],
-                                               emb[data["is_test"]], l2)
+                x_fit, y_fit = np.asarray(emb[fit_rows], np.float64), data["y"][fit_rows]
+                fit_l2 = l2 if l2_grid is None else select_l2(x_fit, y_fit, data["groups"][fit_rows], l2_grid, l2,
+                                                               args.folds, 0)
+                out[(frac, j)] = fit_and_score(x_fit, y_fit, emb[data["is_test"]], fit_l2)
             else:
-                out[(frac, j)] = record_cv_scores(emb, data["y"], data["groups"], l2, args.folds, 0, frac, j)
+                out[(frac, j)] = record_cv_scores(emb, data["y"], data["groups"], l2, args.folds, 0, frac, j, l2_grid)
     return out
 
 
@@ -227,6 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = experiment(args)
     l2 = float(cfg["evaluate"]["probe_l2"])
+    l2_grid = [float(v) for v in cfg["study"]["l2_grid"]] if args.l2 == "cv" else None
     site = prepare_folders(args.cohort, args.out / "data" / "pretrain", Experiment.from_dict(cfg), progress=False)
     pre = site.summary()
     data = eval_windows(args, cfg)
@@ -241,13 +250,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {}
     t0 = time.perf_counter()
     feats = features(zscore(data["x"]), data["fs"])
-    feature_scores = probe_scores(feats, data, l2, args)
+    feature_scores = probe_scores(feats, data, l2, args, l2_grid)
     arms["features"] = {s: feature_scores for s in args.seeds}  # no seed: paired with every seed's arms
     info["features"] = {"seconds": round(time.perf_counter() - t0, 1)}
     for seed in args.seeds:
         for steps, (emb, run_info) in arm_embeddings(cfg, site, seed, args, data["x"], per_epoch).items():
             arm = "untrained" if steps == 0 else f"ntxent@{steps}"
-            arms.setdefault(arm, {})[seed] = probe_scores(emb, data, l2, args)
+            arms.setdefault(arm, {})[seed] = probe_scores(emb, data, l2, args, l2_grid)
             info.setdefault(arm, {})[seed] = run_info
             print(f"{arm} seed {seed}: {run_info}", file=sys.stderr, flush=True)
     rows = []
@@ -276,6 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table.to_csv(args.out / "scores.csv", index=False)
     diffs.to_csv(args.out / "differences.csv", index=False)
     summary = {"seconds": round(time.perf_counter() - started, 1), "pretraining": pre, "info": info,
+               "probe_l2": l2, "l2_grid": l2_grid,
                "headline_labels": [WINDOW_LABELS[k] for k in cols], "fit_records": data["fit_records"],
                "test_records": data["test_records"], "windows": int(len(data["y"])), "scored_windows": int(len(y)),
                "positive_windows": {c: int(y[:, k].sum()) for k, c in enumerate(WINDOW_LABELS)},
@@ -315,7 +325,10 @@ def markdown(table: pd.DataFrame, diffs: pd.DataFrame, summary: dict[str, Any], 
         + ", ".join(f"{a} {s:.0f} s" for a, s in seconds.items()) + ".",
         "",
         f"Evaluation: {summary['windows']} MLII 10 s windows (one every {args.stride:g} s), labels "
-        f"{', '.join(WINDOW_LABELS)} (positives {summary['positive_windows']}); logistic probe, {protocol}. "
+        f"{', '.join(WINDOW_LABELS)} (positives {summary['positive_windows']}); logistic probe ("
+        + (f"L2 per label from {summary['l2_grid']} by inner {args.folds}-fold CV by record on its labelled windows, "
+           f"fallback {summary['probe_l2']:g}" if summary["l2_grid"] else f"L2 {summary['probe_l2']:g}")
+        + f"), {protocol}. "
         f"Headline: mean AUROC over {', '.join(summary['headline_labels'])}; mean ± SD over seeds x label subsamples.",
         "",
         "| arm | " + " | ".join(f"{100 * f:g} % labels" for f in args.fractions) + " | "

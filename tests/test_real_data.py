@@ -165,6 +165,33 @@ def test_record_cv_scores_subsamples_are_paired_and_cover_every_window():
     assert fit_and_score(signal[:150], y[:150], signal[150:], 1.0).shape == (150, 3)
 
 
+def test_select_l2_picks_from_the_grid_by_inner_record_cv_and_falls_back():
+    from clef_core.evaluation.mitdb_windows import fit_and_score, record_cv_scores, select_l2
+
+    grid = [1.0, 10.0, 100.0, 1000.0, 10000.0]
+    rng = np.random.default_rng(0)
+    # a suppressor pair: x1 - x2 recovers the signal only with weights a strong L2 would shrink
+    z, nuisance = rng.normal(size=400), 3 * rng.normal(size=400)
+    y = np.repeat((z + 0.3 * rng.normal(size=400) > 0).astype(np.float64)[:, None], 3, axis=1)
+    x = np.c_[z + nuisance, nuisance, rng.normal(size=(400, 3))]
+    groups = np.repeat([f"r{i}" for i in range(10)], 40)
+    np.testing.assert_array_equal(select_l2(x, y, groups, grid, 100.0), [1.0, 1.0, 1.0])
+    # few windows, a weak signal among 100 noise features: a strong L2 wins; a one-class label falls back
+    yb = (rng.random((60, 3)) < 0.4).astype(np.float64)
+    yb[:, 1] = 0.0
+    xb = np.c_[yb[:, 0] * 0.8 + rng.normal(size=60), rng.normal(size=(60, 100))]
+    chosen = select_l2(xb, yb, np.repeat([f"r{i}" for i in range(10)], 6), grid, 7.0)
+    assert chosen[0] >= 1000.0 and chosen[1] == 7.0 and chosen[2] in grid
+    assert (select_l2(xb, yb, np.array(["r0"] * 60), grid, 7.0) == 7.0).all()  # one record: no inner folds
+    # one L2 per label is each label's own fit; a one-value grid is the fixed path
+    per_label = fit_and_score(x[:200], y[:200], x[200:], np.array([1.0, 100.0, 1.0]))
+    np.testing.assert_allclose(per_label[:, 1], fit_and_score(x[:200], y[:200], x[200:], 100.0)[:, 1])
+    np.testing.assert_allclose(per_label[:, 0], fit_and_score(x[:200], y[:200], x[200:], 1.0)[:, 0])
+    fixed = record_cv_scores(x, y, groups, 1000.0, 5, 0, 0.5, 1)
+    np.testing.assert_array_equal(record_cv_scores(x, y, groups, 1000.0, 5, 0, 0.5, 1, l2_grid=[1000.0]), fixed)
+    assert not np.allclose(record_cv_scores(x, y, groups, 1000.0, 5, 0, 0.5, 1, l2_grid=grid), fixed)
+
+
 def _evaluate(*argv: str) -> int:
     from clef.cli import main
 
@@ -255,6 +282,11 @@ def test_bench_real_pretrain_end_to_end(folders, af_folders, tmp_path):
     scores = pd.read_csv(out / "scores.csv")
     assert pvc["headline_labels"] == ["any_pvc"] and np.allclose(scores["headline"], scores["any_pvc"])
     assert set(pd.read_csv(out / "differences.csv")["label"]) == {"headline", *summary["headline_labels"]}
+    assert "logistic probe (L2 100)" in (out / "real_pretrain.md").read_text()
+    cv = bench.run(bench.parse_args([*argv, "--l2", "cv"]))  # L2 by inner CV by record: the same cached embeddings
+    assert cv["l2_grid"] == [1.0, 10.0, 100.0, 1000.0, 10000.0] and "by inner 5-fold CV by record" in (
+        out / "real_pretrain.md").read_text()
+    assert len(pd.read_csv(out / "scores.csv")) == len(scores)
     with pytest.raises(SystemExit, match="af"):  # AF sits in one scored record (203): it cannot be a headline
         bench.chosen_headline(["af"], bench.headline_columns(*bench.scored(bench.eval_windows(
             bench.parse_args(argv), bench.experiment(bench.parse_args(argv))))))

@@ -51,12 +51,13 @@ def load_windows(records: Sequence[Path], cfg: PreprocessConfig, stride_s: float
 
 
 def record_cv_scores(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, l2: float, folds: int = 5, seed: int = 0,
-                     fraction: float = 1.0, subsample: int = 0) -> np.ndarray:
+                     fraction: float = 1.0, subsample: int = 0, l2_grid: Sequence[float] | None = None) -> np.ndarray:
     """Out-of-fold logistic probe scores (N, C), folds by record (:func:`group_folds`, stratified by
     the records' positives), features standardised on each fold's training rows. With ``fraction`` < 1
     each fold's probe is fitted on that share of its training windows, a uniform draw seeded by
     (``seed``, ``subsample``, fold): every encoder scored with the same arguments sees the same
-    labelled windows, so differences between encoders are paired."""
+    labelled windows, so differences between encoders are paired. With ``l2_grid`` each fold's L2 is
+    chosen per label by :func:`select_l2` on that fold's labelled windows only (``l2`` the fallback)."""
     from clef_core.evaluation.splits import group_folds
 
     if not 0 < fraction <= 1:
@@ -68,19 +69,58 @@ def record_cv_scores(emb: np.ndarray, y: np.ndarray, groups: np.ndarray, l2: flo
         if fraction < 1:
             rng = np.random.default_rng([seed, subsample, k, 0x3D8])
             train = np.sort(rng.choice(train, max(int(np.ceil(fraction * len(train))), 2), replace=False))
-        scores[test_rows] = fit_and_score(x[train], y[train], x[test_rows], l2)
+        fold_l2 = l2 if l2_grid is None else select_l2(x[train], y[train], groups[train], l2_grid, l2, folds, seed)
+        scores[test_rows] = fit_and_score(x[train], y[train], x[test_rows], fold_l2)
     return scores
 
 
-def fit_and_score(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, l2: float) -> np.ndarray:
+def fit_and_score(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, l2: float | np.ndarray) -> np.ndarray:
     """Scores (M, C) of ``x_score`` by one logistic probe per label fitted on (``x_fit``, ``y_fit``) (mean BCE +
-    l2/(2n) ||w||^2 on features standardised with the fitted rows' mean and SD)."""
+    l2/(2n) ||w||^2 on features standardised with the fitted rows' mean and SD); ``l2`` one value or one per label."""
     from clef_core.evaluation.label_efficiency import fit_logistic_grid
 
+    x_fit = np.asarray(x_fit, np.float64)
     mean, std = x_fit.mean(axis=0), x_fit.std(axis=0)
     std = np.where(std > 1e-8, std, 1.0)
-    W, b = fit_logistic_grid((x_fit - mean) / std, y_fit, [l2])
-    return ((np.asarray(x_score, np.float64) - mean) / std) @ W[0].T + b[0]
+    per_label = np.broadcast_to(np.asarray(l2, np.float64), (y_fit.shape[1],))
+    values, which = np.unique(per_label, return_inverse=True)
+    W, b = fit_logistic_grid((x_fit - mean) / std, y_fit, values)
+    cols = np.arange(y_fit.shape[1])
+    return ((np.asarray(x_score, np.float64) - mean) / std) @ W[which, cols].T + b[which, cols]
+
+
+def select_l2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, l2_grid: Sequence[float], fallback: float,
+              folds: int = 5, seed: int = 0) -> np.ndarray:
+    """The L2 (C,) per label of ``l2_grid`` with the best mean AUROC over ``folds`` inner folds by record
+    (:func:`group_folds`) of the labelled windows (``x``, ``y``, ``groups``) alone, each inner probe as
+    :func:`fit_and_score`'s; ties go to the stronger L2. ``fallback`` for a label that some inner fold cannot
+    fit or score (one class on either side) or when the windows hold fewer than two records."""
+    from clef_core.evaluation.label_efficiency import fit_logistic_grid, weighted_auroc
+    from clef_core.evaluation.splits import group_folds
+
+    grid = np.sort(np.asarray(l2_grid, np.float64))  # ascending, so that ties can go to the stronger L2
+    chosen = np.full(y.shape[1], float(fallback))
+    inner = group_folds(groups, folds, seed, y) if len(np.unique(groups)) >= 2 else []
+    if len(inner) < 2:
+        return chosen
+    auc = np.zeros((len(grid), y.shape[1]))
+    usable = np.ones(y.shape[1], bool)
+    for rows in inner:
+        train = np.setdiff1d(np.arange(len(x)), rows)
+        for c in range(y.shape[1]):
+            usable[c] &= len(np.unique(y[train, c])) == 2 and len(np.unique(y[rows, c])) == 2
+        if not usable.any():
+            return chosen
+        mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+        std = np.where(std > 1e-8, std, 1.0)
+        W, b = fit_logistic_grid((x[train] - mean) / std, y[train], grid)
+        s = np.einsum("nd,gcd->gnc", (x[rows] - mean) / std, W) + b[:, None, :]
+        for c in np.flatnonzero(usable):
+            auc[:, c] += [weighted_auroc(s[g, :, c], y[rows, c])[0] for g in range(len(grid))]
+    for c in np.flatnonzero(usable):
+        best = len(grid) - 1 - int(np.argmax(auc[::-1, c]))  # ties: the later (stronger) grid value
+        chosen[c] = grid[best]
+    return chosen
 
 
 def label_aurocs(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, float]:
