@@ -84,7 +84,7 @@ def fit_and_score(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, l2:
     std = np.where(std > 1e-8, std, 1.0)
     per_label = np.broadcast_to(np.asarray(l2, np.float64), (y_fit.shape[1],))
     values, which = np.unique(per_label, return_inverse=True)
-    W, b = fit_logistic_grid((x_fit - mean) / std, y_fit, values)
+    W, b = fit_logistic_grid((x_fit - mean) / std, y_fit, values.tolist())
     cols = np.arange(y_fit.shape[1])
     return ((np.asarray(x_score, np.float64) - mean) / std) @ W[which, cols].T + b[which, cols]
 
@@ -113,11 +113,11 @@ def select_l2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, l2_grid: Sequenc
             return chosen
         mean, std = x[train].mean(axis=0), x[train].std(axis=0)
         std = np.where(std > 1e-8, std, 1.0)
-        W, b = fit_logistic_grid((x[train] - mean) / std, y[train], grid)
+        W, b = fit_logistic_grid((x[train] - mean) / std, y[train], grid.tolist())
         s = np.einsum("nd,gcd->gnc", (x[rows] - mean) / std, W) + b[:, None, :]
-        for c in np.flatnonzero(usable):
+        for c in np.flatnonzero(usable).tolist():
             auc[:, c] += [weighted_auroc(s[g, :, c], y[rows, c])[0] for g in range(len(grid))]
-    for c in np.flatnonzero(usable):
+    for c in np.flatnonzero(usable).tolist():
         best = len(grid) - 1 - int(np.argmax(auc[::-1, c]))  # ties: the later (stronger) grid value
         chosen[c] = grid[best]
     return chosen
