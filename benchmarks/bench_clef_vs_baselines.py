@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_table(table: pd.DataFrame, methods: list[str], args: argparse.Namespace, seconds: float) -> str:
+    from clef_core.evaluation.metrics import mean_sd
+
     metrics = ["mean_auroc"] + [f"auroc_{k}" for k in LABELS] + ["rho_truth"]
     head = ["method"] + [m.replace("auroc_", "") if m.startswith("auroc_") else m for m in metrics] + ["steps", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -166,7 +168,7 @@ def markdown_table(table: pd.DataFrame, methods: list[str], args: argparse.Names
         cells = [method]
         for m in metrics:
             v = sub[m].astype(float).dropna() if m in sub else pd.Series(dtype=float)
-            cells.append("-" if v.empty else f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}")
+            cells.append("-" if v.empty else mean_sd(v))
         cells += [f"{sub['train_steps'].mean():.0f}", f"{sub['train_seconds'].mean():.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nSynthetic cohort: pretraining {args.patients} patients, evaluation {args.eval_patients} other patients; "

@@ -157,6 +157,8 @@ def comparisons(names: dict[tuple[str, str, int], str], args: argparse.Namespace
 
 def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dict[str, dict[str, Any]],
            data: dict[str, Any], args: argparse.Namespace, wall: float, cfg: dict[str, Any]) -> str:
+    from clef_core.evaluation.metrics import mean_sd
+
     head = (long[long["label"].isin(labels)].groupby(["arm", "seed", "fraction", "subsample"])["auroc"].mean()
             .reset_index())
     fracs = list(data["study"].label_fractions)
@@ -166,7 +168,7 @@ def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dic
         cells = []
         for f in fracs:
             sub = head[(head["arm"] == arm) & (head["fraction"] == f)]["auroc"]
-            cells.append(f"{sub.mean():.3f} ± {sub.std(ddof=1) if len(sub) > 1 else 0.0:.3f}")
+            cells.append(mean_sd(sub))
         runs = info[arm]
         loss = np.nanmean([r.get("final_loss", math.nan) for r in runs]) if any("final_loss" in r for r in runs) else math.nan
         steps = int(np.mean([r.get("steps", 0) for r in runs]))

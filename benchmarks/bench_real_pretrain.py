@@ -299,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(table: pd.DataFrame, diffs: pd.DataFrame, summary: dict[str, Any], args: argparse.Namespace) -> str:
+    from clef_core.evaluation.metrics import mean_sd
     from clef_core.evaluation.mitdb_windows import WINDOW_LABELS
 
     pre = summary["pretraining"]
@@ -340,7 +341,7 @@ def markdown(table: pd.DataFrame, diffs: pd.DataFrame, summary: dict[str, Any], 
         cells = []
         for f in args.fractions:
             h = sub[sub["fraction"] == f]["headline"]
-            cells.append(f"{h.mean():.3f} ± {h.std(ddof=1) if len(h) > 1 else 0.0:.3f}")
+            cells.append(mean_sd(h))
         full = sub[sub["fraction"] == max(args.fractions)]
         cells += [f"{full[c].mean():.3f}" for c in WINDOW_LABELS]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")

@@ -216,6 +216,8 @@ def score(embeddings: dict[tuple[str, int], np.ndarray], data: dict[str, Any]) -
 
 def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dict[tuple[str, int], dict[str, Any]],
            data: dict[str, Any], args: argparse.Namespace, wall: float) -> str:
+    from clef_core.evaluation.metrics import mean_sd
+
     head = (long[long["label"].isin(labels)].groupby(["arm", "seed", "fraction", "subsample"])["auroc"].mean()
             .reset_index())
     fracs = list(data["study"].label_fractions)
@@ -225,7 +227,7 @@ def report(long: pd.DataFrame, diffs: pd.DataFrame, labels: list[str], info: dic
         cells = []
         for f in fracs:
             sub = head[(head["arm"] == arm) & (head["fraction"] == f)]["auroc"]
-            cells.append(f"{sub.mean():.3f} ± {sub.std(ddof=1) if len(sub) > 1 else 0.0:.3f}")
+            cells.append(mean_sd(sub))
         runs = [v for (a, _), v in info.items() if a == arm]
         eps = [v.get("epsilon", math.nan) for v in runs]
         eps_text = "-" if arm in ("central", "federated") else (

@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cell(values: pd.Series) -> str:
+    from clef_core.evaluation.metrics import mean_sd
+
     v = values.astype(float).dropna()
-    return "-" if v.empty else f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+    return "-" if v.empty else mean_sd(v)
 
 
 def _paired(d: pd.Series) -> str:

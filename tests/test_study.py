@@ -11,7 +11,7 @@ import pytest
 
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap, subsample_patients,
                                                    three_way_split, weighted_auroc)
-from clef_core.evaluation.metrics import auroc
+from clef_core.evaluation.metrics import auroc, mean_sd
 from clef_core.evaluation.probe import fit_logistic
 
 
@@ -301,3 +301,8 @@ def test_a_study_without_paired_arms_still_reports(tmp_path):
     assert main(args) == 0  # no comparison to bootstrap, no fine-tune: the tables are still written
     assert "| features |" in (out / "table.md").read_text() and not (out / "finetune.csv").exists()
     assert (out / "differences.csv").read_text().startswith("comparison,fraction,diff")
+
+
+def test_mean_sd_is_the_table_cell_of_every_mean_over_units_table():
+    assert mean_sd(pd.Series([0.5, 0.7])) == "0.600 ± 0.141"
+    assert mean_sd(pd.Series([0.8123])) == "0.812 ± 0.000"  # one unit: no spread, not NaN

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import rankdata
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def auroc(y: np.ndarray, score: np.ndarray) -> float:
@@ -108,3 +112,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
     return float((ra * rb).sum() / denom) if denom > 0 else math.nan
+
+
+def mean_sd(values: pd.Series) -> str:
+    """``mean ± SD`` of a results column over seeds / label subsamples (3 decimals; SD 0 for a single
+    value): the cell of every mean-over-units table of the study and the benchmarks."""
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"

@@ -71,7 +71,7 @@ from clef_core.data.preprocess import zscore
 from clef_core.evaluation.mitdb_windows import WINDOW_LABELS, record_cv_auroc
 from clef_core.evaluation.label_efficiency import (fit_logistic_grid, paired_bootstrap,
                                                    subsample_patients, three_way_split, weighted_auroc)
-from clef_core.evaluation.metrics import auroc_ci95_halfwidth
+from clef_core.evaluation.metrics import auroc_ci95_halfwidth, mean_sd
 from clef_core.evaluation.study_finetune import cached_unit, finetune_unit
 from clef_core.evaluation.study_truth import bayes_ceiling, oracle_site
 from clef_core.evaluation.settings import StudyConfig
@@ -747,7 +747,7 @@ def _mitdb_markdown(mt: pd.DataFrame, study: StudyConfig, info: dict[str, Any]) 
              "| arm | " + " | ".join(WINDOW_LABELS) + " |", "|" + "|".join("---" for _ in range(len(WINDOW_LABELS) + 1)) + "|"]
     for arm in study.arms:
         sub = mt[mt["arm"] == arm]
-        cells = [f"{sub[c].mean():.3f} ± {sub[c].std(ddof=1) if len(sub) > 1 else 0.0:.3f}" for c in WINDOW_LABELS]
+        cells = [mean_sd(sub[c]) for c in WINDOW_LABELS]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
